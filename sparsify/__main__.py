@@ -1,0 +1,3 @@
+from sparsify.cli.main import main
+
+main()

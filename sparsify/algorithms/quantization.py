@@ -1,0 +1,204 @@
+"""Calibrated post-training INT8 quantization of ONNX models with ONNX Runtime."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from sparsify.errors import SparsifyError
+
+log = logging.getLogger("sparsify")
+
+FORMATS = ("qdq", "qoperator")
+QUANT_TYPES = ("int8", "uint8")
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+# Ops emitted by the QOperator format in place of a float op.
+INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})
+
+
+def _calibration_reader(calibration: list[dict[str, np.ndarray]]) -> Any:
+    """A CalibrationDataReader replaying the given feed dicts once, in order."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _ListReader(CalibrationDataReader):
+        def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+            self._feeds = feeds
+            self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+        def rewind(self) -> None:
+            self._it = iter(self._feeds)
+
+        def __len__(self) -> int:
+            return len(self._feeds)
+
+    return _ListReader(calibration)
+
+
+def _choice(value: str, choices: tuple[str, ...], key: str) -> str:
+    normalized = value.lower().strip()
+    if normalized not in choices:
+        raise SparsifyError(
+            f"{key} = {value!r} is not a valid choice; use one of: {', '.join(choices)}"
+        )
+    return normalized
+
+
+def _check_calibration(calibration: list[dict[str, np.ndarray]], model: onnx.ModelProto) -> None:
+    if not calibration:
+        raise SparsifyError(
+            "static INT8 quantization needs calibration samples, got none; "
+            "give the quantizer at least one batch from the training or validation split"
+        )
+    initializers = {init.name for init in model.graph.initializer}
+    expected = {i.name for i in model.graph.input if i.name not in initializers}
+    missing = expected - set(calibration[0])
+    if missing:
+        raise SparsifyError(
+            f"calibration samples lack model input(s) {sorted(missing)}; "
+            f"each sample must be a dict with keys {sorted(expected)}"
+        )
+
+
+def _preprocess(fp32_path: Path, out_path: Path) -> Path:
+    """Shape inference + graph optimization; on failure the fp32 model is used as-is."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=False)
+        return out_path
+    except Exception as exc:  # the preprocessor chokes on some exotic graphs; it is only an aid
+        log.warning(
+            "quant_pre_process failed on %s (%s: %s); quantizing the model without it",
+            fp32_path,
+            type(exc).__name__,
+            exc,
+        )
+        return fp32_path
+
+
+def summarize_quantized_graph(model: onnx.ModelProto, fmt: str = "qdq") -> dict[str, Any]:
+    """Counts the nodes that compute in INT8.
+
+    QOperator: the QLinear*/QGemm/*Integer ops. QDQ: the float ops all of whose non-constant
+    inputs come from a DequantizeLinear, which ORT fuses into an INT8 kernel. In a QOperator
+    graph the float ops after a DequantizeLinear run in float, so that rule applies to QDQ only.
+    """
+    constants = {init.name for init in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    quantized: Counter[str] = Counter()
+    qdq = 0
+    for node in model.graph.node:
+        if node.op_type in QDQ_OPS:
+            qdq += 1
+        elif node.op_type.startswith("QLinear") or node.op_type in INTEGER_OPS | {"QGemm"}:
+            quantized[node.op_type] += 1
+        elif fmt == "qdq":
+            inputs = [name for name in node.input if name and name not in constants]
+            from_dq = [
+                getattr(producers.get(n), "op_type", None) == "DequantizeLinear" for n in inputs
+            ]
+            if from_dq and all(from_dq):
+                quantized[node.op_type] += 1
+    return {
+        "quantized_nodes": sum(quantized.values()),
+        "quantized_op_types": dict(sorted(quantized.items())),
+        "qdq_nodes": qdq,
+    }
+
+
+def quantize_onnx_static(
+    fp32_path: Path,
+    out_path: Path,
+    calibration: list[dict[str, np.ndarray]],
+    *,
+    fmt: str = "qdq",
+    per_channel: bool = True,
+    activation_type: str = "uint8",
+    weight_type: str = "int8",
+    op_types: list[str] | None = None,
+) -> dict[str, Any]:
+    """Quantize `fp32_path` to INT8 with MinMax calibration and write it to `out_path`.
+
+    Returns a description of what was applied, suitable for the run's metrics/manifest.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    fmt = _choice(fmt, FORMATS, "quantization format")
+    act = _choice(activation_type, QUANT_TYPES, "activation_type")
+    wgt = _choice(weight_type, QUANT_TYPES, "weight_type")
+    if not fp32_path.is_file():
+        raise SparsifyError(f"cannot quantize {fp32_path}: no such file; export the model first")
+    _check_calibration(calibration, onnx.load(str(fp32_path), load_external_data=False))
+
+    quant_format = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[fmt]
+    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{out_path.stem}.", suffix=".tmp.onnx", dir=out_path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    pre = tmp.with_name(tmp.name.replace(".tmp.onnx", ".pre.onnx"))
+    log.info(
+        "Quantizing %s -> %s (INT8 %s, per_channel=%s, activations %s, weights %s, "
+        "op types %s, MinMax calibration on %d samples)",
+        fp32_path,
+        out_path,
+        fmt,
+        per_channel,
+        act,
+        wgt,
+        op_types or "all supported",
+        len(calibration),
+    )
+    try:
+        source = _preprocess(fp32_path, pre)
+        quantize_static(
+            str(source),
+            str(tmp),
+            _calibration_reader(calibration),
+            quant_format=quant_format,
+            op_types_to_quantize=op_types,
+            per_channel=per_channel,
+            activation_type=qtype[act],
+            weight_type=qtype[wgt],
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        summary = summarize_quantized_graph(onnx.load(str(tmp), load_external_data=False), fmt)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        pre.unlink(missing_ok=True)
+
+    if summary["quantized_nodes"] == 0:
+        log.warning("Quantization of %s produced no INT8 nodes; check op_types", fp32_path)
+    log.info(
+        "Wrote %s: %d quantized nodes %s",
+        out_path,
+        summary["quantized_nodes"],
+        summary["quantized_op_types"],
+    )
+    return {
+        "method": "static",
+        "format": fmt,
+        "per_channel": per_channel,
+        "activation_type": act,
+        "weight_type": wgt,
+        "op_types": list(op_types) if op_types else None,
+        "calibration_method": "minmax",
+        "calibration_samples": len(calibration),
+        "preprocessed": source == pre,
+        **summary,
+    }

@@ -1,0 +1,61 @@
+"""The `sparsify` command: a Hydra app over conf/ (plus a few subcommands later)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from sparsify.config.overrides import normalize_overrides
+from sparsify.config.schema import register_configs
+from sparsify.errors import SparsifyError
+
+log = logging.getLogger("sparsify")
+register_configs()
+
+
+def task(cfg: DictConfig) -> float | None:
+    """One Hydra job. In a sweep a failed job is recorded and the sweep goes on."""
+    from sparsify.runner import execute
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        result = execute(cfg, run_dir)
+    except Exception as exc:
+        if not multirun:
+            raise
+        log.exception("Job %s failed: %s", run_dir, exc)
+        (run_dir / "FAILED").write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+        return None
+    if result.status != "done":
+        if multirun:
+            (run_dir / "FAILED").write_text(f"{result.error}\n", encoding="utf-8")
+            return None
+        sys.exit(1)
+    top = next((r["accuracy"] for r in result.table if r["model"] == "sparsified"), None)
+    return top
+
+
+@hydra.main(version_base="1.3", config_path="pkg://sparsify.conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    return task(cfg)
+
+
+def main() -> None:
+    try:
+        sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
+    except SparsifyError as exc:
+        print(f"sparsify: {exc}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

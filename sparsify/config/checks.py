@@ -1,0 +1,106 @@
+"""Cross-field checks of a composed config; every problem is returned, none raised."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from sparsify.config.schema import STAGE_NAMES
+from sparsify.errors import Problem, ValidationError
+from sparsify.recipes.levels import normalize_level
+from sparsify.use_cases import known_use_cases
+
+# experiments this version runs end to end, per model family
+IMPLEMENTED = {"image_classifier": {"one_shot"}}
+
+
+def config_problems(cfg: DictConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    _, level_problem = normalize_level(cfg.optim_level)
+    if level_problem:
+        problems.append(level_problem)
+    use_case, experiment = cfg.use_case, str(cfg.experiment.name)
+    if use_case.custom and experiment != "one_shot":
+        problems.append(
+            Problem(
+                "use_case",
+                str(use_case.name),
+                f"is not a known use case, and custom use cases run only with experiment=one_shot "
+                f"(this is {experiment})",
+                f"use one of: {', '.join(known_use_cases())}; or experiment=one_shot",
+            )
+        )
+    if str(cfg.data.format) not in list(use_case.data_formats):
+        problems.append(
+            Problem(
+                "data",
+                str(cfg.data.format),
+                f"is not a data format of use case {use_case.name}",
+                f"use data={list(use_case.data_formats)[0]}",
+            )
+        )
+    if not cfg.data.path and not cfg.data.demo:
+        problems.append(
+            Problem(
+                "data.path",
+                None,
+                "no dataset given",
+                "set data.path=<your dataset folder> (or data=digits for the demo)",
+            )
+        )
+    unknown = [s for s in cfg.stages if s not in STAGE_NAMES]
+    if unknown:
+        problems.append(
+            Problem(
+                "stages",
+                list(cfg.stages),
+                f"unknown stage(s) {unknown}",
+                f"choose from {STAGE_NAMES}",
+            )
+        )
+    if any(int(b) < 1 for b in cfg.benchmark.batch_sizes):
+        problems.append(
+            Problem(
+                "benchmark.batch_sizes",
+                list(cfg.benchmark.batch_sizes),
+                "batch sizes must be >= 1",
+                "e.g. benchmark.batch_sizes=[1,16]",
+            )
+        )
+    if float(cfg.benchmark.time_s) <= 0:
+        problems.append(
+            Problem(
+                "benchmark.time_s", cfg.benchmark.time_s, "must be > 0", "e.g. benchmark.time_s=3"
+            )
+        )
+    family = str(use_case.family)
+    if not use_case.custom:
+        done = IMPLEMENTED.get(family, set())
+        if experiment not in done:
+            problems.append(
+                Problem(
+                    "experiment",
+                    experiment,
+                    f"use case {use_case.name} (model family {family}) with experiment {experiment} "
+                    "is not implemented in this version yet",
+                    "use use_case=cv-classification experiment=one_shot"
+                    if not done
+                    else f"use experiment={sorted(done)[0]}",
+                )
+            )
+    elif "generic" not in IMPLEMENTED:
+        problems.append(
+            Problem(
+                "use_case",
+                str(use_case.name),
+                "custom use cases (generic ONNX/torch + NPZ) are not implemented in this version yet",
+                f"use one of: {', '.join(known_use_cases())}",
+            )
+        )
+    return problems
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise one ValidationError listing every config problem."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ValidationError(problems, "the config")

@@ -1,0 +1,119 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore.
+
+The root schema is the first entry of conf/config.yaml's defaults list, so unknown keys
+and wrong types in any group fail when Hydra composes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+STAGE_NAMES = ["validate", "fetch", "sparsify", "benchmark", "package"]
+
+
+@dataclass
+class UseCaseConfig:
+    name: str = "cv-classification"
+    family: str = "image_classifier"
+    task: str = "image-classification"
+    metric: str = "top1"
+    data_formats: list[str] = field(default_factory=lambda: ["image_folder"])
+    # Only custom use cases set this: they run one-shot on a generic model.
+    custom: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3.0
+    lr: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+    max_steps: int | None = None  # caps every training loop (tests use 2)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "one_shot"
+    recipe: str = "one_shot"
+    # optim level -> what to do (DESIGN.md "Experiments and optim levels")
+    quantize_from_level: float = 0.0  # levels above this quantize to INT8
+    sparsity_from_level: float = 0.3  # levels at or above this also prune
+    sparsity_at_start: float = 0.4  # sparsity at sparsity_from_level
+    sparsity_at_end: float = 0.8  # sparsity at level 1.0
+    # sparse_transfer picks a zoo tier instead: [[upper_level, tier, variant], ...]
+    tiers: list[Any] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calibration_samples: int = 128
+
+
+@dataclass
+class DataConfig:
+    format: str = "image_folder"
+    path: str | None = None
+    # a built-in dataset written to the cache on first use (e.g. `digits`); then `path` may stay null
+    demo: str | None = None
+    image_size: int = 224
+    resize_size: int | None = None  # shorter side before the center crop; null = image_size
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    batch_size: int = 32
+    num_workers: int = 0
+    max_eval_samples: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    # local checkpoint (.pt/.pth state dict); null trains a dense baseline on the data (cached)
+    path: str | None = None
+    arch: str = "resnet18"
+
+
+@dataclass
+class QuantizationConfig:
+    format: str = "qdq"  # qdq | qoperator
+    per_channel: bool = True
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    ops: list[str] = field(default_factory=lambda: ["Conv", "MatMul", "Gemm"])
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17
+
+
+@dataclass
+class BenchmarkConfig:
+    engines: list[str] = field(default_factory=lambda: ["onnxruntime"])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
+    warmup_s: float = 0.5
+    time_s: float = 3.0
+    num_threads: int | None = None  # null = all cores
+    accuracy: bool = True
+
+
+@dataclass
+class SparsifyConfig:
+    use_case: UseCaseConfig = field(default_factory=UseCaseConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    # 0..1, or an integer 1..100 read as percent (as the original CLI did)
+    optim_level: float = 0.5
+    recipe: str | None = None  # a recipe YAML that overrides the experiment's
+    working_dir: str = "sparsify_runs"
+    run_dir: str = "${working_dir}/${experiment.name}_${use_case.name}/${now:%Y-%m-%d_%H-%M-%S}"
+    cache_dir: str = "${oc.env:SPARSIFY_CACHE,'~/.cache/sparsify'}"
+    stages: list[str] = field(default_factory=lambda: list(STAGE_NAMES))
+    seed: int = 0
+    device: str = "cpu"
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="sparsify_schema", node=SparsifyConfig)

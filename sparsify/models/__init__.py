@@ -1,0 +1,26 @@
+"""Model families, one adapter each, selected by the use case's `family`."""
+
+from __future__ import annotations
+
+from sparsify.models.base import ModelFamily
+from sparsify.registry import Registry
+
+FAMILIES: Registry[ModelFamily] = Registry("model family")
+
+
+def get_family(name: str) -> ModelFamily:
+    if not FAMILIES.names():
+        _register_builtin()
+    return FAMILIES.get(name)
+
+
+def family_available(name: str) -> bool:
+    if not FAMILIES.names():
+        _register_builtin()
+    return name in FAMILIES
+
+
+def _register_builtin() -> None:
+    from sparsify.models.image_classifier_adapter import ImageClassifierFamily
+
+    FAMILIES.register("image_classifier", ImageClassifierFamily())

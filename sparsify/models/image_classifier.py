@@ -1,0 +1,148 @@
+"""Image classifiers: torchvision architectures by name plus small built-in ones."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsify.errors import Problem, SparsifyError
+from sparsify.models.tiny import tinynet
+
+log = logging.getLogger("sparsify")
+
+BUILTIN_ARCHS: dict[str, Callable[[int], nn.Module]] = {"tinynet": tinynet}
+
+
+def available_archs() -> list[str]:
+    import torchvision
+
+    return sorted(
+        set(BUILTIN_ARCHS) | set(torchvision.models.list_models(module=torchvision.models))
+    )
+
+
+def build_model(arch: str, num_classes: int) -> nn.Module:
+    """A randomly initialised classifier of `arch` with `num_classes` outputs."""
+    if arch in BUILTIN_ARCHS:
+        return BUILTIN_ARCHS[arch](num_classes)
+    import torchvision
+
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        raise SparsifyError(
+            f"unknown image classifier architecture {arch!r}; available: {', '.join(available_archs())}"
+        )
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """{state_dict, arch_key?, classes?} from a plain state dict or a SparseML-style .pth."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise SparsifyError(
+            f"cannot read checkpoint {path}: {exc}. Give a torch state dict saved with "
+            "torch.save(model.state_dict(), path)"
+        ) from None
+    if not isinstance(obj, dict):
+        raise SparsifyError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
+    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        ckpt = dict(obj)
+    else:
+        ckpt = {"state_dict": obj}
+    ckpt["state_dict"] = {
+        k.removeprefix("module."): v for k, v in ckpt["state_dict"].items() if torch.is_tensor(v)
+    }
+    return ckpt
+
+
+def checkpoint_problems(
+    path: Path, arch: str, num_classes: int, key: str = "model.path"
+) -> list[Problem]:
+    """Why `path` cannot serve as a trained `arch` with `num_classes` outputs (empty if it can)."""
+    try:
+        ckpt = read_checkpoint(path)
+        model = build_model(ckpt.get("arch_key") or arch, num_classes)
+    except SparsifyError as exc:
+        return [Problem(key, str(path), str(exc), "point model.path at a state dict of model.arch")]
+    saved_arch = ckpt.get("arch_key")
+    if saved_arch and saved_arch != arch:
+        return [
+            Problem(
+                key,
+                str(path),
+                f"was saved from arch {saved_arch!r}, but model.arch is {arch!r}",
+                f"set model.arch={saved_arch}",
+            )
+        ]
+    expected = model.state_dict()
+    got = ckpt["state_dict"]
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    if missing or unexpected:
+        return [
+            Problem(
+                key,
+                str(path),
+                f"does not fit architecture {arch!r}: {len(missing)} missing keys (e.g. {missing[:3]}), "
+                f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})",
+                "set model.arch to the architecture the checkpoint was saved from",
+            )
+        ]
+    wrong = [k for k in expected if tuple(expected[k].shape) != tuple(got[k].shape)]
+    if wrong:
+        head = [k for k in wrong if got[k].dim() >= 1 and expected[k].shape[0] == num_classes]
+        msg = f"tensor shapes differ from {arch!r} with {num_classes} classes: {wrong[:4]}"
+        fix = "give a checkpoint of model.arch trained on this dataset's classes"
+        if head and len(head) == len(wrong):
+            msg = (
+                f"its classifier has {got[head[0]].shape[0]} outputs but the dataset has "
+                f"{num_classes} classes"
+            )
+            fix = "one-shot needs a model trained on your classes: fine-tune it first, or leave model.path empty to train a baseline"
+        return [Problem(key, str(path), msg, fix)]
+    return []
+
+
+def load_model(path: Path, arch: str, num_classes: int) -> nn.Module:
+    problems = checkpoint_problems(path, arch, num_classes)
+    if problems:
+        raise SparsifyError(str(problems[0]))
+    model = build_model(arch, num_classes)
+    model.load_state_dict(read_checkpoint(path)["state_dict"])
+    return model
+
+
+def save_checkpoint(
+    model: nn.Module, path: Path, arch: str, classes: list[str], **extra: Any
+) -> None:
+    """SparseML-style checkpoint: state dict plus what is needed to rebuild the model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(
+        {"state_dict": model.state_dict(), "arch_key": arch, "classes": list(classes), **extra}, tmp
+    )
+    tmp.replace(path)
+
+
+def export_onnx(model: nn.Module, path: Path, image_size: int, opset: int) -> Path:
+    """ONNX with input `input` (N,3,H,W), output `logits`, dynamic batch; BN folded."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    dummy = torch.randn(1, 3, image_size, image_size)
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    return path

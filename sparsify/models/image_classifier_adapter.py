@@ -1,0 +1,150 @@
+"""The image-classifier family: image folder data, torchvision-style models, top-1."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sparsify.data.image_folder import ImageFolderDataset, calibration_arrays, list_samples
+from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_image
+from sparsify.errors import Problem
+from sparsify.models.classifier_training import evaluate_classifier, progress, train_classifier
+from sparsify.models.image_classifier import (
+    available_archs,
+    build_model,
+    checkpoint_problems,
+    export_onnx,
+    load_model,
+    save_checkpoint,
+)
+from sparsify.stages.context import RunContext
+
+log = logging.getLogger("sparsify")
+
+
+def _data(ctx: RunContext) -> tuple[Path, list[str]]:
+    validated = ctx.outputs["validate"]
+    return Path(validated["data_path"]), list(validated["data"]["classes"])
+
+
+def _loader(ctx: RunContext, split: str, train: bool) -> DataLoader:
+    root, classes = _data(ctx)
+    samples = list_samples(root, split, classes)
+    dataset = ImageFolderDataset(samples, ImagePreprocess.from_config(ctx.cfg.data), augment=train)
+    generator = torch.Generator().manual_seed(int(ctx.cfg.seed))
+    return DataLoader(
+        dataset,
+        batch_size=int(ctx.cfg.experiment.train.batch_size if train else ctx.cfg.data.batch_size),
+        shuffle=train,
+        generator=generator,
+        num_workers=int(ctx.cfg.data.num_workers),
+    )
+
+
+class ImageClassifierFamily:
+    name = "image_classifier"
+
+    def arch_problems(self, arch: str) -> list[Problem]:
+        archs = available_archs()
+        if arch in archs:
+            return []
+        return [
+            Problem(
+                "model.arch",
+                arch,
+                "is not a known image classifier architecture",
+                f"use one of: {', '.join(archs)}",
+            )
+        ]
+
+    def checkpoint_problems(
+        self, path: Path, ctx: RunContext, data: dict[str, Any]
+    ) -> list[Problem]:
+        if path.suffix not in (".pt", ".pth"):
+            return [
+                Problem(
+                    "model.path",
+                    str(path),
+                    "is not a .pt/.pth checkpoint",
+                    "save the model with torch.save(model.state_dict(), 'model.pth')",
+                )
+            ]
+        return checkpoint_problems(path, str(ctx.cfg.model.arch), len(data["classes"]))
+
+    def train_baseline(self, ctx: RunContext, out_path: Path) -> dict[str, Any]:
+        torch.manual_seed(int(ctx.cfg.seed))
+        _, classes = _data(ctx)
+        arch = str(ctx.cfg.model.arch)
+        model = build_model(arch, len(classes))
+        train_cfg = ctx.cfg.experiment.train
+        log.info(
+            "Training a dense %s baseline on %s (%s epochs)", arch, _data(ctx)[0], train_cfg.epochs
+        )
+        stats = train_classifier(
+            model,
+            _loader(ctx, "train", train=True),
+            epochs=float(train_cfg.epochs),
+            lr=float(train_cfg.lr),
+            weight_decay=float(train_cfg.weight_decay),
+            max_steps=train_cfg.max_steps,
+        )
+        metrics = evaluate_classifier(model, _loader(ctx, "val", train=False))
+        log.info("Dense baseline: top-1 %.2f %% on val", metrics["top1"])
+        save_checkpoint(model, out_path, arch, classes, metrics=metrics)
+        return {**stats, **metrics}
+
+    def load(self, path: Path, ctx: RunContext) -> nn.Module:
+        _, classes = _data(ctx)
+        return load_model(path, str(ctx.cfg.model.arch), len(classes)).eval()
+
+    def export(self, model: nn.Module, path: Path, ctx: RunContext) -> Path:
+        return export_onnx(model, path, int(ctx.cfg.data.image_size), int(ctx.cfg.export.opset))
+
+    def calibration_feeds(self, ctx: RunContext, n: int) -> list[dict[str, np.ndarray]]:
+        root, classes = _data(ctx)
+        samples = list_samples(root, "train", classes)
+        arrays = calibration_arrays(
+            samples, ImagePreprocess.from_config(ctx.cfg.data), n, int(ctx.cfg.seed)
+        )
+        return [{"input": a[None]} for a in arrays]
+
+    def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
+        root, classes = _data(ctx)
+        samples = list_samples(root, "val", classes)
+        limit = ctx.cfg.data.max_eval_samples
+        if limit:
+            samples = samples[: int(limit)]
+        params = ImagePreprocess.from_config(ctx.cfg.data)
+        batch = int(ctx.cfg.data.batch_size)
+        correct = 0
+        for start in progress(range(0, len(samples), batch), desc="ONNX accuracy"):
+            chunk = samples[start : start + batch]
+            images = np.stack([preprocess_image(load_image(p), params) for p, _ in chunk])
+            logits = engine.run({"input": images})[0]
+            correct += int((logits.argmax(axis=1) == np.array([y for _, y in chunk])).sum())
+        return {"top1": 100.0 * correct / max(1, len(samples)), "samples": len(samples)}
+
+    def deployment_files(self, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
+        _, classes = _data(ctx)
+        (out_dir / "labels.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
+        params = ImagePreprocess.from_config(ctx.cfg.data)
+        return {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": ["batch", 3, params.image_size, params.image_size],
+                    "dtype": "float32",
+                }
+            ],
+            "outputs": [{"name": "logits", "shape": ["batch", len(classes)]}],
+            "preprocessing": {"type": "image", **params.to_dict()},
+            "postprocessing": {"type": "softmax_topk"},
+            "labels": classes,
+            "labels_file": "labels.txt",
+        }

@@ -1,0 +1,137 @@
+"""Runs the stages in order, skipping those whose inputs did not change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from sparsify.config.schema import STAGE_NAMES
+from sparsify.errors import SparsifyError
+from sparsify.stages.base import STAGES
+from sparsify.stages.context import RunContext
+from sparsify.stages.manifest import Manifest
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def path_fingerprint(path: str | None) -> str:
+    """Cheap fingerprint of a file or folder: names, sizes and mtimes (no content reads)."""
+    if not path:
+        return "none"
+    root = Path(path).expanduser()
+    if not root.exists():
+        return "missing"
+    h = hashlib.sha256()
+    entries = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for p in entries:
+        st = p.stat()
+        h.update(f"{p.relative_to(root.parent)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _stage_fingerprint(ctx: RunContext, keys: tuple[str, ...], upstream: str, external: str) -> str:
+    selected = {
+        k: OmegaConf.to_container(ctx.cfg[k], resolve=True)
+        if OmegaConf.is_config(ctx.cfg[k])
+        else ctx.cfg[k]
+        for k in keys
+    }
+    blob = json.dumps(
+        {"config": selected, "upstream": upstream, "external": external},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _artifacts_present(run_dir: Path, record: dict[str, Any]) -> bool:
+    return all((run_dir / a).exists() for a in record.get("outputs", {}).get("artifacts", []))
+
+
+def run_pipeline(ctx: RunContext) -> Manifest:
+    """Run the selected stages of `ctx.cfg.stages` in pipeline order."""
+    manifest = Manifest(ctx.run_dir)
+    selected = list(ctx.cfg.stages)
+    unknown = [s for s in selected if s not in STAGE_NAMES]
+    if unknown:
+        raise SparsifyError(f"unknown stage(s) {unknown} in `stages`; the stages are {STAGE_NAMES}")
+    explicit = selected != STAGE_NAMES
+    external = path_fingerprint(ctx.cfg.data.path) + path_fingerprint(ctx.cfg.model.path)
+    last_selected = max(STAGE_NAMES.index(s) for s in selected) if selected else -1
+    upstream = ""
+    for index, name in enumerate(STAGE_NAMES):
+        if index > last_selected:
+            break
+        stage = STAGES.get(name)
+        fingerprint = _stage_fingerprint(ctx, stage.config_keys, upstream, external)
+        record = manifest.stage(name)
+        finished = (
+            bool(record) and record["status"] == "done" and _artifacts_present(ctx.run_dir, record)
+        )
+        if name not in selected:
+            if not finished:
+                raise SparsifyError(
+                    f"stage {name!r} has not finished in {ctx.run_dir}, and the stages you asked "
+                    f"for ({', '.join(selected)}) need its results; add it to `stages` or run all stages"
+                )
+            if record["fingerprint"] != fingerprint:
+                ctx.log.warning(
+                    "Using %s results made with different inputs than this config", name
+                )
+            ctx.outputs[name] = record["outputs"]
+            upstream = record["fingerprint"]
+            continue
+        if finished and not explicit and record["fingerprint"] == fingerprint:
+            ctx.log.info("Stage %s: finished earlier with the same inputs, skipped", name)
+            ctx.outputs[name] = record["outputs"]
+            upstream = fingerprint
+            continue
+        _run_stage(ctx, manifest, stage, fingerprint)
+        upstream = fingerprint
+    return manifest
+
+
+def _run_stage(ctx: RunContext, manifest: Manifest, stage: Any, fingerprint: str) -> None:
+    stage_dir = ctx.run_dir / stage.name
+    if stage_dir.exists():  # leftovers of an interrupted or outdated attempt
+        shutil.rmtree(stage_dir)
+    started = time.perf_counter()
+    record: dict[str, Any] = {
+        "status": "running",
+        "started_at": _now(),
+        "fingerprint": fingerprint,
+        "pid": os.getpid(),
+    }
+    manifest.update_stage(stage.name, record)
+    ctx.log.info("Stage %s: running", stage.name)
+    try:
+        outputs = stage.run(ctx)
+    except BaseException as exc:  # Ctrl-C included: the manifest must say what happened
+        record.update(
+            status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+            duration_s=round(time.perf_counter() - started, 3),
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        manifest.update_stage(stage.name, record)
+        raise
+    outputs.setdefault("artifacts", [])
+    record.update(
+        status="done",
+        duration_s=round(time.perf_counter() - started, 3),
+        finished_at=_now(),
+        outputs=outputs,
+    )
+    record.pop("pid", None)
+    ctx.outputs[stage.name] = outputs
+    manifest.update_stage(stage.name, record)
+    ctx.log.info("Stage %s: done in %.1f s", stage.name, record["duration_s"])

@@ -1,0 +1,168 @@
+"""Static INT8 quantization of a tiny pruned CNN: both formats run and agree with fp32."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from sparsify.algorithms import quantization
+from sparsify.algorithms.quantization import quantize_onnx_static
+from sparsify.errors import SparsifyError
+
+
+def _tiny_pruned_cnn(sparsity: float = 0.5) -> nn.Module:
+    """Conv-BN-ReLU x2, pool, Linear; the smallest |w| of each Conv/Linear set to zero."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                w = module.weight
+                w[w.abs() <= w.abs().flatten().kthvalue(int(w.numel() * sparsity)).values] = 0
+            elif isinstance(module, nn.BatchNorm2d):
+                # non-trivial statistics so the exporter's BN folding changes the weights
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _export(model: nn.Module, path: Path) -> Path:
+    torch.onnx.export(
+        model.eval(),
+        (torch.randn(1, 3, 16, 16),),
+        path,
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    return path
+
+
+def _samples(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, 16, 16)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fp32_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(_tiny_pruned_cnn(), tmp_path_factory.mktemp("quant") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def calibration() -> list[dict[str, np.ndarray]]:
+    return [{"input": x[None]} for x in _samples(16, seed=1)]
+
+
+def _logits(path: Path, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x}
+    )[0]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected_ops"),
+    [("qdq", {"QuantizeLinear", "DequantizeLinear"}), ("qoperator", {"QLinearConv"})],
+)
+def test_quantized_model_agrees_with_fp32(
+    fp32_model: Path,
+    calibration: list[dict[str, np.ndarray]],
+    tmp_path: Path,
+    fmt: str,
+    expected_ops: set[str],
+) -> None:
+    out = tmp_path / f"model.{fmt}.onnx"
+    info = quantize_onnx_static(fp32_model, out, calibration, fmt=fmt)
+
+    assert out.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [out.name], "temp files left behind"
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert expected_ops <= ops
+    assert info["format"] == fmt
+    assert info["per_channel"] is True
+    assert (info["activation_type"], info["weight_type"]) == ("uint8", "int8")
+    assert info["calibration_samples"] == len(calibration)
+    assert info["quantized_nodes"] >= 3  # two convs and the classifier at least
+
+    x = _samples(64, seed=2)  # same distribution as the calibration samples
+    ref, got = _logits(fp32_model, x), _logits(out, x)
+    assert got.shape == ref.shape == (64, 10)
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.9
+    assert np.abs(ref - got).mean() < 0.05 * np.abs(ref).mean()
+
+
+def test_op_types_restrict_what_is_quantized(
+    fp32_model: Path, calibration: list[dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    info = quantize_onnx_static(
+        fp32_model, tmp_path / "conv_only.onnx", calibration, fmt="qoperator", op_types=["Conv"]
+    )
+    assert info["op_types"] == ["Conv"]
+    assert info["quantized_op_types"] == {"QLinearConv": 2}
+
+
+def test_preprocess_failure_falls_back(
+    fp32_model: Path,
+    calibration: list[dict[str, np.ndarray]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("shape inference exploded")
+
+    monkeypatch.setattr("onnxruntime.quantization.shape_inference.quant_pre_process", broken)
+    with caplog.at_level(logging.WARNING, logger="sparsify"):
+        info = quantize_onnx_static(fp32_model, tmp_path / "q.onnx", calibration[:4])
+    assert info["preprocessed"] is False
+    assert info["quantized_nodes"] > 0
+    assert "quant_pre_process failed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fmt": "int4"}, "qdq, qoperator"),
+        ({"activation_type": "fp8"}, "int8, uint8"),
+        ({"weight_type": "int16"}, "int8, uint8"),
+    ],
+)
+def test_bad_choices_name_the_valid_ones(
+    fp32_model: Path,
+    calibration: list[dict[str, np.ndarray]],
+    tmp_path: Path,
+    kwargs: dict[str, str],
+    message: str,
+) -> None:
+    with pytest.raises(SparsifyError, match=message):
+        quantize_onnx_static(fp32_model, tmp_path / "q.onnx", calibration, **kwargs)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_calibration_must_fit_the_model(fp32_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(SparsifyError, match="calibration"):
+        quantize_onnx_static(fp32_model, tmp_path / "q.onnx", [])
+    with pytest.raises(SparsifyError, match="input"):
+        quantize_onnx_static(fp32_model, tmp_path / "q.onnx", [{"pixels": _samples(1, 0)}])
+
+
+def test_summary_counts_nothing_in_a_float_graph(fp32_model: Path) -> None:
+    summary = quantization.summarize_quantized_graph(onnx.load(str(fp32_model)))
+    assert summary == {"quantized_nodes": 0, "quantized_op_types": {}, "qdq_nodes": 0}
