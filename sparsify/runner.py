@@ -12,9 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsify.benchmark.table import format_table
 from sparsify.config.compose import compose_config
+from sparsify.context import RunContext
 from sparsify.errors import SparsifyError
-from sparsify.stages.context import RunContext
-from sparsify.stages.manifest import Manifest, atomic_write_text
+from sparsify.fileio import atomic_write_text
+from sparsify.stages.manifest import Manifest
 
 log = logging.getLogger("sparsify")
 

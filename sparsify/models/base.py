@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from torch import nn
 
+if TYPE_CHECKING:
+    from sparsify.context import RunContext
 from sparsify.errors import Problem
-from sparsify.stages.context import RunContext
 
 
 class ModelFamily(Protocol):
@@ -29,6 +30,9 @@ class ModelFamily(Protocol):
         """Train a dense model on the user's train split when none was given."""
 
     def load(self, path: Path, ctx: RunContext) -> nn.Module: ...
+
+    def save(self, model: nn.Module, path: Path, ctx: RunContext) -> None:
+        """A checkpoint that `load` reads back."""
 
     def export(self, model: nn.Module, path: Path, ctx: RunContext) -> Path: ...
 

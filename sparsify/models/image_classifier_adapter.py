@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from sparsify.context import RunContext
 from sparsify.data.image_folder import ImageFolderDataset, calibration_arrays, list_samples
 from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_image
 from sparsify.errors import Problem
@@ -23,7 +24,6 @@ from sparsify.models.image_classifier import (
     load_model,
     save_checkpoint,
 )
-from sparsify.stages.context import RunContext
 
 log = logging.getLogger("sparsify")
 
@@ -102,6 +102,9 @@ class ImageClassifierFamily:
     def load(self, path: Path, ctx: RunContext) -> nn.Module:
         _, classes = _data(ctx)
         return load_model(path, str(ctx.cfg.model.arch), len(classes)).eval()
+
+    def save(self, model: nn.Module, path: Path, ctx: RunContext) -> None:
+        save_checkpoint(model, path, str(ctx.cfg.model.arch), _data(ctx)[1])
 
     def export(self, model: nn.Module, path: Path, ctx: RunContext) -> Path:
         return export_onnx(model, path, int(ctx.cfg.data.image_size), int(ctx.cfg.export.opset))

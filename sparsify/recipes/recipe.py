@@ -59,6 +59,19 @@ def read_recipe_text(name_or_path: str) -> tuple[str, str]:
     return f"builtin:{name_or_path}", resource.read_text(encoding="utf-8")
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that reads SparseML's `- !ModifierName {kwargs}` tags as {ModifierName: kwargs}."""
+
+
+def _tagged_modifier(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.MappingNode):
+        return {suffix: loader.construct_mapping(node, deep=True)}
+    return {suffix: {}}
+
+
+_RecipeLoader.add_multi_constructor("!", _tagged_modifier)
+
+
 def _iter_modifiers(raw: dict[str, Any]) -> list[tuple[str, str, Any]]:
     out: list[tuple[str, str, Any]] = []
     if "modifiers" in raw:  # legacy flat form: modifiers: [{Name: kwargs}, ...] or {Name: kwargs}
@@ -83,7 +96,7 @@ def load_recipe(name_or_path: str, variables: dict[str, Any]) -> Recipe:
     """Read, interpolate (`${optim_level}`, `${derived.sparsity}`, ...) and validate."""
     source, text = read_recipe_text(name_or_path)
     try:
-        node = OmegaConf.create(yaml.safe_load(text) or {})
+        node = OmegaConf.create(yaml.load(text, Loader=_RecipeLoader) or {})
         merged = OmegaConf.merge(OmegaConf.create(variables), {"__recipe__": node})
         raw = OmegaConf.to_container(merged["__recipe__"], resolve=True)
     except Exception as exc:  # noqa: BLE001 - YAML/interpolation errors are user errors here

@@ -18,6 +18,8 @@ MODIFIERS: dict[str, dict[str, Any]] = {
         "end_epoch": {"type": "number"},
         "update_frequency": {"type": "number"},
         "mask_type": {"type": "string", "enum": ["unstructured"]},
+        # re-estimate BatchNorm statistics on calibration data after pruning (one-shot)
+        "recalibrate_batchnorm": {"type": "boolean"},
     },
     "QuantizationModifier": {
         "enabled": {"type": "boolean"},

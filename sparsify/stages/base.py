@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from sparsify.context import RunContext
 from sparsify.registry import Registry
-from sparsify.stages.context import RunContext
 
 
 class Stage(Protocol):

@@ -9,9 +9,9 @@ from typing import Any
 from sparsify.benchmark.onnx_stats import file_size_mb, onnx_weight_sparsity
 from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine, make_random_feeds
 from sparsify.benchmark.table import comparison
+from sparsify.context import RunContext
+from sparsify.fileio import atomic_write_json
 from sparsify.models import get_family
-from sparsify.stages.context import RunContext
-from sparsify.stages.manifest import atomic_write_json
 
 MODELS = ("baseline", "sparsified")
 

@@ -14,9 +14,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sparsify.config.schema import STAGE_NAMES
+from sparsify.context import RunContext
 from sparsify.errors import SparsifyError
 from sparsify.stages.base import STAGES
-from sparsify.stages.context import RunContext
 from sparsify.stages.manifest import Manifest
 
 
@@ -51,6 +51,13 @@ def _stage_fingerprint(ctx: RunContext, keys: tuple[str, ...], upstream: str, ex
         sort_keys=True,
         default=str,
     )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _chain(upstream: str, outputs: dict[str, Any]) -> str:
+    """What later stages depend on: the *outputs* of the earlier ones, so a stage that re-ran
+    and produced the same thing does not invalidate what comes after it."""
+    blob = upstream + json.dumps(outputs, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -89,15 +96,15 @@ def run_pipeline(ctx: RunContext) -> Manifest:
                     "Using %s results made with different inputs than this config", name
                 )
             ctx.outputs[name] = record["outputs"]
-            upstream = record["fingerprint"]
+            upstream = _chain(upstream, record["outputs"])
             continue
         if finished and not explicit and record["fingerprint"] == fingerprint:
             ctx.log.info("Stage %s: finished earlier with the same inputs, skipped", name)
             ctx.outputs[name] = record["outputs"]
-            upstream = fingerprint
+            upstream = _chain(upstream, record["outputs"])
             continue
         _run_stage(ctx, manifest, stage, fingerprint)
-        upstream = fingerprint
+        upstream = _chain(upstream, ctx.outputs[name])
     return manifest
 
 

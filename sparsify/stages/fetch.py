@@ -11,8 +11,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from sparsify.context import RunContext
 from sparsify.models import get_family
-from sparsify.stages.context import RunContext
 
 
 def sha256_file(path: Path) -> str:

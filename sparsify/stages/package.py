@@ -7,9 +7,9 @@ import shutil
 from typing import Any
 
 from sparsify.benchmark.table import format_table
+from sparsify.context import RunContext
+from sparsify.fileio import atomic_write_json
 from sparsify.models import get_family
-from sparsify.stages.context import RunContext
-from sparsify.stages.manifest import atomic_write_json
 
 README = """# {use_case} model — {describe}
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+from torch import nn
+
+from sparsify.algorithms.batchnorm import batched_inputs, recalibrate_batchnorm
 from sparsify.algorithms.pruning import (
     apply_masks,
     log_sparsity,
@@ -13,11 +19,42 @@ from sparsify.algorithms.pruning import (
     select_layers,
 )
 from sparsify.algorithms.quantization import quantize_onnx_static
+from sparsify.context import RunContext
 from sparsify.models import get_family
-from sparsify.models.image_classifier import save_checkpoint
-from sparsify.recipes.recipe import load_recipe
-from sparsify.stages.context import RunContext
+from sparsify.recipes.recipe import Modifier, load_recipe
 from sparsify.stages.validate import recipe_variables
+
+
+def _prune(
+    model: nn.Module, modifier: Modifier, calibration: Any, ctx: RunContext
+) -> dict[str, Any]:
+    sparsity = float(modifier.kwargs["final_sparsity"])
+    layers = select_layers(
+        model, modifier.kwargs.get("targets", "__ALL_PRUNABLE__"), modifier.kwargs.get("ignore")
+    )
+    ctx.log.info("Magnitude pruning %d layers to %.1f %% sparsity", len(layers), 100 * sparsity)
+    apply_masks(layers, magnitude_masks(layers, sparsity))
+    if modifier.kwargs.get("recalibrate_batchnorm", False):
+        recalibrate_batchnorm(model, batched_inputs(calibration()))
+        model.eval()
+    return {
+        "per_layer_sparsity": log_sparsity(layers, "After pruning"),
+        "sparsity": overall_sparsity(layers),
+    }
+
+
+def _quantize(fp32: Path, final: Path, calibration: Any, ctx: RunContext) -> dict[str, Any]:
+    q = ctx.cfg.quantization
+    return quantize_onnx_static(
+        fp32,
+        final,
+        calibration(),
+        fmt=str(q.format),
+        per_channel=bool(q.per_channel),
+        activation_type=str(q.activation_type),
+        weight_type=str(q.weight_type),
+        op_types=list(q.ops),
+    )
 
 
 class SparsifyStage:
@@ -40,54 +77,36 @@ class SparsifyStage:
         baseline_onnx = family.export(model, out / "baseline.onnx", ctx)
         ctx.log.info("Exported the dense baseline to %s", baseline_onnx)
 
+        @cache
+        def calibration() -> list[dict[str, np.ndarray]]:
+            n = int(ctx.cfg.experiment.calibration_samples)
+            ctx.log.info("Reading %d calibration samples from the train split", n)
+            return family.calibration_feeds(ctx, n)
+
         recipe = load_recipe(
             str(ctx.cfg.recipe or ctx.cfg.experiment.recipe), recipe_variables(ctx)
         )
-        applied = []
+        applied: list[Modifier] = []
         result: dict[str, Any] = {"sparsity": 0.0, "per_layer_sparsity": {}}
         prune = recipe.find("MagnitudePruningModifier")
         if prune and float(prune.kwargs.get("final_sparsity", 0.0)) > 0:
-            sparsity = float(prune.kwargs["final_sparsity"])
-            layers = select_layers(
-                model, prune.kwargs.get("targets", "__ALL_PRUNABLE__"), prune.kwargs.get("ignore")
-            )
-            ctx.log.info(
-                "Magnitude pruning %d layers to %.1f %% sparsity", len(layers), 100 * sparsity
-            )
-            apply_masks(layers, magnitude_masks(layers, sparsity))
-            result["per_layer_sparsity"] = log_sparsity(layers, "After pruning")
-            result["sparsity"] = overall_sparsity(layers)
+            result.update(_prune(model, prune, calibration, ctx))
             applied.append(prune)
-        classes = ctx.outputs["validate"]["data"]["classes"]
-        save_checkpoint(model, out / "model.pth", str(ctx.cfg.model.arch), classes)
+        family.save(model, out / "model.pth", ctx)
         fp32 = family.export(model, out / "model_fp32.onnx", ctx)
 
         final = out / "model.onnx"
         quant = recipe.find("QuantizationModifier")
         if quant and quant.kwargs.get("enabled", True) and ctx.derived.quantize:
-            q = ctx.cfg.quantization
-            n = int(ctx.cfg.experiment.calibration_samples)
-            ctx.log.info(
-                "INT8 post-training quantization (%s) calibrated on %d samples", q.format, n
-            )
-            result["quantization"] = quantize_onnx_static(
-                fp32,
-                final,
-                family.calibration_feeds(ctx, n),
-                fmt=str(q.format),
-                per_channel=bool(q.per_channel),
-                activation_type=str(q.activation_type),
-                weight_type=str(q.weight_type),
-                op_types=list(q.ops),
-            )
+            ctx.log.info("INT8 post-training quantization (%s)", ctx.cfg.quantization.format)
+            result["quantization"] = _quantize(fp32, final, calibration, ctx)
             applied.append(quant)
         else:
             shutil.copyfile(fp32, final)
         recipe.modifiers = applied
         (out / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
-        result["artifacts"] = [
-            ctx.rel(p) for p in (baseline_onnx, out / "model.pth", fp32, final, out / "recipe.yaml")
-        ]
+        files = (baseline_onnx, out / "model.pth", fp32, final, out / "recipe.yaml")
+        result["artifacts"] = [ctx.rel(p) for p in files]
         result["baseline_onnx"] = ctx.rel(baseline_onnx)
         result["model_onnx"] = ctx.rel(final)
         result["recipe_applied"] = ctx.rel(out / "recipe.yaml")

@@ -8,12 +8,12 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sparsify.config.checks import config_problems
+from sparsify.context import RunContext
 from sparsify.data import DATA_FORMATS
 from sparsify.data.demo import materialize_demo
 from sparsify.errors import ProblemCollector, SparsifyError, ValidationError
 from sparsify.models import family_available, get_family
 from sparsify.recipes.recipe import load_recipe
-from sparsify.stages.context import RunContext
 
 
 def resolve_data_path(ctx: RunContext) -> Path | None:

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny data, tiny models, short benchmarks, outputs under tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.images import make_image_folder
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep demo data and cached baselines out of the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("sparsify_cache")
+    old = os.environ.get("SPARSIFY_CACHE")
+    os.environ["SPARSIFY_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("SPARSIFY_CACHE", None)
+    else:
+        os.environ["SPARSIFY_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes, 8 train / 4 val images each, 20x16 PNGs."""
+    root = tmp_path_factory.mktemp("images") / "data"
+    make_image_folder(
+        root, classes=("a", "b", "c"), per_class={"a": 8, "b": 8, "c": 8}, splits=("train",), seed=1
+    )
+    make_image_folder(root, classes=("a", "b", "c"), per_class=4, splits=("val",), seed=2)
+    return root
+
+
+TINY_RUN = [
+    "model.arch=tinynet",
+    "data.image_size=16",
+    "data.resize_size=16",
+    "data.batch_size=8",
+    "experiment.train.batch_size=8",
+    "experiment.train.max_steps=6",
+    "experiment.calibration_samples=8",
+    "benchmark.time_s=0.1",
+    "benchmark.warmup_s=0.02",
+    "benchmark.batch_sizes=[1,4]",
+]
+
+
+@pytest.fixture
+def tiny_run(tiny_images: Path, tmp_path: Path) -> list[str]:
+    """Overrides for a complete cv-classification one-shot run that takes seconds."""
+    return [f"data.path={tiny_images}", f"working_dir={tmp_path / 'runs'}", *TINY_RUN]
