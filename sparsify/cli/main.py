@@ -54,7 +54,15 @@ def main() -> None:
     except SparsifyError as exc:
         print(f"sparsify: {exc}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        print(
+            "sparsify: interrupted. Finished stages are kept; run the same command with "
+            "run_dir=<the run directory> to go on from the unfinished stage.",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":

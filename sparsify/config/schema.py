@@ -62,6 +62,16 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 0
     max_eval_samples: int | None = None
+    # text formats: column names (null = the conventional names, see docs/datasets.md)
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    tokens_column: str | None = None
+    tags_column: str | None = None
+    question_column: str | None = None
+    context_column: str | None = None
+    answers_column: str | None = None
+    max_length: int = 128
 
 
 @dataclass

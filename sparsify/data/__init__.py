@@ -1,27 +1,37 @@
-"""Dataset formats: each name maps to a validator `(root) -> (summary dict | None, problems)`.
+"""Dataset formats: each name maps to a validator `(root, cfg) -> (summary dict | None, problems)`.
 
+`cfg` is the composed run config: validators read `cfg.use_case.task` (a text file is checked
+for the columns its task needs) and `cfg.data.*` (column overrides). A validator reads every
+file once, streaming, and returns every problem; it logs a summary of what it found.
 `DATA_FORMATS.get(name)` fails with the list of registered formats.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
 from sparsify.errors import Problem
 from sparsify.registry import Registry
 
-Validator = Callable[[Path], tuple[dict[str, Any] | None, list[Problem]]]
+Validator = Callable[[Path, DictConfig], tuple[dict[str, Any] | None, list[Problem]]]
 
 DATA_FORMATS: Registry[Validator] = Registry("data format")
 
 
-def _validate_image_folder(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
+def _validate_image_folder(
+    root: Path, cfg: DictConfig
+) -> tuple[dict[str, Any] | None, list[Problem]]:
     # imported here so `import sparsify.data` stays light (no torch) until a format is used
-    from sparsify.data.image_folder import validate_image_folder
+    from sparsify.data.image_folder import log_summary, validate_image_folder
 
     summary, problems = validate_image_folder(root)
+    if summary is not None and not problems:
+        log_summary(summary, logging.getLogger("sparsify"))
     return (summary.to_dict() if summary else None), problems
 
 

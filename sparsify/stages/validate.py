@@ -63,7 +63,7 @@ class ValidateStage:
         summary = None
         fmt = str(ctx.cfg.data.format)
         if data_path is not None and fmt in DATA_FORMATS:
-            summary, data_problems = DATA_FORMATS.get(fmt)(data_path)
+            summary, data_problems = DATA_FORMATS.get(fmt)(data_path, ctx.cfg)
             problems.extend(data_problems)
         family_name = str(ctx.cfg.use_case.family)
         if family_available(family_name):

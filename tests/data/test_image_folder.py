@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparsify.config import compose_config
 from sparsify.data import DATA_FORMATS
 from sparsify.data.image_folder import (
     ImageFolderDataset,
@@ -53,7 +54,7 @@ def test_valid_folder_summary(folder: Path) -> None:
 
 
 def test_registry_validator_returns_dict(folder: Path) -> None:
-    summary, problems = DATA_FORMATS.get("image-folder")(folder)
+    summary, problems = DATA_FORMATS.get("image-folder")(folder, compose_config([]))
     assert problems == [] and summary is not None and summary["splits"]["train"] == 12
     with pytest.raises(SparsifyError, match="image_folder"):
         DATA_FORMATS.get("parquet")
