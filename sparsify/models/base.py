@@ -17,6 +17,7 @@ class ModelFamily(Protocol):
     """One adapter per family (image classifiers, YOLO, transformers, ...)."""
 
     name: str
+    artifact_name: str  # what fetch puts in the run dir: a file ("model.pth") or a folder
 
     def arch_problems(self, arch: str) -> list[Problem]:
         """Why `arch` is not a model this family can build (empty if it is)."""
@@ -26,8 +27,16 @@ class ModelFamily(Protocol):
     ) -> list[Problem]:
         """Why the user's checkpoint cannot be used for this data (empty if it can)."""
 
-    def train_baseline(self, ctx: RunContext, out_path: Path) -> dict[str, Any]:
-        """Train a dense model on the user's train split when none was given."""
+    def resolve_source(self, ctx: RunContext) -> Path | None:
+        """The user's model (`model.path`: a file, folder or cached hub id), or None."""
+
+    def needs_baseline(self, ctx: RunContext, source: Path) -> bool:
+        """True when the user's model must be fine-tuned on the data first (e.g. a new head)."""
+
+    def train_baseline(
+        self, ctx: RunContext, source: Path | None, out_path: Path
+    ) -> dict[str, Any]:
+        """Fine-tune a dense model (from `source`, or from scratch) on the user's train split."""
 
     def load(self, path: Path, ctx: RunContext) -> nn.Module: ...
 

@@ -49,6 +49,7 @@ def _loader(ctx: RunContext, split: str, train: bool) -> DataLoader:
 
 class ImageClassifierFamily:
     name = "image_classifier"
+    artifact_name = "model.pth"
 
     def arch_problems(self, arch: str) -> list[Problem]:
         archs = available_archs()
@@ -77,7 +78,16 @@ class ImageClassifierFamily:
             ]
         return checkpoint_problems(path, str(ctx.cfg.model.arch), len(data["classes"]))
 
-    def train_baseline(self, ctx: RunContext, out_path: Path) -> dict[str, Any]:
+    def resolve_source(self, ctx: RunContext) -> Path | None:
+        path = ctx.cfg.model.path
+        return Path(str(path)).expanduser().resolve() if path else None
+
+    def needs_baseline(self, ctx: RunContext, source: Path) -> bool:
+        return False  # validate made sure the checkpoint fits the data
+
+    def train_baseline(
+        self, ctx: RunContext, source: Path | None, out_path: Path
+    ) -> dict[str, Any]:
         torch.manual_seed(int(ctx.cfg.seed))
         _, classes = _data(ctx)
         arch = str(ctx.cfg.model.arch)
