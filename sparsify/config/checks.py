@@ -10,7 +10,7 @@ from sparsify.recipes.levels import normalize_level
 from sparsify.use_cases import known_use_cases
 
 # experiments this version runs end to end, per model family
-IMPLEMENTED = {"image_classifier": {"one_shot"}}
+IMPLEMENTED = {"image_classifier": {"one_shot"}, "transformers": {"one_shot"}}
 
 
 def config_problems(cfg: DictConfig) -> list[Problem]:

@@ -22,5 +22,7 @@ def family_available(name: str) -> bool:
 
 def _register_builtin() -> None:
     from sparsify.models.image_classifier_adapter import ImageClassifierFamily
+    from sparsify.models.transformers_family import TransformersFamily
 
     FAMILIES.register("image_classifier", ImageClassifierFamily())
+    FAMILIES.register("transformers", TransformersFamily())

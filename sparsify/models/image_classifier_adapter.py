@@ -148,14 +148,6 @@ class ImageClassifierFamily:
         (out_dir / "labels.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
         params = ImagePreprocess.from_config(ctx.cfg.data)
         return {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": ["batch", 3, params.image_size, params.image_size],
-                    "dtype": "float32",
-                }
-            ],
-            "outputs": [{"name": "logits", "shape": ["batch", len(classes)]}],
             "preprocessing": {"type": "image", **params.to_dict()},
             "postprocessing": {"type": "softmax_topk"},
             "labels": classes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from typing import Any
 
 from sparsify.benchmark.table import format_table
@@ -45,6 +46,24 @@ mean {mean} and std {std}; apply softmax to `logits`.
 """
 
 
+def onnx_io(path: Path) -> dict[str, Any]:
+    """Input and output names, shapes (symbolic dims by name) and dtypes of an ONNX model."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(values: Any) -> list[dict[str, Any]]:
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            dims = [d.dim_param or d.dim_value for d in t.shape.dim]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+            out.append({"name": v.name, "shape": dims, "dtype": dtype})
+        return out
+
+    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
 class PackageStage:
     name = "package"
     config_keys = ("use_case", "experiment", "optim_level")
@@ -60,6 +79,7 @@ class PackageStage:
         family_part = family.deployment_files(ctx, out)
         derived = ctx.derived
         config = {
+            **onnx_io(out / "model.onnx"),
             "task": str(ctx.cfg.use_case.task),
             "use_case": str(ctx.cfg.use_case.name),
             "model": "model.onnx",

@@ -11,7 +11,7 @@ from sparsify.config.checks import config_problems
 from sparsify.context import RunContext
 from sparsify.data import DATA_FORMATS
 from sparsify.data.demo import materialize_demo
-from sparsify.errors import ProblemCollector, SparsifyError, ValidationError
+from sparsify.errors import Problem, ProblemCollector, SparsifyError, ValidationError
 from sparsify.models import family_available, get_family
 from sparsify.recipes.recipe import load_recipe
 
@@ -39,6 +39,34 @@ def recipe_variables(ctx: RunContext) -> dict[str, Any]:
     }
 
 
+def _model_problems(ctx: RunContext, summary: dict | None, has_problems: bool) -> list[Problem]:
+    family = get_family(str(ctx.cfg.use_case.family))
+    problems = family.arch_problems(str(ctx.cfg.model.arch))
+    try:
+        source = family.resolve_source(ctx)
+    except SparsifyError as exc:
+        return [
+            *problems,
+            Problem("model.path", ctx.cfg.model.path, str(exc), "point model.path at your model"),
+        ]
+    if source is None:
+        return problems
+    if not source.exists():
+        return [
+            *problems,
+            Problem(
+                "model.path",
+                str(ctx.cfg.model.path),
+                "does not exist",
+                "give the path of your trained model, or leave model.path empty "
+                "to train a dense baseline",
+            ),
+        ]
+    if summary is not None and not problems and not has_problems:
+        problems.extend(family.checkpoint_problems(source, ctx, summary))
+    return problems
+
+
 class ValidateStage:
     name = "validate"
     config_keys = (
@@ -62,26 +90,18 @@ class ValidateStage:
         data_path = resolve_data_path(ctx)
         summary = None
         fmt = str(ctx.cfg.data.format)
-        if data_path is not None and fmt in DATA_FORMATS:
+        if fmt not in DATA_FORMATS:
+            problems.add(
+                "data",
+                fmt,
+                "this data format is not implemented in this version yet",
+                f"use one of: {', '.join(DATA_FORMATS.names())}",
+            )
+        elif data_path is not None:
             summary, data_problems = DATA_FORMATS.get(fmt)(data_path, ctx.cfg)
             problems.extend(data_problems)
-        family_name = str(ctx.cfg.use_case.family)
-        if family_available(family_name):
-            family = get_family(family_name)
-            problems.extend(family.arch_problems(str(ctx.cfg.model.arch)))
-            model_path = ctx.cfg.model.path
-            if model_path:
-                path = Path(str(model_path)).expanduser()
-                if not path.exists():
-                    problems.add(
-                        "model.path",
-                        str(model_path),
-                        "does not exist",
-                        "give the path of your trained checkpoint, or leave model.path empty "
-                        "to train a dense baseline",
-                    )
-                elif summary is not None and not problems:
-                    problems.extend(family.checkpoint_problems(path, ctx, summary))
+        if family_available(str(ctx.cfg.use_case.family)):
+            problems.extend(_model_problems(ctx, summary, has_problems=bool(problems)))
         recipe_name = str(ctx.cfg.recipe or ctx.cfg.experiment.recipe)
         try:
             recipe = load_recipe(recipe_name, recipe_variables(ctx))

@@ -1,0 +1,353 @@
+"""Hugging Face transformers: sequence classification, token classification, extractive QA.
+
+Models come from a local folder (config + weights + tokenizer) or a hub id already in the
+local Hugging Face cache; fine-tuning goes through `transformers.Trainer`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparsify.context import RunContext
+from sparsify.errors import Problem, SparsifyError
+
+log = logging.getLogger("sparsify")
+
+AUTO_CLASSES = {
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+}
+DOC_STRIDE = 32
+
+
+def require_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise SparsifyError(
+            "the NLP use cases need Hugging Face transformers: pip install 'sparsify[nlp]'"
+        ) from None
+    return transformers
+
+
+def _task(ctx: RunContext) -> str:
+    return str(ctx.cfg.use_case.task)
+
+
+def _labels(ctx: RunContext) -> list[str]:
+    return [str(x) for x in ctx.outputs["validate"]["data"].get("labels", [])]
+
+
+def _records(ctx: RunContext, split: str) -> list[dict[str, Any]]:
+    from sparsify.data.text import load_split
+
+    validated = ctx.outputs["validate"]
+    return load_split(Path(validated["data_path"]), validated["data"], split)
+
+
+def resolve_hf_source(path_or_id: str) -> Path:
+    """A local model folder, or a hub id resolved from the local HF cache (never downloaded)."""
+    local = Path(path_or_id).expanduser()
+    if local.exists():
+        return local.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(path_or_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - every failure here means "not available offline"
+        raise SparsifyError(
+            f"model {path_or_id!r} is neither a local folder nor in the local Hugging Face cache; "
+            "give a folder holding config.json, the weights and the tokenizer, or download the "
+            f"model once where there is network (huggingface-cli download {path_or_id})"
+        ) from None
+
+
+def load_hf(
+    path: Path, task: str, labels: list[str] | None = None
+) -> tuple[nn.Module, Any, list[str]]:
+    """(model, tokenizer, names of weights that were newly initialised)."""
+    transformers = require_transformers()
+    auto = getattr(transformers, AUTO_CLASSES[task])
+    kwargs: dict[str, Any] = {"attn_implementation": "eager"}  # traces to plain ONNX ops
+    if labels and task != "question-answering":
+        kwargs.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            ignore_mismatched_sizes=True,
+        )
+    model, info = auto.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    if not getattr(tokenizer, "is_fast", False):
+        raise SparsifyError(f"{path}: a fast tokenizer (tokenizer.json) is needed for offsets")
+    fresh = list(info.get("missing_keys", [])) + [
+        m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])
+    ]
+    return model.eval(), tokenizer, fresh
+
+
+class _Features(torch.utils.data.Dataset):
+    def __init__(self, features: dict[str, list]) -> None:
+        self.features = features
+        self.n = len(next(iter(features.values())))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {k: v[i] for k, v in self.features.items()}
+
+
+def encode_train(
+    records: list[dict], tokenizer: Any, task: str, labels: list[str], max_length: int
+) -> dict:
+    from sparsify.data import text_features as tf
+
+    if task == "text-classification":
+        return tf.encode_classification(records, tokenizer, labels, max_length)
+    if task == "token-classification":
+        return tf.encode_token_classification(records, tokenizer, labels, max_length)
+    return tf.encode_qa_train(records, tokenizer, max_length, DOC_STRIDE)
+
+
+class TransformersFamily:
+    name = "transformers"
+    artifact_name = "model"
+
+    def arch_problems(self, arch: str) -> list[Problem]:
+        return []  # the model folder's config.json decides the architecture
+
+    def resolve_source(self, ctx: RunContext) -> Path | None:
+        if not ctx.cfg.model.path:
+            raise SparsifyError("NLP use cases need model.path: a model folder or a cached hub id")
+        return resolve_hf_source(str(ctx.cfg.model.path))
+
+    def checkpoint_problems(
+        self, path: Path, ctx: RunContext, data: dict[str, Any]
+    ) -> list[Problem]:
+        transformers = require_transformers()
+        try:
+            config = transformers.AutoConfig.from_pretrained(str(path))
+        except Exception as exc:  # noqa: BLE001
+            return [
+                Problem(
+                    "model.path",
+                    str(path),
+                    f"is not a transformers model folder: {exc}",
+                    "give a folder with config.json (save_pretrained output)",
+                )
+            ]
+        auto = getattr(transformers, AUTO_CLASSES[_task(ctx)])
+        if type(config) not in auto._model_mapping:
+            return [
+                Problem(
+                    "model.path",
+                    str(path),
+                    f"model type {config.model_type!r} has no {_task(ctx)} head in transformers",
+                    "use an encoder such as BERT, RoBERTa, DistilBERT or MiniLM",
+                )
+            ]
+        try:
+            transformers.AutoTokenizer.from_pretrained(str(path))
+        except Exception as exc:  # noqa: BLE001
+            return [
+                Problem(
+                    "model.path",
+                    str(path),
+                    f"has no usable tokenizer: {exc}",
+                    "save the tokenizer beside the model (tokenizer.save_pretrained)",
+                )
+            ]
+        return []
+
+    def needs_baseline(self, ctx: RunContext, source: Path) -> bool:
+        _, _, fresh = load_hf(source, _task(ctx), _labels(ctx) or None)
+        if fresh:
+            log.info(
+                "%s has no trained head for these labels (%d new tensors): fine-tuning a "
+                "dense baseline first",
+                source,
+                len(fresh),
+            )
+        return bool(fresh)
+
+    def train_baseline(
+        self, ctx: RunContext, source: Path | None, out_path: Path
+    ) -> dict[str, Any]:
+        transformers = require_transformers()
+        task, labels = _task(ctx), _labels(ctx)
+        model, tokenizer, _ = load_hf(source, task, labels or None)  # type: ignore[arg-type]
+        torch.manual_seed(int(ctx.cfg.seed))
+        features = encode_train(
+            _records(ctx, "train"), tokenizer, task, labels, int(ctx.cfg.data.max_length)
+        )
+        train = ctx.cfg.experiment.train
+        args = transformers.TrainingArguments(
+            output_dir=str(out_path.parent / "trainer"),
+            num_train_epochs=float(train.epochs),
+            learning_rate=float(train.lr),
+            per_device_train_batch_size=int(train.batch_size),
+            weight_decay=float(train.weight_decay),
+            max_steps=int(train.max_steps or -1),
+            warmup_ratio=0.1,
+            save_strategy="no",
+            report_to=[],
+            logging_steps=10,
+            use_cpu=str(ctx.cfg.device) == "cpu",
+            seed=int(ctx.cfg.seed),
+            disable_tqdm=True,
+        )
+        collator = (
+            transformers.DataCollatorForTokenClassification(tokenizer)
+            if task == "token-classification"
+            else transformers.DataCollatorWithPadding(tokenizer)
+        )
+        trainer = transformers.Trainer(
+            model=model, args=args, train_dataset=_Features(features), data_collator=collator
+        )
+        stats = trainer.train()
+        model.eval()
+        model.save_pretrained(str(out_path))
+        tokenizer.save_pretrained(str(out_path))
+        shutil.rmtree(out_path.parent / "trainer", ignore_errors=True)
+        return {"steps": int(stats.global_step), "loss": round(float(stats.training_loss), 5)}
+
+    def load(self, path: Path, ctx: RunContext) -> nn.Module:
+        return load_hf(path, _task(ctx))[0]
+
+    def save(self, model: nn.Module, path: Path, ctx: RunContext) -> None:
+        model.save_pretrained(str(path))
+        tokenizer = require_transformers().AutoTokenizer.from_pretrained(
+            str(ctx.artifact(ctx.outputs["fetch"]["artifacts"][0]))
+        )
+        tokenizer.save_pretrained(str(path))
+
+    def _tokenizer(self, ctx: RunContext) -> Any:
+        fetched = ctx.artifact(ctx.outputs["fetch"]["artifacts"][0])
+        return require_transformers().AutoTokenizer.from_pretrained(str(fetched))
+
+    def export(self, model: nn.Module, path: Path, ctx: RunContext) -> Path:
+        tokenizer = self._tokenizer(ctx)
+        enc = tokenizer(["hello world"], ["a second segment"], return_tensors="pt", padding=True)
+        # positional export: inputs must follow forward()'s parameter order
+        names = [p for p in inspect.signature(model.forward).parameters if p in enc]
+        outputs = (
+            ["start_logits", "end_logits"] if _task(ctx) == "question-answering" else ["logits"]
+        )
+        axes = {n: {0: "batch", 1: "sequence"} for n in names}
+        axes.update(
+            {
+                o: {0: "batch", 1: "sequence"}
+                if _task(ctx) != "text-classification"
+                else {0: "batch"}
+                for o in outputs
+            }
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            torch.onnx.export(
+                model.eval(),
+                tuple(enc[n] for n in names),
+                str(path),
+                dynamo=False,
+                opset_version=int(ctx.cfg.export.opset),
+                input_names=names,
+                output_names=outputs,
+                dynamic_axes=axes,
+            )
+        return path
+
+    def calibration_feeds(self, ctx: RunContext, n: int) -> list[dict[str, np.ndarray]]:
+        tokenizer = self._tokenizer(ctx)
+        records = _records(ctx, "train")
+        rng = np.random.default_rng(int(ctx.cfg.seed))
+        picks = rng.permutation(len(records))[:n]
+        max_length = int(ctx.cfg.data.max_length)
+        feeds = []
+        for i in picks:
+            r = records[int(i)]
+            if "tokens" in r:
+                enc = tokenizer(
+                    r["tokens"],
+                    is_split_into_words=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="np",
+                )
+            elif "question" in r:
+                enc = tokenizer(
+                    r["question"],
+                    r["context"],
+                    truncation="only_second",
+                    max_length=max_length,
+                    return_tensors="np",
+                )
+            else:
+                enc = tokenizer(
+                    r["text"],
+                    r.get("text_pair"),
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="np",
+                )
+            feeds.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
+        return feeds
+
+    def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
+        from sparsify.deploy.text import TextRunner
+        from sparsify.models.nlp_metrics import accuracy_f1, entity_f1, squad_scores
+
+        records = _records(ctx, "val")
+        if ctx.cfg.data.max_eval_samples:
+            records = records[: int(ctx.cfg.data.max_eval_samples)]
+        runner = TextRunner(
+            engine, self._tokenizer(ctx), int(ctx.cfg.data.max_length), int(ctx.cfg.data.batch_size)
+        )
+        labels = _labels(ctx)
+        task = _task(ctx)
+        if task == "text-classification":
+            pairs = (
+                [r["text_pair"] for r in records] if records and "text_pair" in records[0] else None
+            )
+            probs = runner.classify([r["text"] for r in records], pairs)
+            refs = [labels.index(str(r["label"])) for r in records]
+            scores = accuracy_f1([int(p) for p in probs.argmax(axis=1)], refs)
+        elif task == "token-classification":
+            tagged = runner.tag_words([r["tokens"] for r in records])
+            preds = [[labels[t] for t, _ in row] for row in tagged]
+            refs = [[str(t) for t in r["tags"]] for r in records]
+            scores = entity_f1(preds, refs)
+        else:
+            preds = [runner.answer(r["question"], r["context"], DOC_STRIDE).answer for r in records]
+            scores = squad_scores(preds, [r["answers"]["text"] for r in records])
+        return {**scores, "samples": len(records)}
+
+    def deployment_files(self, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
+        tokenizer = self._tokenizer(ctx)
+        tokenizer.save_pretrained(str(out_dir))
+        task = _task(ctx)
+        max_length = int(ctx.cfg.data.max_length)
+        return {
+            "preprocessing": {
+                "type": "tokenizer",
+                "max_length": max_length,
+                "doc_stride": DOC_STRIDE,
+            },
+            "postprocessing": {
+                "type": {
+                    "text-classification": "softmax",
+                    "token-classification": "bio_entities",
+                    "question-answering": "best_span",
+                }[task]
+            },
+            "labels": _labels(ctx),
+        }
