@@ -35,4 +35,18 @@ def _validate_image_folder(
     return (summary.to_dict() if summary else None), problems
 
 
+def _validate_yolo(root: Path, cfg: DictConfig) -> tuple[dict[str, Any] | None, list[Problem]]:
+    from sparsify.data.yolo import validate_for_config
+
+    return validate_for_config(root, cfg)
+
+
+def _validate_npz(root: Path, cfg: DictConfig) -> tuple[dict[str, Any] | None, list[Problem]]:
+    from sparsify.data.npz import validate_for_config
+
+    return validate_for_config(root, cfg)
+
+
 DATA_FORMATS.register("image_folder", _validate_image_folder)
+DATA_FORMATS.register("yolo", _validate_yolo)
+DATA_FORMATS.register("npz", _validate_npz)

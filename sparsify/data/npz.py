@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import numpy as np
 from sparsify.errors import Problem, SparsifyError
 
 log = logging.getLogger("sparsify")
+
+Signature = dict[str, tuple[str, tuple[int, ...]]]  # input name -> (dtype, shape)
 
 _LAYOUT = "a folder of .npz files, one sample each, keys = model input names"
 
@@ -50,12 +53,17 @@ def _npz_files(root: Path, problems: list[Problem]) -> list[Path]:
     return files
 
 
-def _read_signature(path: Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]] | None, str]:
+def _read_signature(path: Path) -> tuple[Signature | None, str]:
     """(input name -> (dtype, shape), "") or (None, why the file cannot be used)."""
     try:
+        # np.load guesses the format from these bytes, and calls anything unknown "pickled"
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic.startswith(b"\x93NUMPY"):
+            return None, "is a single .npy array, not an .npz archive"
+        if not magic.startswith(b"PK"):
+            return None, "is not an .npz archive (no zip header)"
         with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                return None, "is a single .npy array, not an .npz archive"
             # reading each array checks the whole file, not only its index
             return {k: (str(npz[k].dtype), npz[k].shape) for k in npz.files}, ""
     except ValueError as exc:
@@ -69,7 +77,8 @@ def _read_signature(path: Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]] 
 def validate_npz_folder(root: Path) -> tuple[NpzSummary | None, list[Problem]]:
     """Load every file once; all must share keys, dtypes and ranks. Returns ALL problems.
 
-    The summary describes the first readable file; it is None when none is readable.
+    Files are compared with the most common signature; the summary's shapes are those of the
+    first file that has it. The summary is None when no file is readable.
     """
     root = Path(root)
     if not root.is_dir():
@@ -83,45 +92,56 @@ def validate_npz_folder(root: Path) -> tuple[NpzSummary | None, list[Problem]]:
         problems.append(Problem(str(root), 0, "no .npz files", fix))
         return None, problems
 
-    reference: dict[str, tuple[str, tuple[int, ...]]] | None = None
-    first = ""
-    readable = 0
+    signatures: list[tuple[Path, Signature]] = []
     for path in files:
         signature, why = _read_signature(path)
         if signature is None:
             fix = "re-save it with np.savez and numeric arrays, or delete it"
             problems.append(Problem(str(path), path.name, f"file {why}", fix))
-            continue
-        if not signature:
+        elif not signature:
             fix = "save the model inputs into it, keyed by input name"
             problems.append(Problem(str(path), path.name, "archive holds no arrays", fix))
-            continue
-        readable += 1
-        if reference is None:
-            reference, first = signature, path.name
-            continue
-        problems += _compare(path, signature, reference, first)
-    if reference is None:
+        else:
+            signatures.append((path, signature))
+    if not signatures:
         return None, problems
+    # the most common key set / dtypes / ranks is the reference, so the odd files get flagged
+    kinds = Counter(_kind(sig) for _, sig in signatures)
+    common = max(kinds.values())
+    first, reference = next((p, sig) for p, sig in signatures if kinds[_kind(sig)] == common)
+    for path, signature in signatures:
+        if path != first:
+            problems += _compare(path, signature, reference, first.name)
     inputs = {k: {"dtype": dtype, "shape": list(shape)} for k, (dtype, shape) in reference.items()}
-    return NpzSummary(root=str(root), files=readable, inputs=inputs), problems
+    return NpzSummary(root=str(root), files=len(signatures), inputs=inputs), problems
+
+
+def _kind(signature: Signature) -> tuple[tuple[str, str, int], ...]:
+    return tuple(sorted((k, dtype, len(shape)) for k, (dtype, shape) in signature.items()))
 
 
 def _compare(
     path: Path,
-    signature: dict[str, tuple[str, tuple[int, ...]]],
-    reference: dict[str, tuple[str, tuple[int, ...]]],
+    signature: Signature,
+    reference: Signature,
     first: str,
 ) -> list[Problem]:
-    """Differences from the first file: key set, then dtype and rank of each shared key."""
+    """Differences from the reference file: key set, then dtype and rank of each shared key."""
     problems = []
-    missing, extra = sorted(set(reference) - set(signature)), sorted(set(signature) - set(reference))
+    missing, extra = (
+        sorted(set(reference) - set(signature)),
+        sorted(set(signature) - set(reference)),
+    )
     if missing or extra:
         detail = "; ".join(
-            f"{what} {', '.join(keys)}" for what, keys in (("missing", missing), ("extra", extra)) if keys
+            f"{what} {', '.join(keys)}"
+            for what, keys in (("missing", missing), ("extra", extra))
+            if keys
         )
         fix = f"save the same input names in every file (as in {first}: {', '.join(reference)})"
-        problems.append(Problem(str(path), sorted(signature), f"keys differ from {first}: {detail}", fix))
+        problems.append(
+            Problem(str(path), sorted(signature), f"keys differ from {first}: {detail}", fix)
+        )
     for key in sorted(set(signature) & set(reference)):
         (dtype, shape), (ref_dtype, ref_shape) = signature[key], reference[key]
         if dtype != ref_dtype:
@@ -177,6 +197,9 @@ def load_npz_samples(
         files = [files[i] for i in sorted(picked)]
     samples = []
     for path in files:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise SparsifyError(f"{path} is not an .npz archive; re-save it with np.savez")
+        with loaded as npz:
             samples.append({k: np.ascontiguousarray(npz[k])[np.newaxis] for k in npz.files})
     return samples

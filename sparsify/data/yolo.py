@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from PIL import Image
 
-from sparsify.errors import Problem, SparsifyError
+from sparsify.errors import Problem
 
 log = logging.getLogger("sparsify")
 
@@ -100,7 +99,7 @@ def _check_names(names: list[str], key: str, problems: list[Problem]) -> list[st
             fix = "give every class id a name; remove blank lines between names"
             problems.append(Problem(f"{key}:{i + 1}", name, f"class {i} has an empty name", fix))
             ok = False
-    for name in sorted({n for n in names if n and names.count(n) > 1}):
+    for name in sorted(n for n, count in Counter(names).items() if n and count > 1):
         fix = "class names must be unique; rename or merge the duplicates"
         problems.append(Problem(key, name, "class name appears more than once", fix))
         ok = False
@@ -269,6 +268,23 @@ def _check_image(path: str) -> str | None:
         return f"cannot be read ({type(exc).__name__}: {exc})"
     if min(width, height) < MIN_IMAGE_SIDE:
         return f"is {width}x{height} pixels; Ultralytics drops images under {MIN_IMAGE_SIDE}"
+    if os.path.splitext(path)[1].lower() in {".jpg", ".jpeg"}:
+        return _check_jpeg_end(path)
+    return None
+
+
+def _check_jpeg_end(path: str) -> str | None:
+    """verify() passes JPEGs cut short; Ultralytics decodes one without an end marker to
+    re-save it and drops it when that fails, so only those few are decoded here."""
+    with open(path, "rb") as f:
+        f.seek(-2, os.SEEK_END)
+        if f.read() == b"\xff\xd9":
+            return None
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as exc:
+        return f"is truncated ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -494,70 +510,3 @@ def validate_for_config(root: Path, cfg: Any) -> tuple[dict[str, Any] | None, li
 
 
 # ---------------------------------------------------------------- using a validated dataset
-
-
-def _link_files(src: Path, dst: Path, extensions: frozenset[str]) -> None:
-    """Mirror `src` into a real folder `dst` holding one symlink per file.
-
-    Not one link to the folder: Ultralytics resolves split folders to their real path, so it
-    would then look for labels and write its `.cache` next to the user's images.
-    """
-    if dst.is_symlink() or dst.is_file():
-        dst.unlink()
-    elif dst.exists():
-        shutil.rmtree(dst)  # only links and folders built here; rmtree never follows links
-    dst.mkdir(parents=True)
-    for rel, entry in _walk_files(src):
-        if os.path.splitext(rel)[1].lower() not in extensions:
-            continue
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(os.path.abspath(entry.path), target)
-
-
-def write_ultralytics_dataset(summary: dict[str, Any], out_dir: Path) -> Path:
-    """Lay out `out_dir/images/{split}`, `out_dir/labels/{split}` and `data.yaml`; return it.
-
-    Files are symlinked, not copied, and Ultralytics' label caches (`labels/{split}.cache`)
-    and any JPEG repairs it makes land in `out_dir`, never in the user's folder.
-    """
-    out_dir = Path(out_dir).absolute()
-    data: dict[str, Any] = {"path": str(out_dir)}  # absolute: Ultralytics reads a relative
-    for split, image_dir in summary["image_dirs"].items():  # `path` under its datasets_dir
-        _link_files(Path(image_dir), out_dir / "images" / split, IMAGE_EXTENSIONS)
-        label_dir = summary["label_dirs"].get(split)
-        if label_dir is not None:
-            _link_files(Path(label_dir), out_dir / "labels" / split, frozenset({".txt"}))
-        data[split] = f"images/{split}"
-    data["names"] = dict(enumerate(summary["classes"]))
-    path = out_dir / "data.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    log.info("Wrote Ultralytics dataset %s (%s)", path, ", ".join(summary["image_dirs"]))
-    return path
-
-
-def yolo_samples(summary: dict[str, Any], split: str) -> list[tuple[Path, Path | None]]:
-    """(image, label file or None for a background image) of `split`, sorted by path."""
-    image_dir = summary["image_dirs"].get(split)
-    if image_dir is None:
-        raise SparsifyError(
-            f"YOLO dataset {summary['root']} has no '{split}' split; "
-            f"create {Path(summary['root']) / 'images' / split}"
-        )
-    label_dir = summary["label_dirs"].get(split)
-    samples: list[tuple[Path, Path | None]] = []
-    for rel, entry in _walk_files(Path(image_dir)):
-        stem, ext = os.path.splitext(rel)
-        if ext.lower() not in IMAGE_EXTENSIONS:
-            continue
-        label = Path(label_dir) / f"{stem}.txt" if label_dir else None
-        samples.append((Path(entry.path), label if label and label.is_file() else None))
-    return samples
-
-
-def calibration_images(summary: dict[str, Any], n: int, seed: int) -> list[Path]:
-    """`n` train images chosen at random with `seed` (all if fewer), sorted."""
-    images = [image for image, _ in yolo_samples(summary, "train")]
-    rng = np.random.default_rng(seed)
-    picked = rng.choice(len(images), size=min(n, len(images)), replace=False)
-    return sorted(images[i] for i in picked)

@@ -1,5 +1,5 @@
 """Running a deployment folder: `Pipeline(dir)(inputs)`."""
 
-from sparsify.deploy.pipeline import Classification, Pipeline
+from sparsify.deploy.pipeline import Answer, Classification, Entity, Pipeline
 
-__all__ = ["Classification", "Pipeline"]
+__all__ = ["Answer", "Classification", "Entity", "Pipeline"]
