@@ -27,8 +27,17 @@ def batched_inputs(
     out = []
     for start in range(0, len(feeds), batch_size):
         chunk = feeds[start : start + batch_size]
-        out.append(tuple(torch.from_numpy(np.concatenate([f[n] for f in chunk])) for n in names))
+        if len({tuple(f[n].shape[1:] for n in names) for f in chunk}) == 1:
+            out.append(
+                tuple(torch.from_numpy(np.concatenate([f[n] for f in chunk])) for n in names)
+            )
+        else:  # e.g. texts of different lengths: one sample at a time
+            out.extend(tuple(torch.from_numpy(f[n]) for n in names) for f in chunk)
     return out
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, _BN) and m.track_running_stats for m in model.modules())
 
 
 @torch.no_grad()

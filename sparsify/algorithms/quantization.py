@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -163,24 +165,29 @@ def quantize_onnx_static(
         op_types or "all supported",
         len(calibration),
     )
+    # ORT's shape inference and calibrator drop debug/temp files into the working directory:
+    # keep them in a scratch folder beside the output, never in the user's current directory
+    scratch = Path(tempfile.mkdtemp(prefix=".quant-", dir=out_path.parent))
     try:
-        source = _preprocess(fp32_path, pre)
-        quantize_static(
-            str(source),
-            str(tmp),
-            _calibration_reader(calibration),
-            quant_format=quant_format,
-            op_types_to_quantize=op_types,
-            per_channel=per_channel,
-            activation_type=qtype[act],
-            weight_type=qtype[wgt],
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+        with contextlib.chdir(scratch):
+            source = _preprocess(fp32_path, pre)
+            quantize_static(
+                str(source),
+                str(tmp),
+                _calibration_reader(calibration),
+                quant_format=quant_format,
+                op_types_to_quantize=op_types,
+                per_channel=per_channel,
+                activation_type=qtype[act],
+                weight_type=qtype[wgt],
+                calibrate_method=CalibrationMethod.MinMax,
+            )
         summary = summarize_quantized_graph(onnx.load(str(tmp), load_external_data=False), fmt)
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
         pre.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     if summary["quantized_nodes"] == 0:
         log.warning("Quantization of %s produced no INT8 nodes; check op_types", fp32_path)

@@ -41,6 +41,12 @@ def _validate_yolo(root: Path, cfg: DictConfig) -> tuple[dict[str, Any] | None, 
     return validate_for_config(root, cfg)
 
 
+def _validate_text(root: Path, cfg: DictConfig) -> tuple[dict[str, Any] | None, list[Problem]]:
+    from sparsify.data.text import validate_for_config
+
+    return validate_for_config(root, cfg)
+
+
 def _validate_npz(root: Path, cfg: DictConfig) -> tuple[dict[str, Any] | None, list[Problem]]:
     from sparsify.data.npz import validate_for_config
 
@@ -50,3 +56,4 @@ def _validate_npz(root: Path, cfg: DictConfig) -> tuple[dict[str, Any] | None, l
 DATA_FORMATS.register("image_folder", _validate_image_folder)
 DATA_FORMATS.register("yolo", _validate_yolo)
 DATA_FORMATS.register("npz", _validate_npz)
+DATA_FORMATS.register("hf_text", _validate_text)

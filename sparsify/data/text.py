@@ -14,6 +14,7 @@ At most `MAX_PER_KIND` problems of one kind are listed per file; the rest are co
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -23,11 +24,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsify.data.text_readers import RECORD_UNITS, ProblemSink, read_records
+from sparsify.data.text_readers import (
+    EXTENSIONS,
+    RECORD_UNITS,
+    ProblemSink,
+    _json_type,
+    _short,
+    read_records,
+)
 from sparsify.errors import Problem, SparsifyError, ValidationError
 
 SPLITS = ("train", "val", "test")
-EXTENSIONS = (".csv", ".json", ".jsonl")
 TASKS = ("text-classification", "token-classification", "question-answering")
 ROLES = ("text", "text_pair", "label", "tokens", "tags", "question", "context", "answers")
 TARGET_ROLES = frozenset({"label", "tags", "answers"})  # optional in the test split
@@ -187,28 +194,29 @@ def _resolve_columns(
 def _string(record: dict, column: str, what: str) -> tuple[str | None, Issue | None]:
     value = record[column]
     if not isinstance(value, str):
-        fix = f"make '{column}' a string in every record"
-        return None, ("not text", value, f"{what} '{column}' is {type(value).__name__}", fix)
+        message = f"{what} '{column}' is a JSON {_json_type(value)}, not a string"
+        return None, ("not text", value, message, f"make '{column}' a string in every record")
     if not value.strip():
-        return None, (
-            "empty text",
-            value,
-            f"{what} '{column}' is empty",
-            "fill it in or drop the record",
-        )
+        message = f"{what} '{column}' is empty"
+        return None, ("empty text", value, message, "fill it in or drop the record")
     return value, None
 
 
-def _json_field(record: dict, column: str, from_csv: bool) -> tuple[Any, Issue | None]:
+_WORDS_EXAMPLE = '["EU", "rejects", "German", "call"]'
+_TAGS_EXAMPLE = '["B-ORG", "O", "B-MISC", "O"]'
+_ANSWERS_EXAMPLE = '{"text": ["Denver Broncos"], "answer_start": [177]} (empty lists: unanswerable)'
+
+
+def _json_field(
+    record: dict, column: str, from_csv: bool, example: str
+) -> tuple[Any, Issue | None]:
     value = record[column]
     if from_csv:
-        import json  # CSV cells hold lists and SQuAD answers as JSON text
-
-        try:
+        try:  # CSV cells hold word lists and SQuAD answers as JSON text
             return json.loads(value), None
         except ValueError as exc:
-            fix = 'write the cell as JSON, e.g. ["EU", "rejects"] or {"text": [...], "answer_start": [...]}'
-            return None, ("cell json", value[:60], f"'{column}' is not JSON ({exc})", fix)
+            fix = f"write the cell as JSON, e.g. {example}"
+            return None, ("cell json", _short(value), f"'{column}' is not JSON ({exc})", fix)
     return value, None
 
 
@@ -221,7 +229,10 @@ def _target(value: Any, column: str, what: str) -> tuple[Any, Issue | None]:
     kind, message = (
         ("empty label", f"{what} in '{column}' is empty")
         if value in ("", None)
-        else ("label type", f"{what} in '{column}' is {type(value).__name__}, not a string or int")
+        else (
+            "label type",
+            f"{what} in '{column}' is a JSON {_json_type(value)}, not a string or an integer",
+        )
     )
     return None, (kind, value, message, f"give every record a string or integer {what}")
 
@@ -251,9 +262,10 @@ def canonical_record(
     if task == "text-classification":
         text("text", "text")
         text("text_pair", "text")
-        if columns["label"] in record:
+        if "label" in columns and columns["label"] in record:
             raw = record[columns["label"]]
-            if from_csv and isinstance(raw, str):
+            # "1" (any CSV cell, some JSON exports) and 1 are one label, whatever the format
+            if isinstance(raw, str):
                 raw = int(raw) if _INT.fullmatch(raw.strip()) else raw.strip()
             out["label"], issue = _target(raw, columns["label"], "label")
             if issue:
@@ -263,8 +275,8 @@ def canonical_record(
     else:
         text("question", "question")
         text("context", "context")
-        if columns["answers"] in record:
-            answers, issue = _json_field(record, columns["answers"], from_csv)
+        if "answers" in columns and columns["answers"] in record:
+            answers, issue = _json_field(record, columns["answers"], from_csv, _ANSWERS_EXAMPLE)
             issues += [issue] if issue else _answer_issues(answers, out.get("context"))
             out["answers"] = answers
         if "id" in columns and columns["id"] in record:
@@ -275,39 +287,41 @@ def canonical_record(
 def _token_record(
     record: dict, columns: dict[str, str], from_csv: bool, out: dict, issues: list[Issue]
 ) -> None:
-    tokens, issue = _json_field(record, columns["tokens"], from_csv)
-    if issue:
-        issues.append(issue)
-    elif not isinstance(tokens, list) or not tokens:
-        fix = 'make it a non-empty list of words, e.g. ["EU", "rejects", "German", "call"]'
-        issues.append(
-            ("tokens shape", tokens, f"'{columns['tokens']}' is not a list of words", fix)
-        )
-    elif not all(isinstance(t, str) and t.strip() for t in tokens):
-        bad = next(i for i, t in enumerate(tokens) if not (isinstance(t, str) and t.strip()))
-        message = f"word {bad} of '{columns['tokens']}' is empty or not a string"
-        issues.append(("empty text", tokens[bad], message, "remove empty words with their tags"))
-    out["tokens"] = tokens
-    if columns["tags"] not in record:
+    tokens: list | None = None
+    if "tokens" in columns:
+        column = columns["tokens"]
+        value, issue = _json_field(record, column, from_csv, _WORDS_EXAMPLE)
+        if issue:
+            issues.append(issue)
+        elif not isinstance(value, list) or not value:
+            fix = f"make it a non-empty list of words, e.g. {_WORDS_EXAMPLE}"
+            issues.append(("tokens shape", value, f"'{column}' is not a list of words", fix))
+        elif not all(isinstance(t, str) and t.strip() for t in value):
+            bad = next(i for i, t in enumerate(value) if not (isinstance(t, str) and t.strip()))
+            message = f"word {bad} of '{column}' is empty or not a string"
+            issues.append(("empty text", value[bad], message, "remove empty words and their tags"))
+        else:
+            tokens = out["tokens"] = value
+    if "tags" not in columns or columns["tags"] not in record:
         return
-    tags, issue = _json_field(record, columns["tags"], from_csv)
+    column = columns["tags"]
+    tags, issue = _json_field(record, column, from_csv, _TAGS_EXAMPLE)
     if issue or not isinstance(tags, list):
-        fix = 'make it a list with one tag per word, e.g. ["B-ORG", "O", "B-MISC", "O"]'
-        issues.append(issue or ("tags shape", tags, f"'{columns['tags']}' is not a list", fix))
+        fix = f"make it a list with one tag per word, e.g. {_TAGS_EXAMPLE}"
+        issues.append(issue or ("tags shape", _short(tags), f"'{column}' is not a list", fix))
         return
     for tag in tags:
-        _, tag_issue = _target(tag, columns["tags"], "tag")
+        _, tag_issue = _target(tag, column, "tag")
         if tag_issue:
             issues.append(tag_issue)
             return
-    if isinstance(tokens, list) and len(tokens) != len(tags):
+    if tokens is not None and len(tokens) != len(tags):
         message = f"{len(tokens)} words but {len(tags)} tags"
         issues.append(("length mismatch", len(tags), message, "give exactly one tag per word"))
     out["tags"] = tags
 
 
 def _answer_issues(answers: Any, context: str | None) -> list[Issue]:
-    shape = '{"text": ["Denver Broncos"], "answer_start": [177]} (empty lists: unanswerable)'
     if not (
         isinstance(answers, dict)
         and isinstance(answers.get("text"), list)
@@ -317,7 +331,12 @@ def _answer_issues(answers: Any, context: str | None) -> list[Issue]:
         and all(isinstance(s, int) and not isinstance(s, bool) for s in answers["answer_start"])
     ):
         return [
-            ("answers shape", answers, "answers are not in SQuAD shape", f"write them as {shape}")
+            (
+                "answers shape",
+                answers,
+                "answers are not in SQuAD shape",
+                f"write them as {_ANSWERS_EXAMPLE}",
+            )
         ]
     issues: list[Issue] = []
     for answer, start in zip(answers["text"], answers["answer_start"], strict=True):
@@ -357,15 +376,8 @@ class _Scanner:
             if canonical is not None:
                 self._count(split, path, number, unit, canonical, counts)
         if rows == 0 and not self.sink.has_problems(path):
-            self.sink.add(
-                path,
-                None,
-                unit,
-                "no records",
-                path.name,
-                "the file has no records",
-                "add records or remove the file",
-            )
+            fix = "add records or remove the file"
+            self.sink.add(path, None, unit, "no records", path.name, "the file has no records", fix)
         if split == "train":
             self.train_counts = counts
         return rows
@@ -383,14 +395,13 @@ class _Scanner:
         for role, wanted, overridden in missing:
             if split == "test" and role in TARGET_ROLES:
                 continue
-            setting = f"data.{role}_column"
-            fix = (
-                f"{setting}={wanted!r} is not a column; set it to one of: {', '.join(first)}"
-                if overridden
-                else f"rename a column to {wanted.split(' or ')[0]!r} or set {setting} (columns: {', '.join(first)})"
-            )
+            setting, found = f"data.{role}_column", ", ".join(first)
+            if overridden:
+                fix = f"{setting}={wanted!r} is not a column; set it to one of: {found}"
+            else:
+                fix = f"rename a column to {wanted.split(' or ')[0]!r} or set {setting} ({found})"
             if self.task == "question-answering" and "paragraphs" in first:
-                fix = "flatten the nested SQuAD file to one record per question (question, context, answers)"
+                fix = "flatten nested SQuAD to one record per question (question, context, answers)"
             self.sink.add(
                 path, None, "", "missing column", wanted, f"no {role} column ({wanted})", fix
             )
@@ -407,18 +418,12 @@ class _Scanner:
         known = self.train_counts
         if known is None or split == "train":
             return
+        what = "tag" if self.task == "token-classification" else "label"
+        fix = "add training records with it, fix its spelling, or drop the record"
         for value in dict.fromkeys(values):
             if value not in known:
-                fix = "add training records with it, fix its spelling, or drop the record"
-                self.sink.add(
-                    path,
-                    number,
-                    unit,
-                    "unseen label",
-                    value,
-                    f"label {value!r} is not in train",
-                    fix,
-                )
+                message = f"{what} {value!r} is not in train"
+                self.sink.add(path, number, unit, "unseen label", value, message, fix)
 
 
 def validate_text_dataset(

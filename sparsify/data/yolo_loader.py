@@ -16,6 +16,7 @@ from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
 
+
 def _link_files(src: Path, dst: Path, extensions: frozenset[str]) -> None:
     """Mirror `src` into a real folder `dst` holding one symlink per file.
 

@@ -13,7 +13,12 @@ from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_i
 from sparsify.deploy.text import Answer, Entity, TextRunner, softmax
 from sparsify.errors import SparsifyError
 
-TASKS = ("image-classification", "text-classification", "token-classification", "question-answering")
+TASKS = (
+    "image-classification",
+    "text-classification",
+    "token-classification",
+    "question-answering",
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,12 @@ class Pipeline:
     One input gives one result; a list gives a list.
     """
 
-    def __init__(self, deployment_dir: str | Path, engine: str = "onnxruntime",
-                 num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        deployment_dir: str | Path,
+        engine: str = "onnxruntime",
+        num_threads: int | None = None,
+    ) -> None:
         self.dir = Path(deployment_dir)
         config_path = self.dir / "config.json"
         if not config_path.is_file():
@@ -51,7 +60,9 @@ class Pipeline:
         self.config = json.loads(config_path.read_text(encoding="utf-8"))
         self.task = self.config["task"]
         if self.task not in TASKS:
-            raise SparsifyError(f"task {self.task!r} has no pipeline in this version; known: {TASKS}")
+            raise SparsifyError(
+                f"task {self.task!r} has no pipeline in this version; known: {TASKS}"
+            )
         if engine != "onnxruntime":
             raise SparsifyError(f"engine {engine!r} is not available; use engine='onnxruntime'")
         from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
@@ -97,8 +108,9 @@ class Pipeline:
     def _answer(self, item: Any) -> Answer:
         if not isinstance(item, dict) or not {"question", "context"} <= set(item):
             raise SparsifyError('question answering takes {"question": ..., "context": ...}')
-        return self.runner.answer(self._text(item["question"]), self._text(item["context"]),
-                                  self.doc_stride)
+        return self.runner.answer(
+            self._text(item["question"]), self._text(item["context"]), self.doc_stride
+        )
 
 
 __all__ = ["Answer", "Classification", "Entity", "Pipeline"]

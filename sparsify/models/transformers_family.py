@@ -198,7 +198,7 @@ class TransformersFamily:
             per_device_train_batch_size=int(train.batch_size),
             weight_decay=float(train.weight_decay),
             max_steps=int(train.max_steps or -1),
-            warmup_ratio=0.1,
+            warmup_steps=0.1,  # below 1: a fraction of the steps (transformers 5)
             save_strategy="no",
             report_to=[],
             logging_steps=10,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from sparsify.algorithms.batchnorm import batched_inputs, recalibrate_batchnorm
+from sparsify.algorithms.batchnorm import batched_inputs, has_batchnorm, recalibrate_batchnorm
 from sparsify.algorithms.pruning import (
     apply_masks,
     log_sparsity,
@@ -34,7 +34,7 @@ def _prune(
     )
     ctx.log.info("Magnitude pruning %d layers to %.1f %% sparsity", len(layers), 100 * sparsity)
     apply_masks(layers, magnitude_masks(layers, sparsity))
-    if modifier.kwargs.get("recalibrate_batchnorm", False):
+    if modifier.kwargs.get("recalibrate_batchnorm", False) and has_batchnorm(model):
         recalibrate_batchnorm(model, batched_inputs(calibration()))
         model.eval()
     return {

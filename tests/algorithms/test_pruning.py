@@ -75,3 +75,9 @@ def test_batched_inputs_stacks_in_input_order() -> None:
     batches = batched_inputs(feeds, batch_size=2)
     assert [tuple(t.shape[0] for t in b) for b in batches] == [(2, 2), (2, 2), (1, 1)]
     assert batches[0][0].shape == (2, 2) and batches[0][1].shape == (2, 3)
+
+
+def test_batched_inputs_keeps_ragged_samples_apart() -> None:
+    feeds = [{"ids": np.zeros((1, n), np.int64)} for n in (5, 6, 5)]
+    batches = batched_inputs(feeds, batch_size=3)
+    assert [b[0].shape for b in batches] == [(1, 5), (1, 6), (1, 5)]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sparsify.models.nlp_metrics import accuracy_f1, entities, entity_f1, normalize_answer, squad_scores
+from sparsify.models.nlp_metrics import (
+    accuracy_f1,
+    entities,
+    entity_f1,
+    normalize_answer,
+    squad_scores,
+)
 
 
 def test_accuracy_and_macro_f1() -> None:
@@ -33,7 +39,9 @@ def test_entity_f1_counts_exact_spans() -> None:
 
 def test_squad_normalization_and_scores() -> None:
     assert normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
-    scores = squad_scores(["the Eiffel Tower", "in Paris France"], [["Eiffel Tower"], ["Paris", "Lyon"]])
+    scores = squad_scores(
+        ["the Eiffel Tower", "in Paris France"], [["Eiffel Tower"], ["Paris", "Lyon"]]
+    )
     assert scores["exact_match"] == 50.0
     assert scores["f1"] == pytest.approx(100 * (1.0 + 2 * (1 / 3) * 1 / (1 / 3 + 1)) / 2)
     assert squad_scores([""], [[]])["exact_match"] == 100.0

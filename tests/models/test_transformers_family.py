@@ -1,0 +1,163 @@
+"""NLP use cases end to end on a tiny random-init BERT: fine-tune, prune, INT8, deploy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import sparsify
+from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
+from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
+from sparsify.deploy import Answer, Classification, Pipeline
+from sparsify.models.transformers_family import load_hf
+from tests.fixtures.hf_models import make_tiny_bert
+from tests.fixtures.text import make_qa, make_text_classification, make_token_classification
+
+pytest.importorskip("transformers")
+
+NLP_RUN = [
+    "experiment.train.max_steps=8",
+    "experiment.train.batch_size=4",
+    "experiment.train.lr=5e-3",
+    "experiment.calibration_samples=4",
+    "data.max_length=48",
+    "data.batch_size=4",
+    "benchmark.time_s=0.1",
+    "benchmark.warmup_s=0.02",
+    "benchmark.batch_sizes=[1,2]",
+]
+
+CASES = {
+    "sentiment": (make_text_classification, "text-classification"),
+    "ner": (make_token_classification, "token-classification"),
+    "qa": (make_qa, "question-answering"),
+}
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("bert") / "model")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("use_case", list(CASES))
+def test_one_shot_end_to_end(use_case: str, encoder: Path, tmp_path: Path) -> None:
+    make_data, task = CASES[use_case]
+    data = make_data(tmp_path / "data")
+    result = sparsify.run(
+        [
+            f"use_case={use_case}",
+            f"data.path={data}",
+            f"model={encoder}",
+            "optim_level=0.5",
+            *NLP_RUN,
+        ],
+        run_dir=tmp_path / "run",
+    )
+    assert result.status == "done", result.error
+    assert "fine-tuned here" in result.outputs["fetch"]["source"]  # bare encoder -> new head
+    deploy = result.deployment_dir
+    config = json.loads((deploy / "config.json").read_text())
+    assert config["task"] == task
+    assert {i["name"] for i in config["inputs"]} >= {"input_ids", "attention_mask"}
+    assert (deploy / "tokenizer.json").is_file() or (deploy / "vocab.txt").is_file()
+    sparsity = onnx_weight_sparsity(deploy / "model.onnx")["sparsity"]
+    assert abs(sparsity - (0.4 + 0.2 / 0.7 * 0.4)) < 0.01
+    bench = json.loads((deploy / "benchmark.json").read_text())["engines"]["onnxruntime"]
+    for model in ("baseline", "sparsified"):
+        accuracy = bench[model]["accuracy"]
+        assert accuracy["samples"] == result.outputs["validate"]["data"]["rows"]["val"]
+        assert all(0 <= v <= 100 for k, v in accuracy.items() if k != "samples")
+    pipe = Pipeline(deploy)
+    if task == "text-classification":
+        out = pipe("the movie was great")
+        assert isinstance(out, Classification) and out.label in config["labels"]
+    elif task == "token-classification":
+        out = pipe(["john lives in paris", "acme hired mary"])
+        assert len(out) == 2 and all(isinstance(e, list) for e in out)
+        for entity in out[0]:
+            assert "john lives in paris"[entity.start : entity.end] == entity.word
+    else:
+        out = pipe(
+            {
+                "question": "what is the capital of france ?",
+                "context": "paris is the capital of france .",
+            }
+        )
+        assert isinstance(out, Answer)
+        assert out.answer == "paris is the capital of france ."[out.start : out.end]
+
+
+def test_exported_model_matches_torch(encoder: Path, tmp_path: Path) -> None:
+    data = make_text_classification(tmp_path / "data")
+    result = sparsify.run(
+        [
+            "use_case=sentiment",
+            f"data.path={data}",
+            f"model={encoder}",
+            "optim_level=0.0",
+            "stages=[validate,fetch,sparsify]",
+            *NLP_RUN,
+        ],
+        run_dir=tmp_path / "run",
+    )
+    assert result.status == "done", result.error
+    model, tokenizer, _ = load_hf(result.run_dir / "fetch" / "model", "text-classification")
+    engine = OnnxRuntimeEngine(result.run_dir / "sparsify" / "baseline.onnx")
+    enc = tokenizer(
+        ["the film was awful", "a good movie"],
+        ["i would not watch it again", "x"],
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        expected = model(**enc).logits.numpy()
+    got = engine.run({n: enc[n].numpy() for n in engine.input_names})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_model_folder_problems_are_clear(tmp_path: Path) -> None:
+    data = make_text_classification(tmp_path / "data")
+    (tmp_path / "empty").mkdir()
+    result = sparsify.run(
+        ["use_case=sentiment", f"data.path={data}", f"model={tmp_path / 'empty'}"],
+        run_dir=tmp_path / "run",
+    )
+    assert result.status == "failed"
+    assert "config.json" in result.error
+    result = sparsify.run(
+        ["use_case=sentiment", f"data.path={data}", "model=nobody/nothing-here"],
+        run_dir=tmp_path / "run2",
+    )
+    assert result.status == "failed"
+    assert "Hugging Face cache" in result.error
+
+
+def test_quantization_writes_nothing_in_the_working_directory(
+    encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # QA graphs make ORT's shape inference give up and dump temp files into the cwd
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    data = make_qa(tmp_path / "data")
+    result = sparsify.run(
+        [
+            "use_case=qa",
+            f"data.path={data}",
+            f"model={encoder}",
+            "optim_level=0.2",
+            "stages=[validate,fetch,sparsify]",
+            *NLP_RUN,
+        ],
+        run_dir=tmp_path / "run",
+    )
+    assert result.status == "done", result.error
+    assert list(work.iterdir()) == []
+    assert not [
+        p for p in (tmp_path / "run" / "sparsify").iterdir() if p.name.startswith(".quant-")
+    ]
