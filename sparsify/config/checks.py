@@ -10,7 +10,11 @@ from sparsify.recipes.levels import normalize_level
 from sparsify.use_cases import known_use_cases
 
 # experiments this version runs end to end, per model family
-IMPLEMENTED = {"image_classifier": {"one_shot"}, "transformers": {"one_shot"}}
+IMPLEMENTED = {
+    "image_classifier": {"one_shot"},
+    "transformers": {"one_shot"},
+    "generic": {"one_shot"},
+}
 
 
 def config_problems(cfg: DictConfig) -> list[Problem]:
@@ -73,27 +77,17 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
             )
         )
     family = str(use_case.family)
-    if not use_case.custom:
-        done = IMPLEMENTED.get(family, set())
-        if experiment not in done:
-            problems.append(
-                Problem(
-                    "experiment",
-                    experiment,
-                    f"use case {use_case.name} (model family {family}) with experiment {experiment} "
-                    "is not implemented in this version yet",
-                    "use use_case=cv-classification experiment=one_shot"
-                    if not done
-                    else f"use experiment={sorted(done)[0]}",
-                )
-            )
-    elif "generic" not in IMPLEMENTED:
+    done = IMPLEMENTED.get(family, set())
+    if not use_case.custom and experiment not in done:  # custom: reported above
         problems.append(
             Problem(
-                "use_case",
-                str(use_case.name),
-                "custom use cases (generic ONNX/torch + NPZ) are not implemented in this version yet",
-                f"use one of: {', '.join(known_use_cases())}",
+                "experiment",
+                experiment,
+                f"use case {use_case.name} (model family {family}) with experiment {experiment} "
+                "is not implemented in this version yet",
+                f"use experiment={sorted(done)[0]}"
+                if done
+                else "use use_case=cv-classification experiment=one_shot",
             )
         )
     return problems

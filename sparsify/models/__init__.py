@@ -26,3 +26,7 @@ def _register_builtin() -> None:
 
     FAMILIES.register("image_classifier", ImageClassifierFamily())
     FAMILIES.register("transformers", TransformersFamily())
+
+    from sparsify.models.generic_family import GenericFamily
+
+    FAMILIES.register("generic", GenericFamily())

@@ -80,7 +80,8 @@ class FetchStage:
                 info["baseline"] = family.train_baseline(ctx, source, cached)
                 meta.write_text(json.dumps(info["baseline"], indent=2))
             _copy(cached, target)
-            info["source"] = f"dense baseline fine-tuned here (cached at {cached})"
+            origin = str(source) if source else f"a new {ctx.cfg.model.arch}"
+            info["source"] = f"{origin}, prepared here as the dense baseline (cached at {cached})"
         info["sha256"] = sha256_path(target)
         info["artifacts"] = [ctx.rel(target)]
         return info

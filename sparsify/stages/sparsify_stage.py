@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 from torch import nn
 
 from sparsify.algorithms.batchnorm import batched_inputs, has_batchnorm, recalibrate_batchnorm
+from sparsify.algorithms.onnx_pruning import prune_onnx
 from sparsify.algorithms.pruning import (
     apply_masks,
     log_sparsity,
@@ -26,9 +28,17 @@ from sparsify.stages.validate import recipe_variables
 
 
 def _prune(
-    model: nn.Module, modifier: Modifier, calibration: Any, ctx: RunContext
+    model: nn.Module | onnx.ModelProto, modifier: Modifier, calibration: Any, ctx: RunContext
 ) -> dict[str, Any]:
     sparsity = float(modifier.kwargs["final_sparsity"])
+    if isinstance(model, onnx.ModelProto):  # a model that only exists as a graph
+        per_layer = prune_onnx(model, sparsity, modifier.kwargs.get("ignore"))
+        sizes = {
+            i.name: int(np.prod(i.dims)) for i in model.graph.initializer if i.name in per_layer
+        }
+        total = sum(sizes.values())
+        overall = sum(per_layer[n] * sizes[n] for n in per_layer) / total if total else 0.0
+        return {"per_layer_sparsity": per_layer, "sparsity": overall}
     layers = select_layers(
         model, modifier.kwargs.get("targets", "__ALL_PRUNABLE__"), modifier.kwargs.get("ignore")
     )

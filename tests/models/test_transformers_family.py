@@ -59,7 +59,7 @@ def test_one_shot_end_to_end(use_case: str, encoder: Path, tmp_path: Path) -> No
         run_dir=tmp_path / "run",
     )
     assert result.status == "done", result.error
-    assert "fine-tuned here" in result.outputs["fetch"]["source"]  # bare encoder -> new head
+    assert "prepared here" in result.outputs["fetch"]["source"]  # bare encoder -> new head
     deploy = result.deployment_dir
     config = json.loads((deploy / "config.json").read_text())
     assert config["task"] == task
