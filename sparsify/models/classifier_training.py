@@ -28,9 +28,12 @@ def train_classifier(
     weight_decay: float = 1e-4,
     max_steps: int | None = None,
     after_step: Callable[[int], None] | None = None,
+    val_loader: DataLoader | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
-    """AdamW with a cosine schedule; `after_step(step)` runs after every optimizer step
-    (pruning re-applies masks there)."""
+    """AdamW with a one-cycle schedule; `after_step(step)` runs after every optimizer step
+    (pruning re-applies masks there). With `val_loader`, top-1 is measured after every epoch
+    and the best epoch's weights are kept; `on_epoch_end(epoch, metrics)` can checkpoint."""
     steps_per_epoch = len(train_loader)
     total = max(1, math.ceil(epochs * steps_per_epoch))
     if max_steps is not None:
@@ -41,7 +44,8 @@ def train_classifier(
     )
     loss_fn = nn.CrossEntropyLoss()
     model.train()
-    step, running = 0, 0.0
+    step, running, epoch = 0, 0.0, 0
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
     bar = progress(range(total), total=total, desc="training")
     while step < total:
         for images, labels in train_loader:
@@ -55,19 +59,33 @@ def train_classifier(
             if after_step is not None:
                 after_step(step)
             bar.update(1)
-            if step % max(1, steps_per_epoch) == 0:
-                log.info(
-                    "step %d/%d (epoch %.1f): loss %.4f",
-                    step,
-                    total,
-                    step / steps_per_epoch,
-                    running,
-                )
             if step >= total:
                 break
+        epoch += 1
+        metrics = {"loss": running}
+        if val_loader is not None:
+            metrics.update(evaluate_classifier(model, val_loader))
+            model.train()
+            if best is None or metrics["top1"] > best[0]:
+                best = (
+                    metrics["top1"],
+                    {k: v.detach().clone() for k, v in model.state_dict().items()},
+                )
+        log.info(
+            "epoch %d (step %d/%d): %s",
+            epoch,
+            step,
+            total,
+            ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "samples"),
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
     bar.close()
+    if best is not None:
+        model.load_state_dict(best[1])
+        log.info("Kept the best epoch's weights (val top-1 %.2f %%)", best[0])
     model.eval()
-    return {"steps": step, "loss": round(running, 5)}
+    return {"steps": step, "epochs": epoch, "loss": round(running, 5)}
 
 
 @torch.no_grad()

@@ -94,26 +94,58 @@ def checkpoint_problems(
             )
         ]
     wrong = [k for k in expected if tuple(expected[k].shape) != tuple(got[k].shape)]
-    if wrong:
-        head = [k for k in wrong if got[k].dim() >= 1 and expected[k].shape[0] == num_classes]
-        msg = f"tensor shapes differ from {arch!r} with {num_classes} classes: {wrong[:4]}"
-        fix = "give a checkpoint of model.arch trained on this dataset's classes"
-        if head and len(head) == len(wrong):
-            msg = (
-                f"its classifier has {got[head[0]].shape[0]} outputs but the dataset has "
-                f"{num_classes} classes"
+    if wrong and set(wrong) != set(head_keys(arch, num_classes)):
+        return [
+            Problem(
+                key,
+                str(path),
+                f"tensor shapes differ from {arch!r} with {num_classes} classes: {wrong[:4]}",
+                "give a checkpoint of model.arch (its classifier may have any number of classes)",
             )
-            fix = "one-shot needs a model trained on your classes: fine-tune it first, or leave model.path empty to train a baseline"
-        return [Problem(key, str(path), msg, fix)]
+        ]
     return []
 
 
-def load_model(path: Path, arch: str, num_classes: int) -> nn.Module:
+def head_keys(arch: str, num_classes: int) -> list[str]:
+    """State-dict keys of the classifier head: those whose first dimension is the class count."""
+    probe = build_model(arch, num_classes + 7)  # an unusual count singles the head out
+    base = build_model(arch, num_classes).state_dict()
+    return [k for k, v in probe.state_dict().items() if tuple(v.shape) != tuple(base[k].shape)]
+
+
+def head_fits(path: Path, arch: str, classes: list[str]) -> bool:
+    """True when the checkpoint's classifier already serves these classes (count and names)."""
+    ckpt = read_checkpoint(path)
+    saved = ckpt.get("classes")
+    if saved is not None and list(saved) != list(classes):
+        return False
+    expected = build_model(arch, len(classes)).state_dict()
+    return all(
+        tuple(ckpt["state_dict"][k].shape) == tuple(expected[k].shape)
+        for k in head_keys(arch, len(classes))
+    )
+
+
+def load_model(path: Path, arch: str, num_classes: int, new_head: bool = False) -> nn.Module:
+    """The checkpoint as `arch`; with `new_head` a classifier of another size is re-initialised."""
     problems = checkpoint_problems(path, arch, num_classes)
     if problems:
         raise SparsifyError(str(problems[0]))
     model = build_model(arch, num_classes)
-    model.load_state_dict(read_checkpoint(path)["state_dict"])
+    state = read_checkpoint(path)["state_dict"]
+    expected = model.state_dict()
+    other = [k for k in head_keys(arch, num_classes) if state[k].shape != expected[k].shape]
+    if other and not new_head:
+        raise SparsifyError(
+            f"{path}: its classifier has {state[other[0]].shape[0]} outputs, not {num_classes}; "
+            "fine-tune it on this dataset first (fetch does that when the classes differ)"
+        )
+    state = {k: v for k, v in state.items() if k not in other}
+    model.load_state_dict(state, strict=not other)
+    if other:
+        log.info(
+            "Re-initialised the classifier head (%s) for %d classes", ", ".join(other), num_classes
+        )
     return model
 
 

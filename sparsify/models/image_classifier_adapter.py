@@ -21,6 +21,7 @@ from sparsify.models.image_classifier import (
     build_model,
     checkpoint_problems,
     export_onnx,
+    head_fits,
     load_model,
     save_checkpoint,
 )
@@ -83,7 +84,13 @@ class ImageClassifierFamily:
         return Path(str(path)).expanduser().resolve() if path else None
 
     def needs_baseline(self, ctx: RunContext, source: Path) -> bool:
-        return False  # validate made sure the checkpoint fits the data
+        """A classifier trained on other classes is fine-tuned on these first (new head)."""
+        if head_fits(source, str(ctx.cfg.model.arch), _data(ctx)[1]):
+            return False
+        log.info(
+            "%s was not trained on this dataset's classes: fine-tuning it with a new head", source
+        )
+        return True
 
     def train_baseline(
         self, ctx: RunContext, source: Path | None, out_path: Path
@@ -91,11 +98,21 @@ class ImageClassifierFamily:
         torch.manual_seed(int(ctx.cfg.seed))
         _, classes = _data(ctx)
         arch = str(ctx.cfg.model.arch)
-        model = build_model(arch, len(classes))
+        model = (
+            load_model(source, arch, len(classes), new_head=True)
+            if source
+            else build_model(arch, len(classes))
+        )
         train_cfg = ctx.cfg.experiment.train
         log.info(
             "Training a dense %s baseline on %s (%s epochs)", arch, _data(ctx)[0], train_cfg.epochs
         )
+        val_loader = _loader(ctx, "val", train=False)
+
+        def checkpoint(epoch: int, metrics: dict[str, float]) -> None:
+            # the last epoch on disk: an interrupted baseline run keeps its progress visible
+            save_checkpoint(model, out_path.with_name("last.pth"), arch, classes, epoch=epoch)
+
         stats = train_classifier(
             model,
             _loader(ctx, "train", train=True),
@@ -103,8 +120,10 @@ class ImageClassifierFamily:
             lr=float(train_cfg.lr),
             weight_decay=float(train_cfg.weight_decay),
             max_steps=train_cfg.max_steps,
+            val_loader=val_loader,
+            on_epoch_end=checkpoint,
         )
-        metrics = evaluate_classifier(model, _loader(ctx, "val", train=False))
+        metrics = evaluate_classifier(model, val_loader)
         log.info("Dense baseline: top-1 %.2f %% on val", metrics["top1"])
         save_checkpoint(model, out_path, arch, classes, metrics=metrics)
         return {**stats, **metrics}

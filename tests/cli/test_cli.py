@@ -91,15 +91,20 @@ def test_checkpoint_of_the_wrong_architecture(tiny_images: Path, tmp_path: Path)
     assert "model.arch" in result.error
 
 
-def test_checkpoint_with_other_classes_is_explained(tiny_images: Path, tmp_path: Path) -> None:
+def test_checkpoint_with_other_classes_gets_a_new_head(tiny_images: Path, tmp_path: Path) -> None:
     ckpt = tmp_path / "ten.pth"
     torch.save(tinynet(10).state_dict(), ckpt)
     result = sparsify.run(
-        [f"data.path={tiny_images}", f"model.path={ckpt}", "model.arch=tinynet"],
+        [f"data.path={tiny_images}", f"model.path={ckpt}", "model.arch=tinynet", *TINY_RUN],
         run_dir=tmp_path / "run",
     )
-    assert result.status == "failed"
-    assert "10 outputs but the dataset has 3 classes" in result.error
+    assert result.status == "done", result.error
+    assert "prepared here as the dense baseline" in result.outputs["fetch"]["source"]
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "not trained on this dataset's classes" in log
+    assert "Re-initialised the classifier head (classifier.weight, classifier.bias)" in log
+    head = torch.load(tmp_path / "run" / "fetch" / "model.pth", weights_only=True)["state_dict"]
+    assert head["classifier.weight"].shape == (3, 64)
 
 
 def test_user_checkpoint_runs(tiny_images: Path, tmp_path: Path) -> None:
