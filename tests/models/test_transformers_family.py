@@ -161,3 +161,14 @@ def test_quantization_writes_nothing_in_the_working_directory(
     assert not [
         p for p in (tmp_path / "run" / "sparsify").iterdir() if p.name.startswith(".quant-")
     ]
+
+
+def test_missing_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from sparsify.errors import SparsifyError
+    from sparsify.models.transformers_family import require_transformers
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import now raises ImportError
+    with pytest.raises(SparsifyError, match=r"pip install 'sparsify\[nlp\]'"):
+        require_transformers()
