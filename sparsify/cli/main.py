@@ -1,7 +1,12 @@
-"""The `sparsify` command: a Hydra app over conf/ (plus a few subcommands later)."""
+"""The `sparsify` command: a Hydra app over conf/, plus a few subcommands.
+
+`sparsify serve|report|zoo ...` go to their own modules (`sparsify.cli.<name>.main(argv)`);
+anything else is Hydra overrides.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -48,7 +53,32 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return task(cfg)
 
 
+# subcommand -> module under sparsify.cli with a `main(argv: list[str]) -> int`
+SUBCOMMANDS = {
+    "serve": "serve the deployment folder of a run over HTTP",
+    "report": "build the sweep report from existing run directories",
+    "zoo": "list, show, add or remove models in the local zoo",
+}
+
+
+def _subcommand(name: str, argv: list[str]) -> None:
+    try:
+        module = importlib.import_module(f"sparsify.cli.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("sparsify.cli"):
+            print(f"sparsify: `{name}` is not available in this version", file=sys.stderr)
+            sys.exit(2)
+        raise
+    try:
+        sys.exit(module.main(argv))
+    except SparsifyError as exc:
+        print(f"sparsify {name}: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        _subcommand(sys.argv[1], sys.argv[2:])
     try:
         sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
     except SparsifyError as exc:
