@@ -11,15 +11,8 @@ import numpy as np
 import onnx
 from torch import nn
 
-from sparsify.algorithms.batchnorm import batched_inputs, has_batchnorm, recalibrate_batchnorm
+from sparsify.algorithms.one_shot import ONE_SHOT_PRUNERS, prune_one_shot, target_sparsity
 from sparsify.algorithms.onnx_pruning import prune_onnx
-from sparsify.algorithms.pruning import (
-    apply_masks,
-    log_sparsity,
-    magnitude_masks,
-    overall_sparsity,
-    select_layers,
-)
 from sparsify.algorithms.quantization import quantize_onnx_static
 from sparsify.context import RunContext
 from sparsify.models import get_family
@@ -28,10 +21,19 @@ from sparsify.stages.validate import recipe_variables
 
 
 def _prune(
-    model: nn.Module | onnx.ModelProto, modifier: Modifier, calibration: Any, ctx: RunContext
+    model: nn.Module | onnx.ModelProto,
+    modifier: Modifier,
+    calibration: Any,
+    ctx: RunContext,
+    default_ignore: list[str],
 ) -> dict[str, Any]:
-    sparsity = float(modifier.kwargs["final_sparsity"])
     if isinstance(model, onnx.ModelProto):  # a model that only exists as a graph
+        sparsity = target_sparsity(modifier.kwargs)
+        if modifier.name != "MagnitudePruningModifier":
+            ctx.log.warning(
+                "%s needs a torch model; this ONNX-only model is pruned by magnitude instead",
+                modifier.name,
+            )
         per_layer = prune_onnx(model, sparsity, modifier.kwargs.get("ignore"))
         sizes = {
             i.name: int(np.prod(i.dims)) for i in model.graph.initializer if i.name in per_layer
@@ -39,18 +41,7 @@ def _prune(
         total = sum(sizes.values())
         overall = sum(per_layer[n] * sizes[n] for n in per_layer) / total if total else 0.0
         return {"per_layer_sparsity": per_layer, "sparsity": overall}
-    layers = select_layers(
-        model, modifier.kwargs.get("targets", "__ALL_PRUNABLE__"), modifier.kwargs.get("ignore")
-    )
-    ctx.log.info("Magnitude pruning %d layers to %.1f %% sparsity", len(layers), 100 * sparsity)
-    apply_masks(layers, magnitude_masks(layers, sparsity))
-    if modifier.kwargs.get("recalibrate_batchnorm", False) and has_batchnorm(model):
-        recalibrate_batchnorm(model, batched_inputs(calibration()))
-        model.eval()
-    return {
-        "per_layer_sparsity": log_sparsity(layers, "After pruning"),
-        "sparsity": overall_sparsity(layers),
-    }
+    return prune_one_shot(model, modifier.name, modifier.kwargs, calibration, default_ignore)
 
 
 def _quantize(fp32: Path, final: Path, calibration: Any, ctx: RunContext) -> dict[str, Any]:
@@ -98,9 +89,11 @@ class SparsifyStage:
         )
         applied: list[Modifier] = []
         result: dict[str, Any] = {"sparsity": 0.0, "per_layer_sparsity": {}}
-        prune = recipe.find("MagnitudePruningModifier")
-        if prune and float(prune.kwargs.get("final_sparsity", 0.0)) > 0:
-            result.update(_prune(model, prune, calibration, ctx))
+        ignore = list(getattr(family, "prune_ignore", []))
+        for prune in recipe.pruning():
+            if prune.name not in ONE_SHOT_PRUNERS or target_sparsity(prune.kwargs) <= 0:
+                continue
+            result.update(_prune(model, prune, calibration, ctx, ignore))
             applied.append(prune)
         family.save(model, out / "model.pth", ctx)
         fp32 = family.export(model, out / "model_fp32.onnx", ctx)

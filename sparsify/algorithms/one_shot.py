@@ -1,0 +1,151 @@
+"""One-shot pruning of a torch model by a recipe's pruning modifier, with calibration data.
+
+- `MagnitudePruningModifier`: each layer to `final_sparsity` by |w| (unstructured, blockN
+  or N:M masks).
+- `GlobalMagnitudePruningModifier`: one |w| threshold across all selected layers, so layers
+  with many small weights give more (unstructured only).
+- `SparseGPTModifier`: layer-wise OBS reconstruction on the calibration inputs
+  (`sparsegpt.sparsegpt_prune_model`).
+
+`recalibrate_batchnorm: true` re-estimates BatchNorm statistics on the calibration data
+afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparsify.algorithms.batchnorm import batched_inputs, has_batchnorm, recalibrate_batchnorm
+from sparsify.algorithms.masks import magnitude_layer_masks, parse_mask_type
+from sparsify.algorithms.pruning import apply_masks, log_sparsity, overall_sparsity, select_layers
+from sparsify.algorithms.sparsegpt import sparsegpt_prune_model
+from sparsify.errors import SparsifyError
+
+log = logging.getLogger("sparsify")
+
+ONE_SHOT_PRUNERS = (
+    "MagnitudePruningModifier",
+    "GlobalMagnitudePruningModifier",
+    "SparseGPTModifier",
+)
+
+Feeds = list[dict[str, np.ndarray]]
+
+
+def torch_batches(feeds: Feeds, batch_size: int = 16) -> list[Any]:
+    """Calibration feed dicts -> model inputs: a tuple for one input, a dict of named inputs
+    (the ONNX input names are the forward's keyword names) for several."""
+    if not feeds:
+        return []
+    names = list(feeds[0])
+    tuples = batched_inputs(feeds, batch_size)
+    if len(names) == 1:
+        return tuples
+    return [dict(zip(names, batch, strict=True)) for batch in tuples]
+
+
+def target_sparsity(kwargs: dict[str, Any]) -> float:
+    """What a one-shot pruning modifier asks for (N:M masks imply their own)."""
+    mask = parse_mask_type(kwargs.get("mask_structure") or kwargs.get("mask_type", "unstructured"))
+    if mask.implied_sparsity is not None:
+        return mask.implied_sparsity
+    return float(kwargs.get("sparsity", kwargs.get("final_sparsity", 0.0)))
+
+
+@torch.no_grad()
+def global_magnitude_masks(
+    layers: dict[str, nn.Module], sparsity: float
+) -> dict[str, torch.Tensor]:
+    """Keep the largest (1 - sparsity) fraction of |w| over all layers together."""
+    flat = torch.cat([m.weight.detach().abs().flatten() for m in layers.values()])
+    k = int(round(sparsity * flat.numel()))
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    if k > 0:
+        keep[flat.argsort(stable=True)[:k]] = False
+    masks, start = {}, 0
+    for name, layer in layers.items():
+        n = layer.weight.numel()
+        masks[name] = keep[start : start + n].reshape(layer.weight.shape)
+        start += n
+    return masks
+
+
+def _recalibrate(model: nn.Module, feeds: Feeds) -> None:
+    if not has_batchnorm(model):
+        return
+    was_training = model.training
+    recalibrate_batchnorm(model, batched_inputs(feeds))
+    model.train(was_training)
+
+
+def prune_one_shot(
+    model: nn.Module,
+    name: str,
+    kwargs: dict[str, Any],
+    calibration: Callable[[], Feeds],
+    default_ignore: list[str] | None = None,
+) -> dict[str, Any]:
+    """Apply one one-shot pruning modifier to `model` in place; returns what it did."""
+    if name not in ONE_SHOT_PRUNERS:
+        raise SparsifyError(
+            f"{name} is not a one-shot pruning modifier; use one of {', '.join(ONE_SHOT_PRUNERS)}"
+        )
+    ignore = [*(kwargs.get("ignore") or []), *(default_ignore or [])]
+    layers = select_layers(model, kwargs.get("targets", "__ALL_PRUNABLE__"), ignore)
+    if not layers:
+        raise SparsifyError(
+            f"{name}: no prunable layer matches targets={kwargs.get('targets')!r} "
+            f"(ignore={ignore}); use __ALL_PRUNABLE__ or `re:` patterns of layer names"
+        )
+    sparsity = target_sparsity(kwargs)
+    mask_type = str(kwargs.get("mask_structure") or kwargs.get("mask_type", "unstructured"))
+    stats: dict[str, Any] = {}
+    if name == "SparseGPTModifier":
+        feeds = calibration()
+        log.info(
+            "SparseGPT pruning %d layers to %.1f %% (%s) on %d calibration samples",
+            len(layers),
+            100 * sparsity,
+            mask_type,
+            len(feeds),
+        )
+        result = sparsegpt_prune_model(
+            model,
+            layers,
+            torch_batches(feeds),
+            sparsity,
+            mask_type,
+            block_size=int(kwargs.get("block_size", 128)),
+            percdamp=float(kwargs.get("percdamp", 0.01)),
+        )
+        stats = result.stats
+    elif name == "GlobalMagnitudePruningModifier":
+        if parse_mask_type(mask_type).kind != "unstructured":
+            raise SparsifyError(
+                "GlobalMagnitudePruningModifier prunes unstructured only; "
+                "use MagnitudePruningModifier or SparseGPTModifier for blockN / N:M masks"
+            )
+        log.info("Global magnitude pruning %d layers to %.1f %%", len(layers), 100 * sparsity)
+        apply_masks(layers, global_magnitude_masks(layers, sparsity))
+    else:
+        log.info(
+            "Magnitude pruning %d layers to %.1f %% (%s)", len(layers), 100 * sparsity, mask_type
+        )
+        apply_masks(layers, magnitude_layer_masks(layers, sparsity, mask_type))
+    if kwargs.get("recalibrate_batchnorm", False):
+        _recalibrate(model, calibration())
+    per_layer = log_sparsity(layers, "After pruning")
+    return {
+        "method": name,
+        "mask_type": mask_type,
+        "target_sparsity": sparsity,
+        "per_layer_sparsity": per_layer,
+        "sparsity": overall_sparsity(layers),
+        "layer_stats": {n: {k: v for k, v in s.items() if k != "error"} for n, s in stats.items()},
+    }
