@@ -1,5 +1,15 @@
-"""Running a deployment folder: `Pipeline(dir)(inputs)`."""
+"""Running a deployment folder: `Pipeline(dir)(inputs)`; serving it: `sparsify serve dir`."""
 
-from sparsify.deploy.pipeline import Answer, Classification, Entity, Pipeline
+from sparsify.deploy.inputs import InputError
+from sparsify.deploy.pipeline import Pipeline
+from sparsify.deploy.results import Answer, Classification, Detection, Entity, to_jsonable
 
-__all__ = ["Answer", "Classification", "Entity", "Pipeline"]
+__all__ = [
+    "Answer",
+    "Classification",
+    "Detection",
+    "Entity",
+    "InputError",
+    "Pipeline",
+    "to_jsonable",
+]

@@ -7,6 +7,7 @@ Pipeline, so measured accuracy is deployed accuracy.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ def _feeds(encoded: Any, input_names: list[str]) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class Entity:
+    """A named entity: its type, the words it covers, their character span, mean score."""
+
     entity: str
     word: str
     start: int
@@ -43,6 +46,9 @@ class Entity:
 
 @dataclass(frozen=True)
 class Answer:
+    """The best answer span: `context[start:end] == answer`; `score` is its probability
+    (start x end softmax in its window). No span found: empty answer, score 0."""
+
     answer: str
     score: float
     start: int
@@ -53,13 +59,23 @@ class Answer:
 
 
 class TextRunner:
-    """An engine (anything with run(feeds) and input_names) plus a tokenizer."""
+    """An engine (anything with run(feeds) and input_names) plus a tokenizer.
+
+    Safe to share between threads: a fast tokenizer keeps its truncation/padding settings
+    in mutable state ("Already borrowed" errors under concurrency), so tokenization is
+    serialized; engine runs are not.
+    """
 
     def __init__(self, engine: Any, tokenizer: Any, max_length: int, batch_size: int = 16) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    def _tokenize(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self.tokenizer(*args, **kwargs)
 
     def classify(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         """Class probabilities, one row per text."""
@@ -67,7 +83,7 @@ class TextRunner:
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start : start + self.batch_size]
             second = pairs[start : start + self.batch_size] if pairs else None
-            enc = self.tokenizer(
+            enc = self._tokenize(
                 chunk,
                 second,
                 truncation=True,
@@ -83,7 +99,7 @@ class TextRunner:
         out: list[list[tuple[int, float]]] = []
         for start in range(0, len(sentences), self.batch_size):
             chunk = sentences[start : start + self.batch_size]
-            enc = self.tokenizer(
+            enc = self._tokenize(
                 chunk,
                 is_split_into_words=True,
                 truncation=True,
@@ -111,7 +127,7 @@ class TextRunner:
         self, question: str, context: str, doc_stride: int = 32, max_answer_len: int = 30
     ) -> Answer:
         """Best span over every window of a long context."""
-        enc = self.tokenizer(
+        enc = self._tokenize(
             question,
             context,
             truncation="only_second",
@@ -122,24 +138,34 @@ class TextRunner:
             padding="max_length",
             return_tensors="np",
         )
-        start_logits, end_logits = self.engine.run(_feeds(enc, self.engine.input_names))[:2]
-        best = Answer("", float("-inf"), 0, 0)
+        feeds = _feeds(enc, self.engine.input_names)
+        n_windows = len(next(iter(feeds.values())))
+        start_parts, end_parts = [], []
+        for first in range(0, n_windows, self.batch_size):  # bounded memory for long contexts
+            window = {k: v[first : first + self.batch_size] for k, v in feeds.items()}
+            start, end = self.engine.run(window)[:2]
+            start_parts.append(start)
+            end_parts.append(end)
+        start_logits, end_logits = np.concatenate(start_parts), np.concatenate(end_parts)
+        best, best_logit = Answer("", 0.0, 0, 0), float("-inf")
         for w in range(start_logits.shape[0]):
             seq = enc.sequence_ids(w)
             ctx_pos = [i for i, s in enumerate(seq) if s == 1]
             if not ctx_pos:
                 continue
             offsets = enc["offset_mapping"][w]
+            p_start, p_end = softmax(start_logits[w]), softmax(end_logits[w])
             starts = sorted(ctx_pos, key=lambda i: -start_logits[w, i])[:20]
             ends = sorted(ctx_pos, key=lambda i: -end_logits[w, i])[:20]
             for s in starts:
                 for e in ends:
                     if e < s or e - s + 1 > max_answer_len:
                         continue
-                    score = float(start_logits[w, s] + end_logits[w, e])
-                    if score > best.score:
+                    logit = float(start_logits[w, s] + end_logits[w, e])
+                    if logit > best_logit:
                         a, b = int(offsets[s][0]), int(offsets[e][1])
-                        best = Answer(context[a:b], score, a, b)
+                        best_logit = logit
+                        best = Answer(context[a:b], float(p_start[s] * p_end[e]), a, b)
         return best
 
     def entities(self, text: str, labels: list[str]) -> list[Entity]:

@@ -1,4 +1,9 @@
-"""package: a self-contained deployment/ folder, loadable by sparsify.deploy.Pipeline."""
+"""package: a self-contained deployment/ folder, loadable by sparsify.deploy.Pipeline.
+
+deployment/ holds model.onnx, config.json (task, inputs and shapes, pre/post-processing,
+labels), the family's files (labels.txt for CV, the tokenizer for NLP), recipe.yaml,
+benchmark.json, metrics.json and a README.md model card.
+"""
 
 from __future__ import annotations
 
@@ -7,43 +12,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sparsify.benchmark.table import format_table
+from sparsify import __version__
 from sparsify.context import RunContext
+from sparsify.deploy.model_card import render_model_card
 from sparsify.fileio import atomic_write_json
 from sparsify.models import get_family
 
-README = """# {use_case} model — {describe}
-
-Produced by `sparsify` ({experiment}, optim level {level:.2f}) from {source}.
-
-| file | what |
-|---|---|
-| model.onnx | the model ({describe}) |
-| config.json | task, inputs, pre/post-processing, labels |
-| labels.txt | class names, one per line, index order |
-| recipe.yaml | the recipe as applied |
-| benchmark.json | latency / throughput of baseline and this model (deepsparse.benchmark field names) |
-| metrics.json | accuracy of the exported baseline and this model on the validation split |
-
-## Measured (same engine, threads and inputs for both)
-
-```
-{table}
-```
-
-## Run it
-
-```python
-from sparsify.deploy import Pipeline
-
-pipe = Pipeline("{path}")          # engine="onnxruntime"
-print(pipe(["image.jpg"]))        # [{{"label": ..., "score": ..., "index": ...}}]
-```
-
-Without sparsify: feed `input` (float32, N x 3 x {size} x {size}) to onnxruntime after resizing the
-shorter side to {resize}, center-cropping {size}, scaling to 0..1 and normalizing with
-mean {mean} and std {std}; apply softmax to `logits`.
-"""
+CONFIG_VERSION = 1
 
 
 def onnx_io(path: Path) -> dict[str, Any]:
@@ -51,10 +26,13 @@ def onnx_io(path: Path) -> dict[str, Any]:
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
 
     def describe(values: Any) -> list[dict[str, Any]]:
         out = []
         for v in values:
+            if v.name in initializers:  # old exporters list weights as inputs
+                continue
             t = v.type.tensor_type
             dims = [d.dim_param or d.dim_value for d in t.shape.dim]
             dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
@@ -62,6 +40,33 @@ def onnx_io(path: Path) -> dict[str, Any]:
         return out
 
     return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+def deployment_config(
+    model_path: Path, task: str, use_case: str, family_part: dict[str, Any], **meta: Any
+) -> dict[str, Any]:
+    """config.json: what a Pipeline (or anyone with onnxruntime) needs to run the model."""
+    return {
+        "format_version": CONFIG_VERSION,
+        "sparsify_version": __version__,
+        "task": task,
+        "use_case": use_case,
+        "model": model_path.name,
+        **onnx_io(model_path),
+        **meta,
+        **family_part,
+    }
+
+
+def write_model_card(out: Path, source: str, describe: str) -> Path:
+    """README.md from the folder's config.json and benchmark.json."""
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    bench_path = out / "benchmark.json"
+    benchmark = json.loads(bench_path.read_text(encoding="utf-8")) if bench_path.is_file() else None
+    readme = out / "README.md"
+    text = render_model_card(config, benchmark, source, describe, str(out))
+    readme.write_text(text, encoding="utf-8")
+    return readme
 
 
 class PackageStage:
@@ -77,40 +82,23 @@ class PackageStage:
         shutil.copyfile(ctx.artifact(bench["benchmark_json"]), out / "benchmark.json")
         shutil.copyfile(ctx.artifact(bench["metrics_json"]), out / "metrics.json")
         family_part = family.deployment_files(ctx, out)
-        derived = ctx.derived
-        config = {
-            **onnx_io(out / "model.onnx"),
-            "task": str(ctx.cfg.use_case.task),
-            "use_case": str(ctx.cfg.use_case.name),
-            "model": "model.onnx",
-            "experiment": str(ctx.cfg.experiment.name),
-            "optim_level": ctx.level,
-            "sparsity": produced.get("sparsity", 0.0),
-            "quantized": bool(produced.get("quantization")),
-            **family_part,
-        }
-        atomic_write_json(out / "config.json", config)
-        pre = family_part.get("preprocessing", {})
-        (out / "README.md").write_text(
-            README.format(
-                use_case=config["use_case"],
-                describe=derived.describe(),
-                experiment=config["experiment"],
-                level=ctx.level,
-                source=ctx.outputs["fetch"].get("source", "?"),
-                table=format_table(bench["table"]),
-                path=str(out),
-                size=pre.get("image_size"),
-                resize=pre.get("resize_size") or pre.get("image_size"),
-                mean=pre.get("mean"),
-                std=pre.get("std"),
-            ),
-            encoding="utf-8",
+        config = deployment_config(
+            out / "model.onnx",
+            task=str(ctx.cfg.use_case.task),
+            use_case=str(ctx.cfg.use_case.name),
+            family_part=family_part,
+            experiment=str(ctx.cfg.experiment.name),
+            optim_level=ctx.level,
+            sparsity=produced.get("sparsity", 0.0),
+            quantized=bool(produced.get("quantization")),
         )
+        atomic_write_json(out / "config.json", config)
+        source = str(ctx.outputs["fetch"].get("source", "?"))
+        write_model_card(out, source, ctx.derived.describe())
         files = sorted(p.name for p in out.iterdir())
         ctx.log.info("Deployment folder: %s (%s)", out, ", ".join(files))
         return {
             "artifacts": [ctx.rel(out / f) for f in files],
             "deployment_dir": str(out),
-            "config": json.loads((out / "config.json").read_text())["task"],
+            "task": config["task"],
         }
