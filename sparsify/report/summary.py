@@ -1,0 +1,152 @@
+"""The sweep table: Pareto front, summary.csv and summary.md."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from sparsify.fileio import atomic_write_text
+from sparsify.report.collect import COLUMNS, RunRow
+
+
+def _measured(row: RunRow) -> bool:
+    return row.status == "done" and row.accuracy is not None and row.latency_ms is not None
+
+
+def mark_pareto(rows: Sequence[RunRow]) -> list[RunRow]:
+    """Set `pareto` on the finished runs no other run beats on both accuracy and latency.
+
+    A run is dominated when another is at least as accurate and at least as fast, and
+    strictly better in one of the two. Returns the front sorted by latency.
+    """
+    measured = [r for r in rows if _measured(r)]
+    for row in rows:
+        row.pareto = False
+    front = []
+    for row in measured:
+        dominated = any(
+            o is not row
+            and o.accuracy >= row.accuracy  # type: ignore[operator]
+            and o.latency_ms <= row.latency_ms  # type: ignore[operator]
+            and (o.accuracy > row.accuracy or o.latency_ms < row.latency_ms)  # type: ignore[operator]
+            for o in measured
+        )
+        if not dominated:
+            row.pareto = True
+            front.append(row)
+    return sorted(front, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0)))
+
+
+def to_csv(rows: Sequence[RunRow]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.as_dict().items()})
+    return buf.getvalue()
+
+
+def one_line(text: str | None, limit: int = 240) -> str:
+    """An error message squeezed onto one table cell."""
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}".rstrip("0").rstrip(".") if value % 1 else f"{value:.1f}"
+    return str(value)
+
+
+def table_rows(rows: Sequence[RunRow]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the human-readable table (markdown, console, HTML)."""
+    lat_b = next((r.latency_batch for r in rows if r.latency_batch), None)
+    tp_b = next((r.throughput_batch for r in rows if r.throughput_batch), None)
+    metric = next((r.metric for r in rows if r.metric), "accuracy")
+    headers = [
+        "job",
+        "level",
+        "experiment",
+        "sparsity",
+        "quantization",
+        f"{metric} (dense)",
+        f"latency ms b{lat_b or '?'} (dense)",
+        f"items/s b{tp_b or '?'}",
+        "speedup",
+        "size MB",
+        "pareto",
+        "status",
+    ]
+    cells = []
+    for r in rows:
+        acc = "" if r.accuracy is None else f"{_fmt(r.accuracy)} ({_fmt(r.baseline_accuracy)})"
+        lat = (
+            "" if r.latency_ms is None else f"{_fmt(r.latency_ms)} ({_fmt(r.baseline_latency_ms)})"
+        )
+        sparsity = "" if r.sparsity is None else f"{100 * r.sparsity:.1f} %"
+        cells.append(
+            [
+                _fmt(r.job),
+                _fmt(r.level, 2),
+                r.experiment or "",
+                sparsity,
+                r.quantization or "",
+                acc,
+                lat,
+                _fmt(r.throughput, 1),
+                "" if r.speedup is None else f"{_fmt(r.speedup)}x",
+                _fmt(r.size_mb),
+                _fmt(r.pareto),
+                r.status,
+            ]
+        )
+    return headers, cells
+
+
+def to_markdown(rows: Sequence[RunRow], root: Path, plot_name: str | None = None) -> str:
+    headers, cells = table_rows(rows)
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+    done = sum(r.status == "done" for r in rows)
+    out = [
+        f"# Sweep summary: {root}",
+        "",
+        f"{len(rows)} run(s): {done} done, {len(rows) - done} failed or unfinished. Latency is the "
+        "median at the smallest batch size, throughput at the largest; dense-baseline values in "
+        "parentheses; `pareto` marks runs that no other run beats on both accuracy and latency.",
+        "",
+        line(headers),
+        line(["---"] * len(headers)),
+        *(line(c) for c in cells),
+    ]
+    failed = [r for r in rows if r.status != "done"]
+    if failed:
+        out += ["", "## Failed or unfinished runs", ""]
+        out += [f"- job {_fmt(r.job)} `{r.run_dir}`: {one_line(r.error)}" for r in failed]
+    if plot_name:
+        out += ["", f"![accuracy vs latency]({plot_name})"]
+    out += ["", "Run directories:", ""]
+    out += [f"- job {_fmt(r.job)}: `{r.run_dir}`" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def to_console(rows: Sequence[RunRow]) -> str:
+    headers, cells = table_rows(rows)
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    fmt = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *(fmt(c) for c in cells)])
+
+
+def write_tables(rows: Sequence[RunRow], out: Path, root: Path, plot_name: str | None) -> None:
+    atomic_write_text(out / "summary.csv", to_csv(rows))
+    atomic_write_text(out / "summary.md", to_markdown(rows, root, plot_name))
