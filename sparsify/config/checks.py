@@ -11,9 +11,10 @@ from sparsify.use_cases import known_use_cases
 
 # experiments this version runs end to end, per model family
 IMPLEMENTED = {
-    "image_classifier": {"one_shot"},
+    "image_classifier": {"one_shot", "training_aware"},
     "transformers": {"one_shot"},
     "generic": {"one_shot"},
+    "yolo": {"one_shot"},
 }
 
 

@@ -12,6 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from sparsify.algorithms.session import RecipeSession
+
 log = logging.getLogger("sparsify")
 
 
@@ -104,3 +106,55 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader) -> dict[str, float
         "top5": 100.0 * correct5 / max(1, seen),
         "samples": seen,
     }
+
+
+def train_with_session(
+    model: nn.Module,
+    train_loader: DataLoader,
+    session: RecipeSession,
+    lr: float,
+    weight_decay: float = 1e-4,
+    teacher: nn.Module | None = None,
+) -> dict[str, float]:
+    """Fine-tune under a training recipe: the session sets the learning rate, distils from
+    `teacher`, switches QAT on and updates / re-applies the pruning masks every step. No
+    best-epoch selection: the weights that count are the last ones, at the final sparsity."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    if teacher is not None:
+        teacher.eval()
+    model.train()
+    step, running = 0, 0.0
+    bar = progress(range(session.total_steps), total=session.total_steps, desc="training")
+    while step < session.total_steps:
+        for images, labels in train_loader:
+            new_lr = session.before_step(step)
+            if new_lr is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = new_lr
+            logits = model(images)
+            loss = loss_fn(logits, labels)
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(images)
+                loss = session.loss(loss, logits, target, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            session.after_step(step)
+            step += 1
+            running = 0.9 * running + 0.1 * loss.item() if step > 1 else loss.item()
+            bar.update(1)
+            if step % max(1, session.steps_per_epoch) == 0 or step == session.total_steps:
+                log.info(
+                    "epoch %.2f (step %d/%d): loss %.4f",
+                    session.epoch_of(step),
+                    step,
+                    session.total_steps,
+                    running,
+                )
+            if step >= session.total_steps:
+                break
+    bar.close()
+    model.eval()
+    return {"steps": step, "loss": round(running, 5)}

@@ -11,11 +11,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from sparsify.algorithms.session import RecipeSession
 from sparsify.context import RunContext
 from sparsify.data.image_folder import ImageFolderDataset, calibration_arrays, list_samples
 from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_image
 from sparsify.errors import Problem
-from sparsify.models.classifier_training import evaluate_classifier, progress, train_classifier
+from sparsify.models.classifier_training import (
+    evaluate_classifier,
+    progress,
+    train_classifier,
+    train_with_session,
+)
 from sparsify.models.image_classifier import (
     available_archs,
     build_model,
@@ -127,6 +133,32 @@ class ImageClassifierFamily:
         log.info("Dense baseline: top-1 %.2f %% on val", metrics["top1"])
         save_checkpoint(model, out_path, arch, classes, metrics=metrics)
         return {**stats, **metrics}
+
+    def train_sparse(
+        self,
+        model: nn.Module,
+        ctx: RunContext,
+        session_for: Any,
+        teacher: nn.Module | None,
+    ) -> dict[str, Any]:
+        """Fine-tune `model` on the train split under the session `session_for(steps_per_epoch)`
+        builds (pruning schedule, QAT, learning rate, distillation from `teacher`)."""
+        torch.manual_seed(int(ctx.cfg.seed))
+        loader = _loader(ctx, "train", train=True)
+        session: RecipeSession = session_for(len(loader))
+        train_cfg = ctx.cfg.experiment.train
+        stats = train_with_session(
+            model,
+            loader,
+            session,
+            lr=float(train_cfg.lr),
+            weight_decay=float(train_cfg.weight_decay),
+            teacher=teacher,
+        )
+        result = session.finish()
+        metrics = evaluate_classifier(model, _loader(ctx, "val", train=False))
+        log.info("After sparse training: top-1 %.2f %% on val (torch)", metrics["top1"])
+        return {**stats, **result, "torch_metrics": metrics}
 
     def load(self, path: Path, ctx: RunContext) -> nn.Module:
         _, classes = _data(ctx)

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+import torch
 from torch import nn
 
 from sparsify.algorithms.one_shot import ONE_SHOT_PRUNERS, prune_one_shot, target_sparsity
 from sparsify.algorithms.onnx_pruning import prune_onnx
+from sparsify.algorithms.pruning import PRUNABLE_TYPES, log_sparsity
+from sparsify.algorithms.qat import fold_weight_quantizers, strip_qat
 from sparsify.algorithms.quantization import quantize_onnx_static
+from sparsify.algorithms.session import RecipeSession, has_training
 from sparsify.context import RunContext
+from sparsify.errors import SparsifyError
 from sparsify.models import get_family
-from sparsify.recipes.recipe import Modifier, load_recipe
+from sparsify.recipes.recipe import Modifier, Recipe, load_recipe
 from sparsify.stages.validate import recipe_variables
 
 
@@ -58,6 +65,61 @@ def _quantize(fp32: Path, final: Path, calibration: Any, ctx: RunContext) -> dic
     )
 
 
+def _train(
+    model: nn.Module,
+    recipe: Recipe,
+    family: Any,
+    ctx: RunContext,
+    result: dict[str, Any],
+    applied: list[Modifier],
+    ignore: list[str],
+    final: Path,
+) -> bool:
+    """Training-aware / sparse-transfer: fine-tune under the recipe (masks, QAT, distillation).
+
+    Returns True when the INT8 model was written from the QAT graph itself (format qdq).
+    """
+    if not hasattr(family, "train_sparse"):
+        raise SparsifyError(
+            f"the {family.name} model family cannot train under a recipe in this version; "
+            "use experiment=one_shot"
+        )
+    distill = recipe.distillation()
+    teacher = copy.deepcopy(model).eval() if distill else None
+    if teacher is not None:
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    def session_for(steps_per_epoch: int) -> RecipeSession:
+        return RecipeSession(
+            recipe,
+            model,
+            steps_per_epoch,
+            quantize=bool(ctx.derived.quantize),
+            default_ignore=ignore,
+            max_steps=ctx.cfg.experiment.train.max_steps,
+        )
+
+    ctx.log.info("Training under recipe %s (%.2f epochs)", recipe.source, recipe.epochs())
+    stats = family.train_sparse(model, ctx, session_for, teacher)
+    result.update(stats)
+    applied.extend(m for m in recipe.modifiers if m.name != "QuantizationModifier")
+    qat_exported = False
+    if stats.get("qat") and str(ctx.cfg.quantization.format) == "qdq":
+        with warnings.catch_warnings():  # the fake-quant scales are constants by design
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            family.export(model, final, ctx)  # fake-quant -> QuantizeLinear/DequantizeLinear
+        ctx.log.info("QAT graph: %d weights stored as int8", fold_weight_quantizers(final))
+        qat_exported = True
+    if stats.get("qat"):
+        result["qat_input_ranges"] = strip_qat(model)
+    log_sparsity(
+        {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)},
+        "After training",
+    )
+    return qat_exported
+
+
 class SparsifyStage:
     name = "sparsify"
     config_keys = (
@@ -90,20 +152,30 @@ class SparsifyStage:
         applied: list[Modifier] = []
         result: dict[str, Any] = {"sparsity": 0.0, "per_layer_sparsity": {}}
         ignore = list(getattr(family, "prune_ignore", []))
-        for prune in recipe.pruning():
-            if prune.name not in ONE_SHOT_PRUNERS or target_sparsity(prune.kwargs) <= 0:
-                continue
-            result.update(_prune(model, prune, calibration, ctx, ignore))
-            applied.append(prune)
+        final = out / "model.onnx"
+        quant = recipe.quantization()
+        quantize = bool(quant and quant.kwargs.get("enabled", True) and ctx.derived.quantize)
+        if has_training(recipe):
+            qat_exported = _train(model, recipe, family, ctx, result, applied, ignore, final)
+        else:
+            qat_exported = False
+            for prune in recipe.pruning():
+                if prune.name not in ONE_SHOT_PRUNERS or target_sparsity(prune.kwargs) <= 0:
+                    continue
+                result.update(_prune(model, prune, calibration, ctx, ignore))
+                applied.append(prune)
         family.save(model, out / "model.pth", ctx)
         fp32 = family.export(model, out / "model_fp32.onnx", ctx)
 
-        final = out / "model.onnx"
-        quant = recipe.find("QuantizationModifier")
-        if quant and quant.kwargs.get("enabled", True) and ctx.derived.quantize:
-            ctx.log.info("INT8 post-training quantization (%s)", ctx.cfg.quantization.format)
+        if qat_exported:
+            ctx.log.info("INT8 model: the QAT fake-quant graph exported as QDQ")
+            result["quantization"] = {"format": "qdq", "source": "qat"}
+            applied.append(quant)  # type: ignore[arg-type]
+        elif quantize:
+            how = "of the QAT-trained weights" if result.get("qat") else "post-training"
+            ctx.log.info("INT8 %s quantization (%s)", how, ctx.cfg.quantization.format)
             result["quantization"] = _quantize(fp32, final, calibration, ctx)
-            applied.append(quant)
+            applied.append(quant)  # type: ignore[arg-type]
         else:
             shutil.copyfile(fp32, final)
         recipe.modifiers = applied

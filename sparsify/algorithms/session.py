@@ -1,0 +1,265 @@
+"""A recipe applied during training: what every trainer calls at each step.
+
+`RecipeSession` turns a training recipe (GMP / constant pruning, QAT, learning rate,
+distillation) into four calls a training loop makes, whatever the loop is (ours for image
+classifiers, a `transformers.Trainer` callback, an Ultralytics callback):
+
+    session = RecipeSession(recipe, model, steps_per_epoch)
+    for step in range(session.total_steps):
+        lr = session.before_step(step)      # learning rate; QAT/freezes switch on
+        loss = session.loss(loss, student_logits, teacher_logits)   # distillation
+        ...backward, optimizer.step()...
+        session.after_step(step)           # mask updates; masks re-applied
+    report = session.finish()
+
+Epochs are fractional (`step / steps_per_epoch`). Masks are held by module, not by name,
+so they survive the QAT wrappers renaming layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsify.algorithms.masks import magnitude_layer_masks, parse_mask_type
+from sparsify.algorithms.pruning import select_layers
+from sparsify.algorithms.qat import freeze_batchnorm, freeze_observers, prepare_qat
+from sparsify.algorithms.schedules import lr_at, sparsity_at, update_epochs
+from sparsify.errors import SparsifyError
+from sparsify.recipes.recipe import Modifier, Recipe
+
+log = logging.getLogger("sparsify")
+
+TRAINING_PRUNERS = ("GMPruningModifier", "ConstantPruningModifier")
+
+
+@dataclass
+class _Pruner:
+    modifier: Modifier
+    layers: dict[str, nn.Module]
+    start: float
+    end: float
+    updates: list[float] = field(default_factory=list)  # epochs still to update masks at
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    sparsity: float = 0.0
+
+    @property
+    def constant(self) -> bool:
+        return self.modifier.name == "ConstantPruningModifier"
+
+
+def has_training(recipe: Recipe) -> bool:
+    """Whether a recipe asks for training (training-aware or sparse-transfer)."""
+    return bool(recipe.find("EpochRangeModifier")) or any(
+        m.name in TRAINING_PRUNERS for m in recipe.pruning()
+    )
+
+
+class RecipeSession:
+    def __init__(
+        self,
+        recipe: Recipe,
+        model: nn.Module,
+        steps_per_epoch: int,
+        quantize: bool = True,
+        default_ignore: list[str] | None = None,
+        max_steps: int | None = None,
+    ) -> None:
+        if steps_per_epoch < 1:
+            raise SparsifyError("training needs at least one batch per epoch; add training data")
+        self.recipe = recipe
+        self.model = model
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = recipe.epochs()
+        if self.epochs <= 0:
+            raise SparsifyError(
+                f"recipe {recipe.source} trains for 0 epochs; give EpochRangeModifier an end_epoch"
+            )
+        total = max(1, math.ceil(self.epochs * steps_per_epoch))
+        # a capped run (tests) squeezes the whole schedule into its steps
+        self.total_steps = min(total, max_steps) if max_steps else total
+        self._epoch_per_step = self.epochs / self.total_steps
+        self.pruners = [
+            self._pruner(m, list(default_ignore or []))
+            for m in recipe.pruning()
+            if m.name in TRAINING_PRUNERS
+        ]
+        quant = recipe.quantization()
+        self.quant = quant if quant and quant.kwargs.get("enabled", True) and quantize else None
+        self.qat_started = self.observers_frozen = self.bn_frozen = False
+        self.distill = recipe.distillation()
+        self.lr_modifier = recipe.learning_rate()
+        self.events: list[dict[str, Any]] = []
+
+    def _pruner(self, modifier: Modifier, ignore: list[str]) -> _Pruner:
+        kw = modifier.kwargs
+        layers = select_layers(
+            self.model, kw.get("targets", "__ALL_PRUNABLE__"), [*(kw.get("ignore") or []), *ignore]
+        )
+        if not layers:
+            raise SparsifyError(
+                f"{modifier.name}: no prunable layer matches targets={kw.get('targets')!r}"
+            )
+        start, end = self.recipe.window(modifier)
+        pruner = _Pruner(modifier, layers, start, end)
+        if not pruner.constant:
+            pruner.updates = update_epochs(start, end, float(kw.get("update_frequency", 1.0)))
+        return pruner
+
+    def epoch_of(self, step: int) -> float:
+        return step * self._epoch_per_step
+
+    # ----------------------------------------------------------------- the four calls
+    def before_step(self, step: int) -> float | None:
+        """Switch on QAT / freezes whose epoch has come; the learning rate for this step
+        (None when the recipe sets none)."""
+        epoch = self.epoch_of(step)
+        if step == 0:
+            for pruner in self.pruners:
+                if pruner.constant:
+                    self._hold_current(pruner)
+        if self.quant is not None:
+            # events start in the step whose span reaches their epoch, so a short (capped)
+            # run still passes through every phase
+            self._quantization_events(self.epoch_of(step + 1) - 1e-6)
+        if self.lr_modifier is None:
+            return None
+        kw = self.lr_modifier.kwargs
+        start, end = self.recipe.window(self.lr_modifier)
+        return lr_at(
+            epoch,
+            str(kw.get("lr_func", "linear")),
+            float(kw.get("init_lr", 1e-3)),
+            float(kw.get("final_lr", 0.0)),
+            start,
+            end,
+            kw.get("cycle_epochs"),
+        )
+
+    def loss(
+        self,
+        loss: torch.Tensor,
+        student: torch.Tensor | None = None,
+        teacher: torch.Tensor | None = None,
+        step: int | None = None,
+    ) -> torch.Tensor:
+        """Blend in the distillation loss: (1 - h) * loss + h * T^2 * KL(teacher_T || student_T)
+        (Hinton et al.), over the last dimension of the logits."""
+        if self.distill is None or student is None or teacher is None:
+            return loss
+        if step is not None:
+            start, end = self.recipe.window(self.distill)
+            if not start <= self.epoch_of(step) <= end:
+                return loss
+        hardness = float(self.distill.kwargs.get("hardness", 0.5))
+        temperature = float(self.distill.kwargs.get("temperature", 2.0))
+        soft = F.kl_div(
+            F.log_softmax(student / temperature, dim=-1),
+            F.softmax(teacher.detach() / temperature, dim=-1),
+            reduction="batchmean",
+        ) * (temperature**2)
+        return (1.0 - hardness) * loss + hardness * soft
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """Recompute masks whose update epoch has passed, then re-apply every mask (the
+        optimizer step may have moved pruned weights)."""
+        epoch = self.epoch_of(step + 1)
+        for pruner in self.pruners:
+            if pruner.constant:
+                self._apply(pruner)
+                continue
+            due = [e for e in pruner.updates if e <= epoch + 1e-9]
+            if due:
+                pruner.updates = pruner.updates[len(due) :]
+                self._update_masks(pruner, epoch)
+            if pruner.masks and (
+                epoch <= pruner.end + 1e-9 or pruner.modifier.kwargs.get("leave_enabled", True)
+            ):
+                self._apply(pruner)
+
+    @torch.no_grad()
+    def finish(self) -> dict[str, Any]:
+        """Final masks applied; what the session did, for the run's outputs."""
+        for pruner in self.pruners:
+            if not pruner.constant and pruner.updates:  # a capped run: reach the target
+                pruner.updates = []
+                self._update_masks(pruner, pruner.end)
+            if pruner.masks:
+                self._apply(pruner)
+        layers = {n: m for p in self.pruners for n, m in p.layers.items()}
+        per_layer = {n: float((m.weight == 0).float().mean()) for n, m in layers.items()}
+        zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
+        total = sum(m.weight.numel() for m in layers.values())
+        return {
+            "sparsity": zeros / total if total else 0.0,
+            "per_layer_sparsity": per_layer,
+            "qat": self.qat_started,
+            "events": self.events,
+            "steps": self.total_steps,
+            "epochs": self.epochs,
+        }
+
+    # ----------------------------------------------------------------- internals
+    def _event(self, epoch: float, what: str, **extra: Any) -> None:
+        self.events.append({"epoch": round(epoch, 4), "event": what, **extra})
+        log.info("epoch %.2f: %s %s", epoch, what, " ".join(f"{k}={v}" for k, v in extra.items()))
+
+    def _hold_current(self, pruner: _Pruner) -> None:
+        pruner.masks = {n: m.weight.detach() != 0 for n, m in pruner.layers.items()}
+        zeros = sum(int((~k).sum()) for k in pruner.masks.values())
+        total = sum(k.numel() for k in pruner.masks.values())
+        pruner.sparsity = zeros / total if total else 0.0
+        self._event(0.0, "masks held fixed", sparsity=f"{pruner.sparsity:.4f}")
+
+    def _update_masks(self, pruner: _Pruner, epoch: float) -> None:
+        kw = pruner.modifier.kwargs
+        mask_type = parse_mask_type(str(kw.get("mask_type", "unstructured")))
+        if mask_type.implied_sparsity is not None:
+            target = mask_type.implied_sparsity
+        else:
+            target = sparsity_at(
+                epoch,
+                float(kw.get("init_sparsity", 0.0)),
+                float(kw.get("final_sparsity", 0.0)),
+                pruner.start,
+                pruner.end,
+                str(kw.get("inter_func", "cubic")),
+            )
+        pruner.masks = magnitude_layer_masks(pruner.layers, target, mask_type)
+        pruner.sparsity = target
+        self._event(epoch, "masks updated", sparsity=f"{target:.4f}")
+
+    @staticmethod
+    def _apply(pruner: _Pruner) -> None:
+        for name, mask in pruner.masks.items():
+            pruner.layers[name].weight.mul_(mask)
+
+    def _quantization_events(self, epoch: float) -> None:
+        kw = self.quant.kwargs  # type: ignore[union-attr]
+        start = float(kw.get("start_epoch", 0.0) or 0.0)
+        if not self.qat_started and epoch >= start - 1e-9:
+            scheme = kw.get("scheme") or {}
+            per_channel = (scheme.get("weights") or {}).get("strategy", "channel") == "channel"
+            wrapped = prepare_qat(self.model, list(kw.get("ignore") or []), per_channel)
+            self.qat_started = True
+            self._event(epoch, "QAT started", layers=len(wrapped))
+        freeze_obs = kw.get("freeze_observer_epoch")
+        if (
+            self.qat_started
+            and not self.observers_frozen
+            and freeze_obs is not None
+            and epoch >= float(freeze_obs)
+        ):
+            self._event(epoch, "observers frozen", count=freeze_observers(self.model))
+            self.observers_frozen = True
+        freeze_bn = kw.get("freeze_bn_stats_epoch")
+        if not self.bn_frozen and freeze_bn is not None and epoch >= float(freeze_bn):
+            self._event(epoch, "BatchNorm statistics frozen", count=freeze_batchnorm(self.model))
+            self.bn_frozen = True
