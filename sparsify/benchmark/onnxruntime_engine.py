@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sparsify.benchmark.timing import time_runs
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
-
-PERCENTILES = (25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9)
-MIN_ITERATIONS = 3
 
 # ONNX type strings as reported by onnxruntime's NodeArg.type
 ORT_DTYPES: dict[str, type[np.generic]] = {
@@ -92,33 +89,16 @@ class OnnxRuntimeEngine:
         """
         first = next(iter(feeds.values()))
         batch_size = int(first.shape[0]) if first.ndim else 1
-        start = time.perf_counter()
-        while time.perf_counter() - start < warmup_s:
-            self.run(feeds)
+        self.run(feeds)  # checks the inputs once, outside the timed loop
 
-        latencies: list[float] = []
-        start = time.perf_counter()
-        while time.perf_counter() - start < time_s or len(latencies) < MIN_ITERATIONS:
-            t0 = time.perf_counter()
+        def once() -> None:
             self.session.run(None, feeds)
-            latencies.append(time.perf_counter() - t0)
-        seconds_ran = time.perf_counter() - start
 
-        ms = np.asarray(latencies) * 1000.0
-        result: dict[str, Any] = {
+        result = {
             "engine": self.name,
-            "scenario": "sync",
-            "batch_size": batch_size,
             "num_threads": self.num_threads,
-            "items_per_sec": batch_size * len(ms) / seconds_ran,
-            "seconds_ran": seconds_ran,
-            "iterations": len(ms),
-            "median": float(np.median(ms)),
-            "mean": float(ms.mean()),
-            "std": float(ms.std()),
+            **time_runs(once, batch_size, warmup_s, time_s),
         }
-        for q, value in zip(PERCENTILES, np.percentile(ms, PERCENTILES), strict=True):
-            result[f"{q}%"] = float(value)
         log.info(
             "%s batch %d: %.2f items/s, median %.3f ms over %d iterations",
             self.model_path.name,
@@ -129,9 +109,12 @@ class OnnxRuntimeEngine:
         )
         return result
 
+    def close(self) -> None:
+        """Nothing to release beyond the session, which garbage collection frees."""
+
 
 def make_random_feeds(
-    engine: OnnxRuntimeEngine,
+    engine: Any,
     batch_size: int,
     seed: int = 0,
     dim_defaults: dict[str, int] | None = None,

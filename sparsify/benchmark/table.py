@@ -1,58 +1,108 @@
-"""The dense-vs-result comparison printed at the end of a run."""
+"""The dense-vs-result comparison printed at the end of a run, one block of rows per engine."""
 
 from __future__ import annotations
 
 from typing import Any
 
+REFERENCE_ENGINE = "onnxruntime"  # the deployment default: other engines are also compared to it
 
-def _median_ms(model: dict[str, Any], batch: int) -> float | None:
-    for run in model["benchmarks"]:
+
+def _result(model: dict[str, Any], batch: int) -> dict[str, Any] | None:
+    for run in model.get("benchmarks") or []:
         if run["batch_size"] == batch:
-            return float(run["benchmark_result"]["median"])
+            return run["benchmark_result"]
     return None
 
 
-def _throughput(model: dict[str, Any], batch: int) -> float | None:
-    for run in model["benchmarks"]:
-        if run["batch_size"] == batch:
-            return float(run["benchmark_result"]["items_per_sec"])
-    return None
+def _value(model: dict[str, Any], batch: int, key: str) -> float | None:
+    result = _result(model, batch)
+    return None if result is None else float(result[key])
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _ratio(mine: float | None, base: float | None) -> float | None:
+    return round(mine / base, 3) if mine and base else None
+
+
+def _batches(models: dict[str, Any]) -> list[int]:
+    batches = {r["batch_size"] for m in models.values() for r in m.get("benchmarks") or []}
+    batches |= {
+        int(f["step"].rsplit(" ", 1)[1])
+        for m in models.values()
+        for f in m.get("failures") or []
+        if f.get("step", "").startswith("benchmark batch ")
+    }
+    return sorted(batches) or [1]
+
+
+def _notes(model: dict[str, Any]) -> str:
+    notes = []
+    fraction = model.get("fraction_of_supported_ops")
+    if "no_supported_ops" in (model.get("flags") or []):
+        notes.append("0% ops supported: runs on DeepSparse's ONNX Runtime fallback, no speedup")
+    elif fraction is not None and fraction < 0.9:
+        notes.append(f"only {fraction:.0%} of ops supported")
+    for failure in model.get("failures") or []:
+        how = failure.get("signal") or failure.get("kind")
+        notes.append(f"{failure.get('step')} failed ({how})")
+    return "; ".join(notes)
 
 
 def comparison(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per engine and model: accuracy, latency, throughput, speedup, size, sparsity."""
+    """One row per engine and model: accuracy, latency, throughput, speedup, size, sparsity.
+
+    speedup_b<N> is throughput over the dense baseline on the same engine; with several engines,
+    vs_ort_dense_b<N> is throughput over the dense baseline on ONNX Runtime. A model DeepSparse
+    runs with 0 % supported ops gets no speedup (it ran on the fallback), only a note.
+    """
+    engines = report["engines"]
+    reference = (engines.get(REFERENCE_ENGINE) or {}).get("baseline")
     rows = []
-    for engine, models in report["engines"].items():
+    for engine, models in engines.items():
         base = models["baseline"]
-        batches = sorted(r["batch_size"] for r in base["benchmarks"])
+        batches = _batches(models)
         small, large = batches[0], batches[-1]
+        base_tp = _value(base, large, "items_per_sec")
+        ref_tp = _value(reference, large, "items_per_sec") if reference else None
         for name, model in models.items():
             acc = model.get("accuracy") or {}
             metric = next((k for k in acc if k != "samples"), None)
-            base_tp, tp = _throughput(base, large), _throughput(model, large)
-            rows.append(
-                {
-                    "engine": engine,
-                    "model": name,
-                    "accuracy": round(acc[metric], 3) if metric else None,
-                    "metric": metric,
-                    f"latency_ms_b{small}": round(_median_ms(model, small), 3),
-                    f"items_per_sec_b{large}": round(tp, 1),
-                    f"speedup_b{large}": round(tp / base_tp, 3) if base_tp else None,
-                    "size_mb": model["size_mb"],
-                    "sparsity": round(model["sparsity"], 4),
-                }
-            )
+            tp = _value(model, large, "items_per_sec")
+            unsupported = "no_supported_ops" in (model.get("flags") or [])
+            row: dict[str, Any] = {
+                "engine": engine,
+                "model": name,
+                "accuracy": round(acc[metric], 3) if metric else None,
+                "metric": metric,
+                f"latency_ms_b{small}": _round(_value(model, small, "median"), 3),
+                f"items_per_sec_b{large}": _round(tp, 1),
+                f"speedup_b{large}": None if unsupported else _ratio(tp, base_tp),
+            }
+            if len(engines) > 1:
+                row[f"vs_ort_dense_b{large}"] = None if unsupported else _ratio(tp, ref_tp)
+            row["size_mb"] = model.get("size_mb")
+            row["sparsity"] = _round(model.get("sparsity"), 4)
+            if engine != REFERENCE_ENGINE:
+                row["supported_ops"] = model.get("fraction_of_supported_ops")
+            row["notes"] = _notes(model)
+            rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no benchmark results)"
-    headers = list(rows[0])
+    headers: list[str] = []
+    for row in rows:
+        headers += [h for h in row if h not in headers]
+    if "notes" in headers:  # the free text goes last, whichever engine added columns
+        headers = [h for h in headers if h != "notes"] + ["notes"]
     cells = [[("" if r.get(h) is None else str(r.get(h))) for h in headers] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    sep = "  ".join("-" * w for w in widths)
-    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join([line, sep, *body])
+    lines = [headers, ["-" * w for w in widths], *cells]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines
+    )

@@ -83,11 +83,15 @@ class ModelConfig:
 
 @dataclass
 class QuantizationConfig:
-    format: str = "qdq"  # qdq | qoperator
-    per_channel: bool = True
+    # Defaults are what DeepSparse 1.8 executes (docs/benchmark.md): QOperator graphs
+    # (QLinearConv / QLinearMatMul), per-tensor, uint8 activations, int8 weights, only Conv and
+    # MatMul. It runs QDQ graphs and per-channel weights at ~0 % supported ops, and quantizing
+    # Gemm/MaxPool/everything either falls back or aborts it (BERT).
+    format: str = "qoperator"  # qoperator | qdq
+    per_channel: bool = False
     activation_type: str = "uint8"
     weight_type: str = "int8"
-    ops: list[str] = field(default_factory=lambda: ["Conv", "MatMul", "Gemm"])
+    ops: list[str] = field(default_factory=lambda: ["Conv", "MatMul"])
 
 
 @dataclass
@@ -97,12 +101,18 @@ class ExportConfig:
 
 @dataclass
 class BenchmarkConfig:
+    # onnxruntime always works; add deepsparse after `make deepsparse` (its own virtualenv)
     engines: list[str] = field(default_factory=lambda: ["onnxruntime"])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
     warmup_s: float = 0.5
     time_s: float = 3.0
-    num_threads: int | None = None  # null = all cores
-    accuracy: bool = True
+    num_threads: int | None = None  # null = all cores; the same for every engine
+    accuracy: bool = True  # the use case's metric on the val split, on every engine
+    # each engine runs in a worker process; a step (load, one benchmark, one inference call)
+    # that takes longer than this is killed and recorded as a failure
+    timeout_s: float = 600.0
+    # null = $SPARSIFY_DEEPSPARSE_PYTHON, else .venv-deepsparse/bin/python in the project
+    deepsparse_python: str | None = None
 
 
 @dataclass

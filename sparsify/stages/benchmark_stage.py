@@ -1,53 +1,39 @@
-"""benchmark: dense baseline and result measured on the same engine, inputs and threads."""
+"""benchmark: dense baseline and result measured on the same engines, inputs and threads."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from sparsify.benchmark.onnx_stats import file_size_mb, onnx_weight_sparsity
-from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine, make_random_feeds
-from sparsify.benchmark.table import comparison
+import numpy as np
+
+from sparsify.benchmark.engine import ModelInputs, check_engine_names
+from sparsify.benchmark.engines import deepsparse_python
+from sparsify.benchmark.measure import engine_opener, measure_model
+from sparsify.benchmark.onnxruntime_engine import make_random_feeds
+from sparsify.benchmark.table import comparison, format_table
 from sparsify.context import RunContext
 from sparsify.fileio import atomic_write_json
 from sparsify.models import get_family
 
 MODELS = ("baseline", "sparsified")
+# symbolic dims that mean "sequence length" in the exports of the text families
+SEQUENCE_DIMS = ("sequence", "seq", "sequence_length")
 
 
-def measure_model(path: Path, ctx: RunContext, evaluate: bool) -> dict[str, Any]:
-    cfg = ctx.cfg.benchmark
-    threads = int(cfg.num_threads) if cfg.num_threads else None
-    engine = OnnxRuntimeEngine(path, num_threads=threads)
-    runs = []
-    for batch in cfg.batch_sizes:
-        feeds = make_random_feeds(engine, int(batch), seed=int(ctx.cfg.seed))
-        ctx.log.info("Benchmarking %s at batch %d on %s", path.name, batch, engine.name)
-        result = engine.benchmark(feeds, warmup_s=float(cfg.warmup_s), time_s=float(cfg.time_s))
-        runs.append(
-            {
-                "engine": engine.name,
-                "model_path": ctx.rel(path),
-                "batch_size": int(batch),
-                "input_shapes": [list(v.shape) for v in feeds.values()],
-                "num_cores": threads or os.cpu_count(),
-                "scenario": "sync",
-                "seconds_to_run": float(cfg.time_s),
-                "benchmark_result": result,
-            }
+def benchmark_feeds(path: Path, ctx: RunContext) -> dict[int, dict[str, np.ndarray]]:
+    """One set of random inputs per batch size, shared by every model and engine."""
+    seq = int(ctx.cfg.data.get("max_length") or 128)
+    inputs = ModelInputs(path)
+    return {
+        int(batch): make_random_feeds(
+            inputs,
+            int(batch),
+            seed=int(ctx.cfg.seed),
+            dim_defaults=dict.fromkeys(SEQUENCE_DIMS, seq),
         )
-    sparsity = onnx_weight_sparsity(path)
-    out: dict[str, Any] = {
-        "model_path": ctx.rel(path),
-        "size_mb": round(file_size_mb(path), 4),
-        "sparsity": round(sparsity["sparsity"], 6),
-        "benchmarks": runs,
+        for batch in ctx.cfg.benchmark.batch_sizes
     }
-    if evaluate:
-        family = get_family(str(ctx.cfg.use_case.family))
-        out["accuracy"] = family.evaluate_onnx(engine, ctx)
-    return out
 
 
 class BenchmarkStage:
@@ -55,25 +41,38 @@ class BenchmarkStage:
     config_keys = ("benchmark", "data", "seed")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
+        cfg = ctx.cfg.benchmark
+        engines = check_engine_names(list(cfg.engines))
+        if "deepsparse" in engines:
+            deepsparse_python(cfg.get("deepsparse_python"))  # a missing venv fails here, clearly
         out = ctx.stage_dir(self.name)
         produced = ctx.outputs["sparsify"]
         paths = {
             "baseline": ctx.artifact(produced["baseline_onnx"]),
             "sparsified": ctx.artifact(produced["model_onnx"]),
         }
+        feeds = benchmark_feeds(paths["baseline"], ctx)
+        family = get_family(str(ctx.cfg.use_case.family))
+        evaluate = (lambda engine: family.evaluate_onnx(engine, ctx)) if cfg.accuracy else None
         report: dict[str, Any] = {"engines": {}}
-        for engine_name in ctx.cfg.benchmark.engines:
-            per_model = {
-                name: measure_model(paths[name], ctx, bool(ctx.cfg.benchmark.accuracy))
+        for engine in engines:
+            report["engines"][engine] = {
+                name: measure_model(
+                    engine,
+                    paths[name],
+                    feeds,
+                    opener=engine_opener(cfg),
+                    warmup_s=float(cfg.warmup_s),
+                    time_s=float(cfg.time_s),
+                    evaluate=evaluate,
+                    rel=ctx.rel,
+                )
                 for name in MODELS
             }
-            report["engines"][str(engine_name)] = per_model
-        metrics = {
-            name: report["engines"][str(ctx.cfg.benchmark.engines[0])][name].get("accuracy")
-            for name in MODELS
-        }
+        metrics = _metrics(report, engines)
         metrics["metric"] = str(ctx.cfg.use_case.metric)
         report["table"] = comparison(report)
+        ctx.log.info("Dense vs result:\n%s", format_table(report["table"]))
         atomic_write_json(out / "benchmark.json", report)
         atomic_write_json(out / "metrics.json", metrics)
         return {
@@ -82,3 +81,13 @@ class BenchmarkStage:
             "metrics_json": ctx.rel(out / "metrics.json"),
             "table": report["table"],
         }
+
+
+def _metrics(report: dict[str, Any], engines: list[str]) -> dict[str, Any]:
+    """Accuracy per model from the first engine that measured it (onnxruntime unless it failed)."""
+    metrics: dict[str, Any] = {}
+    for name in MODELS:
+        measured = [e for e in engines if report["engines"][e][name].get("accuracy")]
+        metrics[name] = report["engines"][measured[0]][name]["accuracy"] if measured else None
+        metrics[f"{name}_engine"] = measured[0] if measured else None
+    return metrics

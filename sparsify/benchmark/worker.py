@@ -1,0 +1,218 @@
+"""Engine worker: loads one ONNX model on one runtime and serves requests, one JSON per line.
+
+Run as a script (`python worker.py WORKDIR`) by any interpreter that has numpy and the engine:
+the main virtualenv for onnxruntime, `.venv-deepsparse` for DeepSparse. It imports nothing
+from sparsify (that interpreter may not have sparsify's dependencies) except timing.py, loaded
+by path. Requests come on stdin; replies go to the original stdout, while anything the engine
+prints (DeepSparse's C++ banner included) is sent to stderr, so it cannot corrupt the protocol.
+Arrays travel as .npz files inside WORKDIR.
+
+Requests: {"op": "load", "engine", "model", "num_threads"}, {"op": "run", "inputs", "outputs"},
+{"op": "benchmark", "inputs", "warmup_s", "time_s"}, {"op": "exit"}.
+Replies: {"ok": true, ...} or {"ok": false, "type", "error", "traceback"}.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import traceback
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_spec = importlib.util.spec_from_file_location(
+    "_sparsify_timing", Path(__file__).with_name("timing.py")
+)
+assert _spec is not None and _spec.loader is not None
+timing = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(timing)
+
+MAX_COMPILED = 8  # DeepSparse compiles per input shape; keep a few, drop the oldest
+
+
+class OrtModel:
+    """onnxruntime on the CPU provider, set up like OnnxRuntimeEngine in the parent."""
+
+    def __init__(self, model: Path, num_threads: int | None, workdir: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if num_threads:
+            options.intra_op_num_threads = int(num_threads)
+        self.session = ort.InferenceSession(
+            str(model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self.version = ort.__version__
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, dict(zip(self.input_names, arrays, strict=True)))
+
+    def analysis(self, arrays: list[np.ndarray]) -> dict[str, Any]:
+        return {}
+
+
+def _deepsparse_compatible(model: Path, workdir: Path) -> Path:
+    """A copy without opset imports no node uses.
+
+    ORT's quant_pre_process stamps ai.onnx.ml opset 5 (and other unused domains) on its output,
+    which the ONNX Runtime bundled in DeepSparse 1.8 refuses to load.
+    """
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    used = {node.domain or "" for node in proto.graph.node}
+    keep = [o for o in proto.opset_import if (o.domain or "") in used or o.domain == "ai.onnx"]
+    if len(keep) == len(proto.opset_import):
+        return model
+    del proto.opset_import[:]
+    proto.opset_import.extend(keep)
+    external = any(
+        init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer
+    )
+    # external data is referenced relative to the model file, so such a copy must sit beside it
+    out = model.with_name(f".{model.stem}.deepsparse.onnx") if external else workdir / model.name
+    onnx.save(proto, str(out))
+    return out
+
+
+class DeepSparseModel:
+    """deepsparse.Engine, compiled per input shape (it only runs static shapes)."""
+
+    def __init__(self, model: Path, num_threads: int | None, workdir: Path) -> None:
+        os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+        import deepsparse
+        import onnx
+
+        self.path = _deepsparse_compatible(model, workdir)
+        self.cleanup = self.path if self.path.parent == model.parent else None
+        self.num_cores = int(num_threads) if num_threads else None
+        self.version = deepsparse.__version__
+        graph = onnx.load(str(self.path), load_external_data=False).graph
+        initializers = {i.name for i in graph.initializer}
+        self.input_names = [i.name for i in graph.input if i.name not in initializers]
+        self.engines: OrderedDict[tuple, Any] = OrderedDict()
+
+    def _engine(self, shapes: list[list[int]]) -> Any:
+        from deepsparse import Engine
+
+        key = tuple(tuple(s) for s in shapes)
+        if key not in self.engines:
+            self.engines[key] = Engine(
+                str(self.path),
+                batch_size=shapes[0][0] if shapes and shapes[0] else 1,
+                num_cores=self.num_cores,
+                input_shapes=shapes,
+            )
+            if len(self.engines) > MAX_COMPILED:
+                self.engines.popitem(last=False)
+        self.engines.move_to_end(key)
+        return self.engines[key]
+
+    def _padded(self, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+        """Pad a short last batch up to an already-compiled batch size, instead of recompiling."""
+        shapes = [list(a.shape) for a in arrays]
+        if tuple(tuple(s) for s in shapes) in self.engines or not arrays or not arrays[0].ndim:
+            return arrays, 0
+        n = arrays[0].shape[0]
+        for key in reversed(self.engines):
+            big = key[0][0] if key and key[0] else 0
+            same_rest = all(list(k[1:]) == s[1:] for k, s in zip(key, shapes, strict=True))
+            if big > n and same_rest:
+                pad = big - n
+                return [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in arrays], pad
+        return arrays, 0
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        padded, pad = self._padded(arrays)
+        outputs = self._engine([list(a.shape) for a in padded]).run(padded)
+        return [o[: o.shape[0] - pad] if pad else o for o in outputs]
+
+    def analysis(self, arrays: list[np.ndarray]) -> dict[str, Any]:
+        engine = self._engine([list(a.shape) for a in arrays])
+        return {"fraction_of_supported_ops": float(engine.fraction_of_supported_ops)}
+
+
+ENGINES = {"onnxruntime": OrtModel, "deepsparse": DeepSparseModel}
+
+
+class Worker:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.model: OrtModel | DeepSparseModel | None = None
+
+    def _arrays(self, path: str) -> list[np.ndarray]:
+        assert self.model is not None, "load a model first"
+        with np.load(path) as data:
+            return [data[name] for name in self.model.input_names]
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "load":
+            cls = ENGINES[request["engine"]]
+            self.model = cls(Path(request["model"]), request.get("num_threads"), self.workdir)
+            return {"version": self.model.version, "input_names": self.model.input_names}
+        if self.model is None:
+            raise RuntimeError(f"{op!r} before 'load'")
+        if op == "run":
+            outputs = self.model.run(self._arrays(request["inputs"]))
+            np.savez(request["outputs"], *outputs)
+            return {"outputs": len(outputs)}
+        if op == "benchmark":
+            arrays = [np.ascontiguousarray(a) for a in self._arrays(request["inputs"])]
+            model = self.model
+            model.run(arrays)  # compiles (DeepSparse) and checks the inputs, outside the timing
+            result = timing.time_runs(
+                lambda: model.run(arrays),
+                int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1,
+                float(request["warmup_s"]),
+                float(request["time_s"]),
+            )
+            return {"result": result, **model.analysis(arrays)}
+        raise ValueError(f"unknown op {op!r}")
+
+    def close(self) -> None:
+        cleanup = getattr(self.model, "cleanup", None)
+        if cleanup is not None:
+            cleanup.unlink(missing_ok=True)
+
+
+def main(argv: list[str]) -> int:
+    # the protocol keeps the real stdout; fd 1 (C++ prints included) now goes to stderr
+    reply_stream = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    worker = Worker(Path(argv[0]))
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            request = json.loads(line)
+            if request.get("op") == "exit":
+                break
+            try:
+                reply = {"ok": True, **worker.handle(request)}
+            except Exception as exc:  # reported to the parent, which records the failure
+                reply = {
+                    "ok": False,
+                    "type": type(exc).__name__,
+                    "error": str(exc),
+                    "traceback": traceback.format_exc(limit=8),
+                }
+            reply_stream.write(json.dumps(reply) + "\n")
+            reply_stream.flush()
+    finally:
+        worker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
