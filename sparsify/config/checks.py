@@ -12,7 +12,7 @@ from sparsify.use_cases import known_use_cases
 # experiments this version runs end to end, per model family
 IMPLEMENTED = {
     "image_classifier": {"one_shot", "training_aware"},
-    "transformers": {"one_shot"},
+    "transformers": {"one_shot", "training_aware"},
     "generic": {"one_shot"},
     "yolo": {"one_shot"},
 }

@@ -221,6 +221,41 @@ class TransformersFamily:
         shutil.rmtree(out_path.parent / "trainer", ignore_errors=True)
         return {"steps": int(stats.global_step), "loss": round(float(stats.training_loss), 5)}
 
+    def train_sparse(
+        self, model: nn.Module, ctx: RunContext, session_for: Any, teacher: nn.Module | None
+    ) -> dict[str, Any]:
+        """Fine-tune under the recipe session through `transformers.Trainer`."""
+        from sparsify.models.transformers_training import train_with_trainer
+
+        transformers = require_transformers()
+        task, labels = _task(ctx), _labels(ctx)
+        tokenizer = self._tokenizer(ctx)
+        torch.manual_seed(int(ctx.cfg.seed))
+        features = encode_train(
+            _records(ctx, "train"), tokenizer, task, labels, int(ctx.cfg.data.max_length)
+        )
+        collator = (
+            transformers.DataCollatorForTokenClassification(tokenizer)
+            if task == "token-classification"
+            else transformers.DataCollatorWithPadding(tokenizer)
+        )
+        out_dir = ctx.stage_dir("sparsify") / "trainer"
+        try:
+            return train_with_trainer(
+                transformers,
+                model,
+                _Features(features),
+                collator,
+                session_for,
+                teacher,
+                out_dir,
+                ctx.cfg.experiment.train,
+                int(ctx.cfg.seed),
+                str(ctx.cfg.device) == "cpu",
+            )
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
     def load(self, path: Path, ctx: RunContext) -> nn.Module:
         return load_hf(path, _task(ctx))[0]
 

@@ -172,3 +172,28 @@ def test_missing_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "transformers", None)  # import now raises ImportError
     with pytest.raises(SparsifyError, match=r"pip install 'sparsify\[nlp\]'"):
         require_transformers()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("use_case", ["sentiment", "qa"])
+def test_training_aware_through_the_trainer(use_case: str, encoder: Path, tmp_path: Path) -> None:
+    make_data, _ = CASES[use_case]
+    result = sparsify.run(
+        [
+            f"use_case={use_case}",
+            "experiment=training_aware",
+            f"data.path={make_data(tmp_path / 'data')}",
+            f"model={encoder}",
+            "optim_level=0.5",
+            *NLP_RUN,
+        ],
+        run_dir=tmp_path / "run",
+    )
+    assert result.status == "done", result.error
+    produced = result.outputs["sparsify"]
+    assert produced["qat"] is True and produced["steps"] == 8
+    assert "masks updated" in [e["event"] for e in produced["events"]]
+    # training-aware level 0.5 -> 70 % of the prunable weights, kept through INT8 export
+    sparsity = onnx_weight_sparsity(result.deployment_dir / "model.onnx")["sparsity"]
+    assert abs(sparsity - 0.7) < 0.01, sparsity
+    assert not (result.run_dir / "sparsify" / "trainer").exists()

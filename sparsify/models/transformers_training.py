@@ -1,0 +1,105 @@
+"""Training under a recipe with `transformers.Trainer`: our session as callback + loss.
+
+The Trainer keeps its optimizer and loop; a `TrainerCallback` hands each step to the
+`RecipeSession` (learning rate before the step, masks after the optimizer step) and
+`compute_loss` blends in distillation from the dense teacher.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsify.algorithms.session import RecipeSession
+
+log = logging.getLogger("sparsify")
+
+
+def _logits(outputs: Any) -> list[torch.Tensor]:
+    """The outputs to distil: start/end logits for QA, else the logits."""
+    if getattr(outputs, "start_logits", None) is not None:
+        return [outputs.start_logits, outputs.end_logits]
+    return [outputs.logits]
+
+
+def train_with_trainer(
+    transformers: Any,
+    model: nn.Module,
+    dataset: Any,
+    collator: Any,
+    session_for: Any,
+    teacher: nn.Module | None,
+    out_dir: Path,
+    train_cfg: Any,
+    seed: int,
+    use_cpu: bool,
+) -> dict[str, Any]:
+    batch_size = int(train_cfg.batch_size)
+    steps_per_epoch = max(1, math.ceil(len(dataset) / batch_size))
+    session: RecipeSession = session_for(steps_per_epoch)
+    if teacher is not None:
+        teacher.eval()
+
+    class SessionCallback(transformers.TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            lr = session.before_step(int(state.global_step))
+            optimizer = kw.get("optimizer")
+            if lr is not None and optimizer is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            session.after_step(int(state.global_step) - 1)  # global_step already counts it
+
+    class SessionTrainer(transformers.Trainer):
+        def compute_loss(
+            self,
+            model: nn.Module,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            outputs = model(**inputs)
+            loss = outputs.loss
+            if teacher is not None:
+                feeds = {k: v for k, v in inputs.items() if k not in ("labels",)}
+                feeds = {
+                    k: v for k, v in feeds.items() if k not in ("start_positions", "end_positions")
+                }
+                with torch.no_grad():
+                    target = teacher(**feeds)
+                pairs = list(zip(_logits(outputs), _logits(target), strict=True))
+                step = int(self.state.global_step)
+                loss = sum(session.loss(loss, s, t, step) for s, t in pairs) / len(pairs)
+            return (loss, outputs) if return_outputs else loss
+
+    args = transformers.TrainingArguments(
+        output_dir=str(out_dir),
+        max_steps=session.total_steps,
+        learning_rate=float(train_cfg.lr),
+        lr_scheduler_type="constant",  # the recipe's LearningRateFunctionModifier rules
+        per_device_train_batch_size=batch_size,
+        weight_decay=float(train_cfg.weight_decay),
+        save_strategy="no",
+        report_to=[],
+        logging_steps=max(1, steps_per_epoch),
+        use_cpu=use_cpu,
+        seed=seed,
+        disable_tqdm=True,
+    )
+    trainer = SessionTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[SessionCallback()],
+    )
+    stats = trainer.train()
+    model.eval()
+    report = session.finish()
+    return {**report, "loss": round(float(stats.training_loss), 5)}
