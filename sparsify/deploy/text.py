@@ -47,7 +47,7 @@ class Entity:
 @dataclass(frozen=True)
 class Answer:
     """The best answer span: `context[start:end] == answer`; `score` is its probability
-    (start x end softmax in its window). No span found: empty answer, score 0."""
+    (start x end softmax over the context tokens of its window). None found: "", score 0."""
 
     answer: str
     score: float
@@ -154,7 +154,9 @@ class TextRunner:
             if not ctx_pos:
                 continue
             offsets = enc["offset_mapping"][w]
-            p_start, p_end = softmax(start_logits[w]), softmax(end_logits[w])
+            # probabilities over this window's context tokens (padding and question excluded)
+            p_start = dict(zip(ctx_pos, softmax(start_logits[w, ctx_pos]), strict=True))
+            p_end = dict(zip(ctx_pos, softmax(end_logits[w, ctx_pos]), strict=True))
             starts = sorted(ctx_pos, key=lambda i: -start_logits[w, i])[:20]
             ends = sorted(ctx_pos, key=lambda i: -end_logits[w, i])[:20]
             for s in starts:
