@@ -27,6 +27,10 @@ def _register_builtin() -> None:
     FAMILIES.register("image_classifier", ImageClassifierFamily())
     FAMILIES.register("transformers", TransformersFamily())
 
+    from sparsify.models.yolo_family import YoloFamily  # imports Ultralytics only when used
+
+    FAMILIES.register("yolo", YoloFamily())
+
     from sparsify.models.generic_family import GenericFamily
 
     FAMILIES.register("generic", GenericFamily())

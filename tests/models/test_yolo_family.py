@@ -6,11 +6,8 @@ batch or two at 64 px, so the numbers say nothing about quality, only that the p
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,99 +15,31 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
+from sparsify.algorithms.pruning import apply_masks, magnitude_masks, select_layers
 from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
-from sparsify.config.compose import compose_config
-from sparsify.context import RunContext
 from sparsify.data.yolo import validate_yolo_dataset
 from sparsify.data.yolo_loader import yolo_samples
-from sparsify.deploy.detection import letterbox
-from sparsify.deploy.preprocess import load_image
 from sparsify.errors import SparsifyError
-from sparsify.models.yolo_family import (
-    YoloFamily,
-    add_callbacks,
-    arch_task,
-    average_precision,
-    match_predictions,
+from sparsify.models.yolo_family import PRUNE_IGNORE, YoloFamily, add_callbacks, arch_task
+from tests.fixtures.yolo import (  # noqa: F401 - ultralytics_offline is an autouse fixture
+    DETECT,
+    HAS_ULTRALYTICS,
+    SEGMENT,
+    make_ctx,
+    make_yolo_dataset,
+    ultralytics_offline,
 )
-from tests.fixtures.yolo import make_yolo_dataset
 
-DETECT, SEGMENT = "object-detection", "instance-segmentation"
-HAS_ULTRALYTICS = importlib.util.find_spec("ultralytics") is not None
 needs_ultralytics = pytest.mark.skipif(not HAS_ULTRALYTICS, reason="ultralytics not installed")
 FAMILY = YoloFamily()
-TINY = [
-    "data.image_size=64",
-    "data.batch_size=4",
-    "experiment.train.epochs=1",
-    "experiment.train.max_steps=1",
-    "experiment.train.batch_size=4",
-    "experiment.calibration_samples=4",
-]
-
-
 # ---------------------------------------------------------------- environment and fixtures
-
-
-def _find_font() -> Path | None:
-    """Any TTF here; Ultralytics otherwise downloads Arial.ttf when it checks a dataset."""
-    spec = importlib.util.find_spec("matplotlib")
-    if spec is not None and spec.origin:
-        font = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
-        if font.is_file():
-            return font
-    if shutil.which("fc-list"):
-        listing = subprocess.run(["fc-list", ":", "file"], capture_output=True, text=True).stdout
-        fonts = sorted(line.strip().rstrip(":") for line in listing.splitlines())
-        return next((Path(f) for f in fonts if f.lower().endswith(".ttf")), None)
-    return None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ultralytics_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """No network, no auto-install, settings and fonts in a temp dir (never ~/.config)."""
-    config = tmp_path_factory.mktemp("yolo_config")
-    (config / "Ultralytics").mkdir()
-    font = _find_font()
-    if font is not None:
-        shutil.copy(font, config / "Ultralytics" / "Arial.ttf")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("YOLO_CONFIG_DIR", str(config))
-        mp.setenv("YOLO_OFFLINE", "1")
-        mp.setenv("YOLO_AUTOINSTALL", "false")
-        mp.setenv("MPLCONFIGDIR", str(config / "matplotlib"))
-        if HAS_ULTRALYTICS:
-            import ultralytics.utils
-            import ultralytics.utils.checks
-
-            # Ultralytics fixes its config dir at first import, which another test may have done
-            mp.setattr(ultralytics.utils, "USER_CONFIG_DIR", config / "Ultralytics")
-            mp.setattr(ultralytics.utils.checks, "USER_CONFIG_DIR", config / "Ultralytics")
-            mp.setattr(ultralytics.utils.checks, "AUTOINSTALL", False)
-            mp.setattr(ultralytics.utils, "ONLINE", False)
-        yield config
 
 
 def snapshot(root: Path) -> list[tuple[str, int, int]]:
     return sorted(
         (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
     )
-
-
-def make_ctx(root: Path, task: str, run_dir: Path, *overrides: str) -> RunContext:
-    """A run context as the pipeline has it after `validate`."""
-    use_case = "cv-detection" if task == DETECT else "cv-segmentation"
-    cfg = compose_config(
-        [f"use_case={use_case}", "data=yolo", f"data.path={root}", *TINY, *overrides]
-    )
-    summary, problems = validate_yolo_dataset(root, task)
-    assert summary is not None and problems == []
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(cfg=cfg, run_dir=run_dir)
-    ctx.outputs["validate"] = {"data_path": str(root), "data": summary.to_dict()}
-    return ctx
 
 
 def _val_input(n: int = 2) -> np.ndarray:
@@ -143,91 +72,6 @@ def detect_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "metrics": metrics,
         "threads": threads,
     }
-
-
-# ---------------------------------------------------------------- mAP pieces (numpy only)
-
-
-def test_match_predictions_is_greedy_by_score() -> None:
-    iou = np.array([[0.9, 0.1], [0.6, 0.56], [0.99, 0.99]])
-    correct = match_predictions(
-        iou, np.array([0, 0, 1]), np.array([0, 0]), np.array([0.9, 0.8, 0.95])
-    )
-    # p0 takes g0 up to IoU 0.9; p1 then gets g1 only where 0.56 clears the threshold
-    assert correct[0].tolist() == [True] * 9 + [False]
-    assert correct[1].tolist() == [True, True] + [False] * 8
-    assert not correct[2].any()  # wrong class never matches
-    assert match_predictions(
-        np.zeros((0, 2)), np.zeros(0), np.array([0, 1]), np.zeros(0)
-    ).shape == (
-        0,
-        10,
-    )
-
-
-def test_average_precision_101_points() -> None:
-    correct = np.array([[True], [False], [True]])
-    ap = average_precision(correct, np.array([0.9, 0.8, 0.7]), np.zeros(3, int), np.zeros(2, int))
-    # precision envelope 1 up to recall 0.5 (51 points), then 2/3 (50 points)
-    assert ap[0, 0] == pytest.approx((51 + 50 * 2 / 3) / 101)
-    # a class with ground truth but no predictions scores 0; predictions without one are ignored
-    ap = average_precision(correct, np.array([0.9, 0.8, 0.7]), np.array([2, 2, 2]), np.array([0]))
-    assert ap.tolist() == [[0.0]]
-
-
-class PerfectEngine:
-    """Answers with the ground truth of each val image as a YOLO head would (in order)."""
-
-    def __init__(self, ctx: RunContext, segment: bool) -> None:
-        self.size = int(ctx.cfg.data.image_size)
-        self.nc = len(ctx.outputs["validate"]["data"]["classes"])
-        self.segment = segment
-        samples = yolo_samples(ctx.outputs["validate"]["data"], "val")
-        self.queue = [self._answer(load_image(p), label) for p, label in samples]
-
-    def _answer(self, image: Image.Image, label: Path | None) -> list[np.ndarray]:
-        _, ratio, (px, py) = letterbox(image, self.size)
-        w, h = image.size
-        anchors = 32
-        raw = np.zeros((4 + self.nc + 32 * self.segment, anchors), np.float32)
-        protos = -np.ones((32, self.size // 4, self.size // 4), np.float32)
-        lines = label.read_text().splitlines() if label else []
-        for k, line in enumerate(lines):
-            cls, *coords = line.split()
-            values = np.array(coords, dtype=np.float64)
-            if not self.segment:  # xc yc w h, normalized
-                xc, yc, bw, bh = values * (w, h, w, h) * ratio + (px, py, 0, 0)
-            else:  # polygon, normalized
-                xy = values.reshape(-1, 2) * (w, h) * ratio + (px, py)
-                (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
-                xc, yc, bw, bh = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
-                canvas = Image.new("L", (self.size, self.size), 0)
-                ImageDraw.Draw(canvas).polygon([tuple(p) for p in xy], fill=255)
-                cover = np.asarray(canvas.resize((self.size // 4,) * 2, Image.BOX)) / 255.0
-                protos[k] = 2 * cover - 1  # zero where a cell is half covered
-                raw[4 + self.nc + k, k] = 1.0
-            raw[:4, k] = xc, yc, bw, bh
-            raw[4 + int(cls), k] = 0.9
-        return [raw, protos]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        images = feeds["images"]
-        assert images.shape[1:] == (3, self.size, self.size) and 0 <= images.min() <= 1
-        answers, self.queue = self.queue[: len(images)], self.queue[len(images) :]
-        return [np.stack([a[i] for a in answers]) for i in range(1 + self.segment)]
-
-
-@pytest.mark.parametrize("task", [DETECT, SEGMENT])
-def test_perfect_predictions_score_100(tmp_path: Path, task: str) -> None:
-    # 96x64 images at 64 px: ratio 2/3 and 10 px of padding to undo
-    root = make_yolo_dataset(tmp_path / "data", task=task, size=(96, 64), n_val=5)
-    ctx = make_ctx(root, task, tmp_path / "run", "data.batch_size=2")
-    scores = FAMILY.evaluate_onnx(PerfectEngine(ctx, task == SEGMENT), ctx)
-    assert scores["samples"] == 6
-    assert scores["map50"] == pytest.approx(100) and scores["map50-95"] == pytest.approx(100)
-    if task == SEGMENT:
-        assert scores["mask_map50"] == pytest.approx(100)
-        assert 60 < scores["mask_map50-95"] <= 100  # masks from 16x16 protos are a bit soft
 
 
 def test_deployment_files_and_calibration(tmp_path: Path) -> None:
@@ -396,7 +240,7 @@ def test_add_callbacks_fires_every_batch(tmp_path: Path) -> None:
     data = write_ultralytics_dataset(summary.to_dict(), tmp_path / "dataset")  # type: ignore[union-attr]
     yolo = YOLO("yolov8n.yaml")
     calls: list[int] = []
-    add_callbacks(yolo, lambda: calls.append(1))
+    add_callbacks(yolo, lambda model: calls.append(1))
     yolo.train(
         data=str(data),
         epochs=1,
@@ -453,3 +297,35 @@ def test_fine_tune_checkpoint_with_other_classes(
     FAMILY.train_baseline(ctx, detect_run["model"], out)
     assert FAMILY.load(out, ctx).names == {0: "cat", 1: "dog", 2: "bird"}
     assert FAMILY.needs_baseline(ctx, out) is False
+
+
+@needs_ultralytics
+def test_fine_tune_holds_masks_and_calls_the_hook(
+    detect_run: dict[str, Any], tmp_path: Path
+) -> None:
+    ctx = detect_run["ctx"]
+    model = FAMILY.load(detect_run["model"], ctx)
+    layers = select_layers(model, ignore=PRUNE_IGNORE)
+    masks = magnitude_masks(layers, 0.5)
+    apply_masks(layers, masks)
+    before = {n: m.weight.detach().clone() for n, m in layers.items()}
+    seen: list[torch.nn.Module] = []
+    tuned = FAMILY.fine_tune(
+        model,
+        ctx,
+        tmp_path / "ft",
+        on_batch_end=seen.append,
+        epochs=1,
+        hold_sparsity=True,
+    )
+    assert len(seen) == 1 and seen[0] is not model  # max_steps=1; Ultralytics' own copy
+    assert type(tuned).__name__ == "DetectionModel" and not tuned.training
+    assert tuned.names == {0: "box", 1: "disc"}
+    modules = dict(tuned.named_modules())
+    moved = 0
+    for name, mask in masks.items():
+        weight = modules[name].weight.detach()
+        assert not weight[~mask].any(), f"{name}: a pruned weight came back"
+        moved += int((weight[mask] != before[name][mask]).sum())
+    assert moved > 0  # the optimizer did change the kept weights
+    assert (tmp_path / "ft" / "ultralytics" / "train" / "weights" / "last.pt").is_file()

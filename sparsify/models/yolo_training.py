@@ -1,0 +1,168 @@
+"""Training YOLO models through Ultralytics' own trainer, with our hooks in its callbacks.
+
+Ultralytics trains its own copy of the model (rebuilt from the YAML, weights transferred)
+and keeps an EMA copy that it validates and saves. A per-batch hook therefore gets the
+model being trained, and whatever it zeroes (pruning masks) is zeroed in the EMA too.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsify.algorithms.pruning import PRUNABLE_TYPES
+from sparsify.context import RunContext
+from sparsify.models.yolo_model import require_ultralytics
+
+log = logging.getLogger("sparsify")
+
+BatchHook = Callable[[nn.Module], None]  # gets the live (DDP-unwrapped) model being trained
+
+
+@torch.no_grad()
+def copy_zeros(source: nn.Module, target: nn.Module) -> None:
+    """Zero `target`'s Conv/Linear weights wherever `source`'s same-named ones are exactly 0.
+
+    A float weight lands on exactly 0.0 by chance with negligible probability, so the zero
+    pattern of the live model is its pruning mask.
+    """
+    targets = dict(target.named_modules())
+    for name, module in source.named_modules():
+        other = targets.get(name)
+        if isinstance(module, PRUNABLE_TYPES) and isinstance(other, PRUNABLE_TYPES):
+            if other.weight.shape == module.weight.shape:
+                other.weight.masked_fill_(module.weight == 0, 0.0)
+
+
+def zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Keep-masks (True = weight stays) of every Conv/Linear layer, by module name."""
+    return {
+        name: (m.weight != 0).detach().clone()
+        for name, m in model.named_modules()
+        if isinstance(m, PRUNABLE_TYPES)
+    }
+
+
+def hold_masks(masks: dict[str, torch.Tensor]) -> BatchHook:
+    """A hook that re-applies fixed keep-masks (module name -> bool tensor) after each step."""
+
+    @torch.no_grad()
+    def apply(model: nn.Module) -> None:
+        modules = dict(model.named_modules())
+        for name, mask in masks.items():
+            weight = modules[name].weight
+            weight.mul_(mask.to(device=weight.device, dtype=weight.dtype))
+
+    return apply
+
+
+def add_callbacks(yolo: Any, on_batch_end: BatchHook) -> None:
+    """Call `on_batch_end(model)` after every batch of Ultralytics training, after the
+    optimizer step when there is one, with the model being trained (where pruning masks get
+    re-applied, a QAT schedule steps); then the EMA copy takes that model's zeros."""
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    def hook(trainer: Any) -> None:
+        model = unwrap_model(trainer.model)
+        on_batch_end(model)
+        if getattr(trainer, "ema", None) is not None:
+            copy_zeros(model, trainer.ema.ema)
+
+    yolo.add_callback("on_train_batch_end", hook)
+
+
+def stop_after(yolo: Any, max_steps: int) -> None:
+    """Stop Ultralytics training after `max_steps` batches; the epoch still validates/saves."""
+    seen = [0]
+
+    def count(trainer: Any) -> None:
+        seen[0] += 1
+        if seen[0] >= max_steps:
+            trainer.stop = True
+
+    yolo.add_callback("on_train_batch_end", count)
+
+
+@contextmanager
+def torch_state_kept() -> Iterator[None]:
+    """Undo what Ultralytics' trainer sets process-wide: on CPU it drops torch to
+    cpu_count - 1 threads, and `seed` turns on deterministic algorithms."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def run_training(
+    yolo: Any, ctx: RunContext, data_yaml: Path, project: Path, epochs: float | None = None
+) -> Any:
+    """One `yolo.train()` with the run's `experiment.train` settings; returns the trainer.
+
+    `nbs` equals the batch size: one optimizer step per batch, so a per-batch hook sees
+    every step and `weight_decay` applies as configured (Ultralytics scales it by batch/nbs).
+    """
+    train = ctx.cfg.experiment.train
+    if train.max_steps:
+        stop_after(yolo, int(train.max_steps))
+    epochs = max(1, math.ceil(float(train.epochs if epochs is None else epochs)))
+    batch = int(train.batch_size)
+    with torch_state_kept():
+        yolo.train(
+            data=str(data_yaml),
+            epochs=epochs,
+            imgsz=int(ctx.cfg.data.image_size),
+            batch=batch,
+            nbs=batch,
+            optimizer="AdamW",  # "auto" would ignore lr0 and pick its own learning rate
+            lr0=float(train.lr),
+            weight_decay=float(train.weight_decay),
+            device=str(ctx.cfg.device),
+            workers=int(ctx.cfg.data.num_workers),
+            plots=False,
+            val=True,
+            project=str(project),
+            name="train",
+            exist_ok=True,
+            amp=False,
+            seed=int(ctx.cfg.seed),
+            verbose=False,
+        )
+    return yolo.trainer
+
+
+def trainer_metrics(trainer: Any) -> dict[str, Any]:
+    """Ultralytics' validator's last box (and mask) mAPs, in percent, and the epoch count."""
+    results = getattr(getattr(trainer, "validator", None), "metrics", None)
+    results = getattr(results, "results_dict", {}) or {}
+    out: dict[str, Any] = {"epochs": int(trainer.epoch) + 1}
+    for suffix, prefix in (("B", ""), ("M", "mask_")):
+        for name in ("mAP50", "mAP50-95"):
+            value = results.get(f"metrics/{name}({suffix})")
+            if value is not None:
+                out[f"{prefix}{name.lower()}"] = round(100.0 * float(value), 4)
+    return out
+
+
+def last_model(trainer: Any) -> nn.Module:
+    """The model as trained up to the last step (the EMA weights Ultralytics validates and
+    saves), in fp32 eval mode: not best.pt, whose epoch may predate a pruning schedule's end."""
+    require_ultralytics()
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    source = trainer.ema.ema if getattr(trainer, "ema", None) is not None else trainer.model
+    model = copy.deepcopy(unwrap_model(source)).float().eval()
+    for p in model.parameters():
+        p.requires_grad_(True)  # the EMA copy has grads off; a caller may train it further
+    return model

@@ -1,0 +1,158 @@
+"""cv-detection and cv-segmentation one-shot through `sparsify.run`: a yolov8n(-seg) baseline
+trained by Ultralytics (cached), pruned, INT8-quantized, benchmarked by mAP and packaged.
+
+Models are random-init from Ultralytics' YAMLs, trained for two batches at 64 px, so the
+mAPs only show that both models were measured, not how good they are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import sparsify
+from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
+from sparsify.models.yolo_model import read_checkpoint
+from tests.fixtures.yolo import (  # noqa: F401 - ultralytics_offline is an autouse fixture
+    DETECT,
+    HAS_ULTRALYTICS,
+    SEGMENT,
+    make_yolo_dataset,
+    ultralytics_offline,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not HAS_ULTRALYTICS, reason="ultralytics not installed"),
+]
+
+YOLO_RUN = [
+    "data.image_size=64",
+    "data.batch_size=4",
+    "experiment.train.epochs=1",
+    "experiment.train.max_steps=2",
+    "experiment.train.batch_size=4",
+    "experiment.calibration_samples=4",
+    "benchmark.time_s=0.1",
+    "benchmark.warmup_s=0.02",
+    "benchmark.batch_sizes=[1,2]",
+]
+LEVEL_05 = 0.4 + (0.5 - 0.3) / 0.7 * 0.4  # one-shot optim level 0.5 -> 51.4 % sparsity
+ANCHORS = 64 + 16 + 4  # 64 px at strides 8, 16, 32
+
+
+def _run(use_case: str, data: Path, run_dir: Path, *overrides: str) -> sparsify.runner.RunResult:
+    return sparsify.run(
+        [f"use_case={use_case}", f"data.path={data}", *YOLO_RUN, *overrides], run_dir=run_dir
+    )
+
+
+def _check_run(result: sparsify.runner.RunResult, level_sparsity: float) -> dict:
+    """What every YOLO run must leave: deployment, measured sparsity, INT8, mAP of both."""
+    assert result.status == "done", result.error
+    deploy = result.deployment_dir
+    for name in ("model.onnx", "config.json", "labels.txt", "recipe.yaml", "metrics.json"):
+        assert (deploy / name).is_file(), name
+    measured = onnx_weight_sparsity(deploy / "model.onnx")["sparsity"]
+    assert abs(measured - level_sparsity) < 0.01, measured
+    graph = onnx.load(str(deploy / "model.onnx")).graph
+    assert any(n.op_type == "QuantizeLinear" for n in graph.node)
+    bench = json.loads((deploy / "benchmark.json").read_text())["engines"]["onnxruntime"]
+    assert bench["baseline"]["sparsity"] < 0.01
+    for model in ("baseline", "sparsified"):
+        accuracy = bench[model]["accuracy"]
+        assert accuracy["samples"] == result.outputs["validate"]["data"]["splits"]["val"]
+        assert 0 <= accuracy["map50-95"] <= accuracy["map50"] <= 100
+        assert [r["batch_size"] for r in bench[model]["benchmarks"]] == [1, 2]
+    # the DFL kernel (0..15) is neither pruned nor quantized: boxes decode exactly
+    pruned, _ = read_checkpoint(result.run_dir / "sparsify" / "model.pth")
+    dfl = next(m for n, m in pruned.named_modules() if n.endswith(".dfl.conv"))
+    assert torch.equal(dfl.weight.flatten(), torch.arange(16, dtype=torch.float32))
+    return json.loads((deploy / "config.json").read_text())
+
+
+def _onnx_outputs(path: Path, batch: int) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(0).random((batch, 3, 64, 64), dtype=np.float32)
+    return session.run(None, {"images": images})
+
+
+@pytest.fixture(scope="module")
+def detection(tmp_path_factory: pytest.TempPathFactory) -> sparsify.runner.RunResult:
+    base = tmp_path_factory.mktemp("yolo_e2e")
+    data = make_yolo_dataset(base / "data", task=DETECT)
+    return _run("cv-detection", data, base / "run", "optim_level=0.5")
+
+
+def test_detection_one_shot(detection: sparsify.runner.RunResult) -> None:
+    assert "a new yolov8n, prepared here" in detection.outputs["fetch"]["source"]
+    config = _check_run(detection, LEVEL_05)
+    assert config["task"] == "object-detection" and config["labels"] == ["box", "disc"]
+    assert config["inputs"] == [
+        {"name": "images", "shape": ["batch", 3, 64, 64], "dtype": "float32"}
+    ]
+    assert config["preprocessing"]["type"] == "letterbox"
+    assert config["postprocessing"]["type"] == "yolo_nms" and not config["postprocessing"]["masks"]
+    (out,) = _onnx_outputs(detection.deployment_dir / "model.onnx", batch=3)  # dynamic batch
+    assert out.shape == (3, 4 + 2, ANCHORS) and np.isfinite(out).all()
+    metrics = json.loads((detection.deployment_dir / "metrics.json").read_text())
+    assert metrics["metric"] == "map50-95" and "map50-95" in metrics["sparsified"]
+
+
+def test_detection_baseline_is_cached(detection: sparsify.runner.RunResult, tmp_path: Path) -> None:
+    data = Path(detection.outputs["validate"]["data_path"])
+    again = _run("cv-detection", data, tmp_path / "run", "stages=[validate,fetch]")
+    assert again.status == "done", again.error
+    assert "Using the cached dense baseline" in (tmp_path / "run" / "run.log").read_text()
+    fetched = detection.outputs["fetch"]["sha256"]
+    assert again.outputs["fetch"]["sha256"] == fetched
+
+
+def test_checkpoint_with_other_classes_is_fine_tuned(
+    detection: sparsify.runner.RunResult, tmp_path: Path
+) -> None:
+    checkpoint = detection.run_dir / "fetch" / "model.pt"
+    data = make_yolo_dataset(tmp_path / "data", task=DETECT, classes=("cat", "dog", "bird"), seed=3)
+    # optim level 0.2: INT8 only, no pruning
+    result = _run("cv-detection", data, tmp_path / "run", f"model={checkpoint}", "optim_level=0.2")
+    assert f"{checkpoint}, prepared here" in result.outputs["fetch"]["source"]
+    config = _check_run(result, 0.0)
+    assert config["labels"] == ["cat", "dog", "bird"]
+    (out,) = _onnx_outputs(result.deployment_dir / "model.onnx", batch=2)
+    assert out.shape == (2, 4 + 3, ANCHORS)
+
+
+def test_detection_checkpoint_for_segmentation_is_refused(
+    detection: sparsify.runner.RunResult, tmp_path: Path
+) -> None:
+    data = make_yolo_dataset(tmp_path / "data", task=SEGMENT)
+    checkpoint = detection.run_dir / "fetch" / "model.pt"
+    result = _run("cv-segmentation", data, tmp_path / "run", f"model={checkpoint}")
+    assert result.status == "failed"
+    assert "is a detect model, but cv-segmentation needs a segment model" in result.error
+    assert "yolov8n-seg" in result.error
+    assert not (tmp_path / "run" / "fetch").exists()
+
+
+def test_segmentation_one_shot(tmp_path: Path) -> None:
+    data = make_yolo_dataset(tmp_path / "data", task=SEGMENT)
+    result = _run("cv-segmentation", data, tmp_path / "run", "optim_level=0.5")
+    assert "a new yolov8n-seg, prepared here" in result.outputs["fetch"]["source"]
+    config = _check_run(result, LEVEL_05)
+    assert config["task"] == "instance-segmentation" and config["postprocessing"]["masks"]
+    assert [o["name"] for o in config["outputs"]] == ["output0", "output1"]
+    boxes, protos = _onnx_outputs(result.deployment_dir / "model.onnx", batch=2)
+    assert boxes.shape == (2, 4 + 2 + 32, ANCHORS) and protos.shape == (2, 32, 16, 16)
+    metrics = json.loads((result.deployment_dir / "metrics.json").read_text())
+    assert metrics["metric"] == "mask_map50-95"
+    for model in ("baseline", "sparsified"):
+        scores = metrics[model]
+        assert list(scores)[0] == "mask_map50-95"  # what the table reports
+        assert 0 <= scores["mask_map50-95"] <= scores["mask_map50"] <= 100
+    assert result.table[0]["metric"] == "mask_map50-95"
