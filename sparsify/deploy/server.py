@@ -6,8 +6,8 @@ content type 415. Inference runs in the worker thread pool, so requests are serv
 concurrently (ONNX Runtime's `run` is thread-safe; tokenization is serialized).
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: FastAPI reads the route annotations at run time,
+# and `Request` is imported inside create_app (FastAPI is an optional extra)
 import logging
 from typing import Any
 
@@ -26,7 +26,7 @@ MAX_BATCH = 64  # inputs per request
 def require_fastapi() -> Any:
     try:
         import fastapi
-        import multipart  # noqa: F401 - python-multipart, for image uploads
+        import python_multipart  # noqa: F401 - for image uploads
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise SparsifyError(
@@ -189,18 +189,19 @@ def create_app(
                 inputs, options = await from_json(await request.body())
             else:
                 return error(415, f"content type {kind!r}: send application/json or multipart")
-            count = len(inputs) if isinstance(inputs, list) else 1
-            if count > max_batch:
-                return error(413, f"{count} inputs in one request; the limit is {max_batch}")
-            results = await run_in_threadpool(pipeline, inputs, **options)
+            batch = inputs if isinstance(inputs, list) else [inputs]
+            if len(batch) > max_batch:
+                return error(413, f"{len(batch)} inputs in one request; the limit is {max_batch}")
+            if not batch:
+                return error(422, "inputs is an empty list")
+            results = await run_in_threadpool(pipeline, batch, **options)
         except ValidationError as exc:
             return error(422, _validation_detail(exc))
         except InputError as exc:
             return error(400, str(exc))
         except HTTPException as exc:  # e.g. a malformed multipart body
             return error(exc.status_code, exc.detail)
-        predictions = to_jsonable(results if isinstance(results, list) else [results])
-        return {"task": task, "predictions": predictions}
+        return {"task": task, "predictions": to_jsonable(results)}
 
     return app
 

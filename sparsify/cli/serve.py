@@ -1,0 +1,75 @@
+"""`sparsify serve DEPLOYMENT_DIR --port N`: a deployment folder over HTTP (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from sparsify.errors import SparsifyError
+
+log = logging.getLogger("sparsify")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    from sparsify.deploy.server import MAX_BATCH, MAX_BODY_MB
+
+    p = argparse.ArgumentParser(
+        prog="sparsify serve",
+        description="Serve a deployment folder over HTTP: POST /predict, GET /health, GET /info.",
+    )
+    p.add_argument("deployment_dir", type=Path, help="the deployment/ folder of a run")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--engine", default="onnxruntime", help="onnxruntime (default) or deepsparse")
+    p.add_argument("--threads", type=int, default=None, help="engine threads (default: all)")
+    p.add_argument(
+        "--max-body-mb",
+        type=_positive_float,
+        default=MAX_BODY_MB,
+        help=f"largest request body in MiB (default {MAX_BODY_MB:g})",
+    )
+    p.add_argument(
+        "--max-batch", type=int, default=MAX_BATCH, help=f"inputs per request (default {MAX_BATCH})"
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    from sparsify.deploy.server import create_app, require_fastapi
+
+    require_fastapi()  # before loading the model: a missing extra is the first thing to say
+    import uvicorn
+
+    from sparsify.deploy import Pipeline
+
+    if not args.deployment_dir.is_dir():
+        raise SparsifyError(f"{args.deployment_dir} is not a folder; give a run's deployment/")
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
+    pipeline = Pipeline(args.deployment_dir, engine=args.engine, num_threads=args.threads)
+    app = create_app(
+        pipeline, max_body_bytes=int(args.max_body_mb * 2**20), max_batch=args.max_batch
+    )
+    log.info(
+        "Serving %s (%s) on http://%s:%d", args.deployment_dir, pipeline.task, args.host, args.port
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
