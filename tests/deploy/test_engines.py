@@ -1,0 +1,83 @@
+"""Engine selection: ONNX Runtime here; DeepSparse delegated to sparsify.benchmark."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sparsify.deploy import Pipeline
+from sparsify.deploy.engines import SerializedEngine, load_engine
+from sparsify.errors import SparsifyError
+from sparsify.runner import RunResult
+
+
+def test_onnxruntime_aliases(classifier_run: RunResult) -> None:
+    model = classifier_run.deployment_dir / "model.onnx"
+    for name in ("onnxruntime", "ORT", "onnx_runtime"):
+        assert load_engine(name, model).name == "onnxruntime"
+
+
+def test_deepsparse_missing_module_is_a_clear_error(
+    classifier_run: RunResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "sparsify.benchmark.engines", None)
+    with pytest.raises(SparsifyError, match="engine 'deepsparse' is not available.*onnxruntime"):
+        Pipeline(classifier_run.deployment_dir, engine="deepsparse")
+
+
+def test_deepsparse_is_delegated_and_serialized(
+    classifier_run: RunResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever sparsify.benchmark opens for "deepsparse" runs the Pipeline, one call at a time."""
+    engines = pytest.importorskip("sparsify.benchmark.engines")
+    from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
+
+    opened: list[tuple[str, Path, Any]] = []
+    busy, overlaps = threading.Lock(), []
+
+    class Recording(OnnxRuntimeEngine):
+        name = "deepsparse"
+
+        def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            if not busy.acquire(blocking=False):
+                overlaps.append(1)
+                return super().run(feeds)
+            try:
+                time.sleep(0.01)
+                return super().run(feeds)
+            finally:
+                busy.release()
+
+    def fake_open(name: str, model_path: Path, cfg: Any) -> Recording:
+        opened.append((name, model_path, cfg))
+        return Recording(model_path)
+
+    monkeypatch.setattr(engines, "open_engine", fake_open)
+    pipe = Pipeline(classifier_run.deployment_dir, engine="deepsparse", num_threads=2)
+    assert isinstance(pipe.engine, SerializedEngine) and pipe.engine_name == "deepsparse"
+    ((name, path, cfg),) = opened
+    assert name == "deepsparse" and path == classifier_run.deployment_dir / "model.onnx"
+    assert cfg.num_threads == 2
+    image = np.zeros((16, 16, 3), np.uint8)
+    want = Pipeline(classifier_run.deployment_dir)(image)
+    threads = [threading.Thread(target=lambda: pipe([image] * 2)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == [] and pipe(image) == want
+
+
+def test_deepsparse_unavailable_says_how_to_get_it(
+    classifier_run: RunResult, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("sparsify.benchmark.engines")
+    monkeypatch.setenv("SPARSIFY_DEEPSPARSE_PYTHON", str(tmp_path / "no-python"))
+    with pytest.raises(SparsifyError, match="DeepSparse"):
+        Pipeline(classifier_run.deployment_dir, engine="deepsparse")
