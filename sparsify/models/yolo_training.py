@@ -52,14 +52,19 @@ def zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def hold_masks(masks: dict[str, torch.Tensor]) -> BatchHook:
-    """A hook that re-applies fixed keep-masks (module name -> bool tensor) after each step."""
+    """A hook that re-applies fixed keep-masks (module name -> bool tensor) after each step.
+
+    A layer whose shape changed (the class head re-initialized for other classes) is
+    skipped: it starts dense, nothing of the old mask applies to it.
+    """
 
     @torch.no_grad()
     def apply(model: nn.Module) -> None:
         modules = dict(model.named_modules())
         for name, mask in masks.items():
-            weight = modules[name].weight
-            weight.mul_(mask.to(device=weight.device, dtype=weight.dtype))
+            weight = getattr(modules.get(name), "weight", None)
+            if weight is not None and weight.shape == mask.shape:
+                weight.mul_(mask.to(device=weight.device, dtype=weight.dtype))
 
     return apply
 

@@ -329,3 +329,23 @@ def test_fine_tune_holds_masks_and_calls_the_hook(
         moved += int((weight[mask] != before[name][mask]).sum())
     assert moved > 0  # the optimizer did change the kept weights
     assert (tmp_path / "ft" / "ultralytics" / "train" / "weights" / "last.pt").is_file()
+
+
+@needs_ultralytics
+def test_fine_tune_checkpoint_for_other_classes_keeps_backbone_masks(
+    detect_run: dict[str, Any], tmp_path: Path
+) -> None:
+    model = FAMILY.load(detect_run["model"], detect_run["ctx"])
+    layers = select_layers(model, ignore=PRUNE_IGNORE)
+    apply_masks(layers, magnitude_masks(layers, 0.6))
+    pruned = tmp_path / "pruned.pt"
+    FAMILY.save(model, pruned, detect_run["ctx"])
+    root = make_yolo_dataset(tmp_path / "data", classes=("cat", "dog", "bird"))
+    ctx = make_ctx(root, DETECT, tmp_path / "run")
+    tuned = FAMILY.fine_tune(pruned, ctx, tmp_path / "ft", hold_sparsity=True)
+    assert tuned.names == {0: "cat", 1: "dog", 2: "bird"}
+    modules = dict(tuned.named_modules())
+    backbone = modules["model.2.cv1.conv"].weight
+    assert abs(float((backbone == 0).float().mean()) - 0.6) < 0.01  # mask held
+    head = modules["model.22.cv3.0.2"].weight  # the class conv, new shape: trained dense
+    assert head.shape[0] == 3 and float((head == 0).float().mean()) < 0.1
