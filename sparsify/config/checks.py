@@ -11,8 +11,8 @@ from sparsify.use_cases import known_use_cases
 
 # experiments this version runs end to end, per model family
 IMPLEMENTED = {
-    "image_classifier": {"one_shot", "training_aware"},
-    "transformers": {"one_shot", "training_aware"},
+    "image_classifier": {"one_shot", "training_aware", "sparse_transfer"},
+    "transformers": {"one_shot", "training_aware", "sparse_transfer"},
     "generic": {"one_shot"},
     "yolo": {"one_shot"},
 }

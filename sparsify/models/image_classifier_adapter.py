@@ -160,6 +160,16 @@ class ImageClassifierFamily:
         log.info("After sparse training: top-1 %.2f %% on val (torch)", metrics["top1"])
         return {**stats, **result, "torch_metrics": metrics}
 
+    def load_for_transfer(self, path: Path, ctx: RunContext) -> nn.Module:
+        """A (pre-sparsified) checkpoint with its classifier re-initialised for these classes
+        when it was trained on others."""
+        _, classes = _data(ctx)
+        arch = str(ctx.cfg.model.arch)
+        fits = head_fits(path, arch, classes)
+        if not fits:
+            log.info("%s: classifier re-initialised for %d classes", path, len(classes))
+        return load_model(path, arch, len(classes), new_head=not fits).eval()
+
     def load(self, path: Path, ctx: RunContext) -> nn.Module:
         _, classes = _data(ctx)
         return load_model(path, str(ctx.cfg.model.arch), len(classes)).eval()

@@ -256,6 +256,13 @@ class TransformersFamily:
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
 
+    def load_for_transfer(self, path: Path, ctx: RunContext) -> nn.Module:
+        """A (pre-sparsified) model with a new head when its labels differ from the data's."""
+        model, _, fresh = load_hf(path, _task(ctx), _labels(ctx) or None)
+        if fresh:
+            log.info("%s: %d head tensors initialised for these labels", path, len(fresh))
+        return model
+
     def load(self, path: Path, ctx: RunContext) -> nn.Module:
         return load_hf(path, _task(ctx))[0]
 

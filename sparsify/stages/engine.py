@@ -65,6 +65,13 @@ def _artifacts_present(run_dir: Path, record: dict[str, Any]) -> bool:
     return all((run_dir / a).exists() for a in record.get("outputs", {}).get("artifacts", []))
 
 
+def _apply_overrides(ctx: RunContext, outputs: dict[str, Any]) -> None:
+    """A stage may settle config values for the later ones (e.g. fetch: the zoo model's
+    architecture); they apply whether the stage ran now or earlier."""
+    for key, value in (outputs.get("config_overrides") or {}).items():
+        OmegaConf.update(ctx.cfg, key, value, merge=False)
+
+
 def run_pipeline(ctx: RunContext) -> Manifest:
     """Run the selected stages of `ctx.cfg.stages` in pipeline order."""
     manifest = Manifest(ctx.run_dir)
@@ -96,14 +103,17 @@ def run_pipeline(ctx: RunContext) -> Manifest:
                     "Using %s results made with different inputs than this config", name
                 )
             ctx.outputs[name] = record["outputs"]
+            _apply_overrides(ctx, record["outputs"])
             upstream = _chain(upstream, record["outputs"])
             continue
         if finished and not explicit and record["fingerprint"] == fingerprint:
             ctx.log.info("Stage %s: finished earlier with the same inputs, skipped", name)
             ctx.outputs[name] = record["outputs"]
+            _apply_overrides(ctx, record["outputs"])
             upstream = _chain(upstream, record["outputs"])
             continue
         _run_stage(ctx, manifest, stage, fingerprint)
+        _apply_overrides(ctx, ctx.outputs[name])
         upstream = _chain(upstream, ctx.outputs[name])
     return manifest
 

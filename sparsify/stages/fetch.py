@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from sparsify.algorithms.pruning import select_layers
 from sparsify.context import RunContext
 from sparsify.models import get_family
 from sparsify.stages.engine import path_fingerprint
@@ -53,35 +54,109 @@ def _baseline_key(ctx: RunContext, source: Path | None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _dense_baseline(
+    ctx: RunContext, family: Any, source: Path | None, target: Path
+) -> dict[str, Any]:
+    """A dense model fine-tuned once on the train split (from `source`, or from scratch),
+    cached under cache_dir/baselines, copied to `target`."""
+    name = f"{family.name}-{ctx.cfg.model.arch}-{_baseline_key(ctx, source)}"
+    cached = ctx.cache_dir / "baselines" / name / family.artifact_name
+    meta = cached.parent / "baseline.json"
+    info: dict[str, Any] = {}
+    if cached.exists() and meta.exists():
+        ctx.log.info("Using the cached dense baseline %s", cached)
+        info["baseline"] = json.loads(meta.read_text())
+    else:
+        if cached.parent.exists():  # an interrupted earlier attempt
+            shutil.rmtree(cached.parent)
+        cached.parent.mkdir(parents=True)
+        info["baseline"] = family.train_baseline(ctx, source, cached)
+        meta.write_text(json.dumps(info["baseline"], indent=2))
+    _copy(cached, target)
+    origin = str(source) if source else f"a new {ctx.cfg.model.arch}"
+    info["source"] = f"{origin}, prepared here as the dense baseline (cached at {cached})"
+    return info
+
+
+def _foundation(ctx: RunContext, family: Any, source: Path | None) -> tuple[Path, dict[str, Any]]:
+    """Sparse transfer's starting model: the user's `model=` or the zoo's pick for the level."""
+    if source is not None:
+        return source, {"name": str(source), "source": "model.path"}
+    from sparsify.zoo import resolve_foundation
+
+    derived = ctx.derived
+    found = resolve_foundation(
+        ctx.cfg, str(ctx.cfg.use_case.name), str(derived.tier), str(derived.variant)
+    )
+    entry = dict(found.entry)
+    arch = entry.get("arch")
+    if arch and str(arch) != str(ctx.cfg.model.arch):
+        ctx.log.info("Zoo model %s is a %s: model.arch set to it", entry.get("name"), arch)
+        OmegaConf.update(ctx.cfg, "model.arch", str(arch), merge=False)
+    ctx.log.info(
+        "Zoo: %s (tier %s, %s) from %s",
+        entry.get("name"),
+        derived.tier,
+        derived.variant,
+        found.path,
+    )
+    return found.path, {**entry, "sha256": found.sha256}
+
+
+def _measured_sparsity(model: Any) -> float:
+    layers = select_layers(model)
+    zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
+    total = sum(m.weight.numel() for m in layers.values())
+    return zeros / total if total else 0.0
+
+
 class FetchStage:
     name = "fetch"
-    config_keys = ("model", "use_case", "experiment", "data", "seed")
+    config_keys = ("model", "use_case", "experiment", "data", "seed", "optim_level")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         family = get_family(str(ctx.cfg.use_case.family))
         target = ctx.stage_dir(self.name) / family.artifact_name
         source = family.resolve_source(ctx)
         info: dict[str, Any] = {}
+        if str(ctx.cfg.experiment.name) == "sparse_transfer":
+            return self._transfer(ctx, family, source, target)
         if source is not None and not family.needs_baseline(ctx, source):
             ctx.log.info("Loading model <%s> from %s", ctx.cfg.model.arch, source)
             _copy(source, target)
             info["source"] = str(source)
         else:
-            name = f"{family.name}-{ctx.cfg.model.arch}-{_baseline_key(ctx, source)}"
-            cached = ctx.cache_dir / "baselines" / name / family.artifact_name
-            meta = cached.parent / "baseline.json"
-            if cached.exists() and meta.exists():
-                ctx.log.info("Using the cached dense baseline %s", cached)
-                info["baseline"] = json.loads(meta.read_text())
-            else:
-                if cached.parent.exists():  # an interrupted earlier attempt
-                    shutil.rmtree(cached.parent)
-                cached.parent.mkdir(parents=True)
-                info["baseline"] = family.train_baseline(ctx, source, cached)
-                meta.write_text(json.dumps(info["baseline"], indent=2))
-            _copy(cached, target)
-            origin = str(source) if source else f"a new {ctx.cfg.model.arch}"
-            info["source"] = f"{origin}, prepared here as the dense baseline (cached at {cached})"
+            info.update(_dense_baseline(ctx, family, source, target))
         info["sha256"] = sha256_path(target)
         info["artifacts"] = [ctx.rel(target)]
+        return info
+
+    def _transfer(
+        self, ctx: RunContext, family: Any, source: Path | None, target: Path
+    ) -> dict[str, Any]:
+        """The foundation model as it is (fetch/foundation*), and as the dense baseline to
+        measure against, the same foundation fine-tuned on the data without sparsity."""
+        path, entry = _foundation(ctx, family, source)
+        suffix = Path(family.artifact_name).suffix
+        foundation = target.with_name("foundation" + suffix)
+        _copy(path, foundation)
+        sparsity = _measured_sparsity(family.load_for_transfer(foundation, ctx))
+        ctx.log.info("Foundation model %s: %.2f %% sparse", path, 100 * sparsity)
+        if sparsity < 0.3 and str(ctx.derived.variant) != "dense":
+            ctx.log.warning(
+                "The foundation model is only %.1f %% sparse (measured): sparse transfer holds "
+                "its zeros fixed, so the result will be about as sparse; give a pruned model "
+                "(e.g. one built with experiment=training_aware and `sparsify zoo add`)",
+                100 * sparsity,
+            )
+        info = _dense_baseline(ctx, family, path, target)
+        info.update(
+            foundation=ctx.rel(foundation),
+            foundation_entry=entry,
+            foundation_sparsity=sparsity,
+            sha256=sha256_path(target),
+            foundation_sha256=sha256_path(foundation),
+            config_overrides={"model.arch": str(ctx.cfg.model.arch)},
+            artifacts=[ctx.rel(target), ctx.rel(foundation)],
+        )
         return info

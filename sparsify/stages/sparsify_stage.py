@@ -136,9 +136,12 @@ class SparsifyStage:
     def run(self, ctx: RunContext) -> dict[str, Any]:
         family = get_family(str(ctx.cfg.use_case.family))
         out = ctx.stage_dir(self.name)
-        model = family.load(ctx.artifact(ctx.outputs["fetch"]["artifacts"][0]), ctx)
+        fetched = ctx.outputs["fetch"]
+        model = family.load(ctx.artifact(fetched["artifacts"][0]), ctx)
         baseline_onnx = family.export(model, out / "baseline.onnx", ctx)
         ctx.log.info("Exported the dense baseline to %s", baseline_onnx)
+        if fetched.get("foundation"):  # sparse transfer starts from the sparse foundation
+            model = family.load_for_transfer(ctx.artifact(fetched["foundation"]), ctx)
 
         @cache
         def calibration() -> list[dict[str, np.ndarray]]:

@@ -1,0 +1,98 @@
+"""Sparse transfer from a user's pre-sparsified model: masks held, head re-initialised, QAT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import sparsify
+from sparsify.algorithms.pruning import select_layers
+from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
+from sparsify.models.image_classifier import load_model
+from tests.fixtures.images import make_image_folder
+
+
+@pytest.fixture(scope="module")
+def sparse_foundation(tiny_images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tinynet pruned to 80 % by a one-shot run (level 1.0) on the 3-class tiny images."""
+    from tests.conftest import TINY_RUN
+
+    run_dir = tmp_path_factory.mktemp("foundation") / "run"
+    result = sparsify.run(
+        [f"data.path={tiny_images}", "optim_level=1.0", *TINY_RUN], run_dir=run_dir
+    )
+    assert result.status == "done", result.error
+    return run_dir / "sparsify" / "model.pth"
+
+
+def _zeros(path: Path, classes: int) -> dict[str, torch.Tensor]:
+    model = load_model(path, "tinynet", classes, new_head=True)
+    return {n: m.weight == 0 for n, m in select_layers(model).items()}
+
+
+@pytest.mark.slow
+def test_same_classes_keep_the_foundation_sparsity(
+    sparse_foundation: Path, tiny_run: list[str]
+) -> None:
+    result = sparsify.run(
+        [*tiny_run, "experiment=sparse_transfer", f"model={sparse_foundation}", "optim_level=0.6"]
+    )
+    assert result.status == "done", result.error
+    fetched = result.outputs["fetch"]
+    assert abs(fetched["foundation_sparsity"] - 0.8) < 0.005
+    produced = result.outputs["sparsify"]
+    assert produced["qat"] is True
+    assert "masks held fixed" in [e["event"] for e in produced["events"]]
+    exported = onnx_weight_sparsity(result.deployment_dir / "model.onnx")["sparsity"]
+    assert abs(exported - fetched["foundation_sparsity"]) < 0.005  # within 0.5 points
+    # the dense baseline is the foundation fine-tuned without masks: no longer sparse
+    baseline = onnx_weight_sparsity(result.run_dir / produced["baseline_onnx"])["sparsity"]
+    assert baseline < 0.1
+    after = _zeros(result.run_dir / "sparsify" / "model.pth", 3)
+    assert all(torch.equal(after[n], z) for n, z in _zeros(sparse_foundation, 3).items())
+
+
+@pytest.mark.slow
+def test_new_classes_get_a_new_head_and_the_body_keeps_its_zeros(
+    sparse_foundation: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import TINY_RUN
+
+    data = tmp_path / "data"
+    make_image_folder(data, classes=("x", "y"), per_class=6, splits=("train",), seed=3)
+    make_image_folder(data, classes=("x", "y"), per_class=3, splits=("val",), seed=4)
+    result = sparsify.run(
+        [
+            f"data.path={data}",
+            f"working_dir={tmp_path / 'runs'}",
+            *TINY_RUN,
+            "experiment=sparse_transfer",
+            f"model={sparse_foundation}",
+            "optim_level=0.2",  # largest tier + INT8
+        ]
+    )
+    assert result.status == "done", result.error
+    before = _zeros(sparse_foundation, 3)
+    after = _zeros(result.run_dir / "sparsify" / "model.pth", 2)
+    head = [n for n in before if before[n].shape != after[n].shape]
+    assert len(head) == 1
+    assert all(torch.equal(after[n], before[n]) for n in before if n not in head)
+    assert result.outputs["sparsify"]["qat"] is True
+
+
+def test_a_dense_model_is_flagged(tiny_run: list[str], tiny_images: Path, tmp_path: Path) -> None:
+    from tests.conftest import TINY_RUN
+
+    dense = sparsify.run(
+        [f"data.path={tiny_images}", "optim_level=0.0", *TINY_RUN], run_dir=tmp_path / "d"
+    )
+    assert dense.status == "done"
+    model = tmp_path / "d" / "sparsify" / "model.pth"
+    result = sparsify.run(
+        [*tiny_run, "experiment=sparse_transfer", f"model={model}", "optim_level=0.5"]
+    )
+    assert result.status == "done", result.error
+    log = (result.run_dir / "run.log").read_text()
+    assert "only 0.0 % sparse" in log
