@@ -19,9 +19,11 @@ from omegaconf import DictConfig
 from sparsify.config.overrides import normalize_overrides
 from sparsify.config.schema import register_configs
 from sparsify.errors import SparsifyError
+from sparsify.report.resources import register_resolvers
 
 log = logging.getLogger("sparsify")
 register_configs()
+register_resolvers()  # launcher presets' ${sparsify_n_jobs:...}, also under --cfg
 
 
 def task(cfg: DictConfig) -> float | None:

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from sparsify.config.overrides import normalize_overrides
 from sparsify.config.schema import register_configs
 from sparsify.errors import SparsifyError
+from sparsify.report.resources import register_resolvers
 
 CONFIG_MODULE = "sparsify.conf"
 
@@ -19,6 +20,7 @@ def compose_config(overrides: list[str] | None = None, config_dir: str | None = 
     `config_dir` is a folder holding a full copy of conf/ (as `--config-dir` on the CLI).
     """
     register_configs()
+    register_resolvers()
     normalized = normalize_overrides(list(overrides or []))
     init = (
         initialize_config_dir(version_base="1.3", config_dir=config_dir)
