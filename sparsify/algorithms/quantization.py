@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -119,6 +120,27 @@ def summarize_quantized_graph(model: onnx.ModelProto, fmt: str = "qdq") -> dict[
     }
 
 
+def excluded_nodes(model: onnx.ModelProto, ignore: list[str] | None) -> list[str]:
+    """ONNX node names that an `ignore` list (module names, node names, `re:`) covers.
+
+    torch's exporter names nodes by module scope, e.g. `/classifier/classifier.1/Gemm`, so a
+    module name matches a node when it is one of the name's `/` segments.
+    """
+    names = [n.name for n in model.graph.node if n.name]
+    out = []
+    for name in names:
+        segments = name.split("/")
+        for pattern in ignore or []:
+            if pattern.startswith("re:"):
+                hit = re.search(pattern[3:], name) is not None
+            else:
+                hit = pattern == name or pattern in segments
+            if hit:
+                out.append(name)
+                break
+    return out
+
+
 def quantize_onnx_static(
     fp32_path: Path,
     out_path: Path,
@@ -129,8 +151,12 @@ def quantize_onnx_static(
     activation_type: str = "uint8",
     weight_type: str = "int8",
     op_types: list[str] | None = None,
+    ignore: list[str] | None = None,
 ) -> dict[str, Any]:
     """Quantize `fp32_path` to INT8 with MinMax calibration and write it to `out_path`.
+
+    `ignore` keeps layers FP32: torch module names (`classifier.1`: every node the exporter
+    scoped under it), ONNX node names, or `re:` patterns over node names.
 
     Returns a description of what was applied, suitable for the run's metrics/manifest.
     """
@@ -171,12 +197,16 @@ def quantize_onnx_static(
     try:
         with contextlib.chdir(scratch):
             source = _preprocess(fp32_path, pre)
+            excluded = excluded_nodes(onnx.load(str(source), load_external_data=False), ignore)
+            if ignore:
+                log.info("Kept FP32 (ignore %s): %d nodes", ignore, len(excluded))
             quantize_static(
                 str(source),
                 str(tmp),
                 _calibration_reader(calibration),
                 quant_format=quant_format,
                 op_types_to_quantize=op_types,
+                nodes_to_exclude=excluded,
                 per_channel=per_channel,
                 activation_type=qtype[act],
                 weight_type=qtype[wgt],
@@ -205,6 +235,7 @@ def quantize_onnx_static(
         "weight_type": wgt,
         "op_types": list(op_types) if op_types else None,
         "calibration_method": "minmax",
+        "ignored_nodes": excluded,
         "calibration_samples": len(calibration),
         "preprocessed": source == pre,
         **summary,

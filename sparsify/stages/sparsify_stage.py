@@ -51,7 +51,9 @@ def _prune(
     return prune_one_shot(model, modifier.name, modifier.kwargs, calibration, default_ignore)
 
 
-def _quantize(fp32: Path, final: Path, calibration: Any, ctx: RunContext) -> dict[str, Any]:
+def _quantize(
+    fp32: Path, final: Path, calibration: Any, ctx: RunContext, modifier: Modifier
+) -> dict[str, Any]:
     q = ctx.cfg.quantization
     return quantize_onnx_static(
         fp32,
@@ -62,6 +64,7 @@ def _quantize(fp32: Path, final: Path, calibration: Any, ctx: RunContext) -> dic
         activation_type=str(q.activation_type),
         weight_type=str(q.weight_type),
         op_types=list(q.ops),
+        ignore=list(modifier.kwargs.get("ignore") or []),
     )
 
 
@@ -177,7 +180,7 @@ class SparsifyStage:
         elif quantize:
             how = "of the QAT-trained weights" if result.get("qat") else "post-training"
             ctx.log.info("INT8 %s quantization (%s)", how, ctx.cfg.quantization.format)
-            result["quantization"] = _quantize(fp32, final, calibration, ctx)
+            result["quantization"] = _quantize(fp32, final, calibration, ctx, quant)  # type: ignore[arg-type]
             applied.append(quant)  # type: ignore[arg-type]
         else:
             shutil.copyfile(fp32, final)

@@ -166,3 +166,23 @@ def test_calibration_must_fit_the_model(fp32_model: Path, tmp_path: Path) -> Non
 def test_summary_counts_nothing_in_a_float_graph(fp32_model: Path) -> None:
     summary = quantization.summarize_quantized_graph(onnx.load(str(fp32_model)))
     assert summary == {"quantized_nodes": 0, "quantized_op_types": {}, "qdq_nodes": 0}
+
+
+def test_ignored_modules_stay_fp32(tmp_path: Path) -> None:
+    fp32 = _export(_tiny_pruned_cnn(), tmp_path / "fp32.onnx")
+    calibration = [{"input": s[None]} for s in _samples(8, 0)]
+    kept = quantize_onnx_static(
+        fp32, tmp_path / "all.onnx", calibration, fmt="qoperator", op_types=["Conv", "Gemm"]
+    )
+    ignored = quantize_onnx_static(
+        fp32,
+        tmp_path / "ignored.onnx",
+        calibration,
+        fmt="qoperator",
+        op_types=["Conv", "Gemm"],
+        ignore=["8", "re:^/0/"],  # the Linear by module name, the first Conv by node pattern
+    )
+    assert len(ignored["ignored_nodes"]) == 2
+    assert ignored["quantized_nodes"] == kept["quantized_nodes"] - 2
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "ignored.onnx")).graph.node]
+    assert "Gemm" in ops and "Conv" in ops and "QLinearConv" in ops
