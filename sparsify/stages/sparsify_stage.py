@@ -93,12 +93,16 @@ def _train(
         for p in teacher.parameters():
             p.requires_grad_(False)
 
-    def session_for(steps_per_epoch: int) -> RecipeSession:
+    def session_for(
+        steps_per_epoch: int, live: nn.Module | None = None, qat: bool = True
+    ) -> RecipeSession:
+        """The recipe session for a trainer; `live` is the model it really trains when the
+        trainer makes its own copy (Ultralytics), `qat=False` when it cannot train QAT."""
         return RecipeSession(
             recipe,
-            model,
+            live if live is not None else model,
             steps_per_epoch,
-            quantize=bool(ctx.derived.quantize),
+            quantize=bool(ctx.derived.quantize) and qat,
             default_ignore=ignore,
             max_steps=ctx.cfg.experiment.train.max_steps,
         )
