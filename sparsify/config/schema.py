@@ -116,6 +116,20 @@ class BenchmarkConfig:
 
 
 @dataclass
+class ZooConfig:
+    # the local zoo: models built here or added with `sparsify zoo add` (docs/zoo.md);
+    # null = <cache_dir>/zoo
+    dir: str | None = None
+    # true: only what is on disk (local zoo, Hugging Face cache); false: may download
+    # Hugging Face ids into the HF cache and SparseZoo stubs into the zoo dir
+    offline: bool = True
+    # a YAML catalog merged over the shipped conf/zoo_catalog.yaml (same format)
+    catalog: str | None = None
+    # when a tier holds several models, prefer this architecture (e.g. mobilenet_v2)
+    arch: str | None = None
+
+
+@dataclass
 class SparsifyConfig:
     use_case: UseCaseConfig = field(default_factory=UseCaseConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
@@ -124,6 +138,7 @@ class SparsifyConfig:
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
     # 0..1, or an integer 1..100 read as percent (as the original CLI did)
     optim_level: float = 0.5
     recipe: str | None = None  # a recipe YAML that overrides the experiment's

@@ -1,0 +1,240 @@
+"""The local zoo dir: one folder per model, `NAME/zoo.json` (its catalog entry) beside the
+checkpoint file or folder it names in `artifact`. Written by `sparsify zoo add` (from a
+finished run) and scripts/build_zoo.py; users may also put a folder there by hand."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from sparsify.errors import Problem, SparsifyError
+from sparsify.fileio import atomic_write_json
+from sparsify.zoo.catalog import TIERS, VARIANTS, entry_problems, family_error, use_case_family
+from sparsify.zoo.checksum import sha256_path
+
+log = logging.getLogger("sparsify")
+META = "zoo.json"
+
+
+class LocalZoo:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser()
+        self.problems: list[Problem] = []  # entries that were skipped, and why
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The valid entries, by name; broken ones are skipped and kept in `problems`."""
+        self.problems = []
+        found = []
+        for meta in sorted(self.root.glob(f"*/{META}")) if self.root.is_dir() else []:
+            where = str(meta)
+            try:
+                entry = json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                self.problems.append(
+                    Problem(where, "", f"is not readable JSON ({exc})", "fix or remove it")
+                )
+                continue
+            problems = entry_problems(entry, where)
+            if not problems and entry["name"] != meta.parent.name:
+                problems.append(
+                    Problem(
+                        f"{where}.name",
+                        entry["name"],
+                        f"differs from its folder name {meta.parent.name!r}",
+                        "rename the folder or the entry so they match",
+                    )
+                )
+            if not problems and not (meta.parent / entry.get("artifact", "")).exists():
+                problems.append(
+                    Problem(
+                        f"{where}.artifact",
+                        entry.get("artifact"),
+                        "names no file or folder beside zoo.json",
+                        "put the checkpoint there, or `sparsify zoo remove` the entry",
+                    )
+                )
+            if problems:
+                self.problems.extend(problems)
+                for problem in problems:
+                    log.warning("Skipping a broken local zoo entry: %s", problem)
+                continue
+            found.append(entry)
+        return found
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+    def path_of(self, entry: dict[str, Any]) -> Path:
+        return self.root / entry["name"] / entry["artifact"]
+
+    def has(self, name: str) -> bool:
+        return (self.folder(name) / META).is_file()
+
+    def add(self, entry: dict[str, Any], source: Path, force: bool = False) -> dict[str, Any]:
+        """Copy `source` in as `entry` (artifact name = the source's name), verified by sha256."""
+        name = entry["name"]
+        if self.has(name) and not force:
+            raise SparsifyError(
+                f"the local zoo already holds {name!r} ({self.folder(name)}); pick another "
+                "--name, or replace it with --force"
+            )
+        expected = sha256_path(source)
+        entry = {**entry, "artifact": source.name, "sha256": expected}
+        problems = entry_problems(entry, "the new zoo entry")
+        if problems:
+            raise SparsifyError("; ".join(str(p) for p in problems))
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
+        try:
+            target = staging / source.name
+            if source.is_dir():
+                shutil.copytree(source, target)
+            else:
+                shutil.copyfile(source, target)
+            copied = sha256_path(target)
+            if copied != expected:
+                raise SparsifyError(
+                    f"the copy of {source} in the zoo has sha256 {copied}, not {expected}; "
+                    "the disk may be full or the file changed while copying: try again"
+                )
+            atomic_write_json(staging / META, entry)
+            if self.folder(name).exists():
+                shutil.rmtree(self.folder(name))
+            staging.rename(self.folder(name))
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        log.info("Added %s to the local zoo (%s, sha256 %s)", name, self.folder(name), expected)
+        return entry
+
+    def remove(self, name: str) -> Path:
+        folder = self.folder(name)
+        if not self.has(name):
+            raise SparsifyError(
+                f"{name!r} is not in the local zoo {self.root}; `sparsify zoo list` shows "
+                "what is there (entries of the shipped catalog cannot be removed)"
+            )
+        shutil.rmtree(folder)
+        return folder
+
+
+def _run_outputs(run_dir: Path) -> tuple[dict[str, Any], Any]:
+    """(manifest stages, resolved config) of a finished run, or a SparsifyError saying why not."""
+    manifest, config = run_dir / "manifest.json", run_dir / "config.yaml"
+    if not manifest.is_file() or not config.is_file():
+        raise SparsifyError(
+            f"{run_dir} is not a run directory (no manifest.json / config.yaml); give the "
+            "directory a `sparsify ...` run printed as 'Run directory:'"
+        )
+    stages = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {})
+    missing = [
+        s for s in ("validate", "fetch", "sparsify") if stages.get(s, {}).get("status") != "done"
+    ]
+    if missing:
+        raise SparsifyError(
+            f"{run_dir}: stage(s) {', '.join(missing)} did not finish; finish the run first "
+            f"(sparsify run_dir={run_dir} ...)"
+        )
+    return stages, OmegaConf.load(config)
+
+
+def _metric(run_dir: Path, key: str) -> dict[str, Any] | None:
+    path = run_dir / "benchmark" / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    name = metrics.get("metric")
+    value = (metrics.get(key) or {}).get(name) if name else None
+    return {"name": str(name), "value": value} if name else None
+
+
+def add_run(
+    run_dir: Path,
+    name: str,
+    tier: str,
+    zoo_dir: Path,
+    variant: str | None = None,
+    use_case: str | None = None,
+    force: bool = False,
+    description: str | None = None,
+) -> dict[str, Any]:
+    """Register a finished run's torch model in the local zoo; returns its entry.
+
+    pruned / pruned_int8 take the pruned checkpoint (sparsify/model.pth); dense takes the
+    dense model the run started from (fetch/); int8 takes the run's own checkpoint when it
+    only quantized, else the dense one.
+    """
+    from sparsify.models import get_family
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    stages, cfg = _run_outputs(run_dir)
+    if tier not in TIERS:
+        raise SparsifyError(f"--tier {tier!r}: use one of {', '.join(TIERS)}")
+    produced = stages["sparsify"]["outputs"]
+    sparsity = float(produced.get("sparsity", 0.0))
+    variant = variant or ("pruned_int8" if sparsity > 0 else "dense")
+    if variant not in VARIANTS:
+        raise SparsifyError(f"--variant {variant!r}: use one of {', '.join(VARIANTS)}")
+    run_use_case = str(cfg.use_case.name)
+    family = str(cfg.use_case.family)
+    use_case = use_case or run_use_case
+    entry_stub = {"name": name, "family": family}
+    if use_case != run_use_case and use_case_family(use_case) != family:
+        raise family_error(entry_stub, use_case)
+    artifact_name = get_family(family).artifact_name
+    quantized = "quantization" in produced
+    if variant.startswith("pruned"):
+        if sparsity <= 0:
+            raise SparsifyError(
+                f"{run_dir} pruned nothing (sparsity 0); register it with --variant dense or "
+                "int8, or add a run with optim_level >= 0.3"
+            )
+        rel = next((a for a in produced["artifacts"] if Path(a).name == "model.pth"), None)
+        key = "sparsified"
+    elif variant == "int8" and quantized and sparsity == 0:
+        rel = next((a for a in produced["artifacts"] if Path(a).name == "model.pth"), None)
+        key = "sparsified"
+    else:
+        rel = next(
+            (a for a in stages["fetch"]["outputs"]["artifacts"] if Path(a).name == artifact_name),
+            None,
+        )
+        sparsity, key = 0.0, "baseline"
+    source = run_dir / rel if rel else None
+    if source is None or not source.exists():
+        raise SparsifyError(
+            f"{run_dir}: the {variant} checkpoint ({rel or artifact_name}) is missing; "
+            "re-run the run's fetch and sparsify stages"
+        )
+    data = stages["validate"]["outputs"]
+    dataset = str(cfg.data.get("demo") or data.get("data_path") or cfg.data.path)
+    entry: dict[str, Any] = {
+        "name": name,
+        "use_cases": [use_case],
+        "family": family,
+        "arch": str(cfg.model.arch),
+        "tier": tier,
+        "variant": variant,
+        "sparsity": round(sparsity, 6),
+        "quantization": "int8" if variant in ("int8", "pruned_int8") else "none",
+        "dataset": dataset,
+        "metric": _metric(run_dir, key),
+        "source": {"local": {"run": str(run_dir)}},
+        "added": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run": {
+            "experiment": str(cfg.experiment.name),
+            "optim_level": float(cfg.optim_level),
+            "checkpoint": str(rel),
+            "run_quantization": produced.get("quantization"),
+        },
+    }
+    if description:
+        entry["description"] = description
+    return LocalZoo(zoo_dir).add(entry, source, force=force)
