@@ -147,3 +147,16 @@ def test_yolo_deployment_outputs_and_options(
     assert pipe(image, conf_threshold=1.0) == []
     with pytest.raises(InputError, match="conf_threshold must be a number from 0 to 1"):
         pipe(image, conf_threshold=1.5)
+
+
+def test_any_decoder_failure_is_an_input_error(
+    classifier_run: RunResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Openers registered by other libraries (Ultralytics adds HEIF) fail in their own ways."""
+
+    def broken_open(*args: object, **kwargs: object) -> Image.Image:
+        raise ModuleNotFoundError("No module named 'pi_heif'")
+
+    monkeypatch.setattr(Image, "open", broken_open)
+    with pytest.raises(InputError, match="cannot decode the image: ModuleNotFoundError"):
+        Pipeline(classifier_run.deployment_dir)(b"\x00\x01 not an image")
