@@ -33,6 +33,11 @@ def test_add_list_show_remove(finished_run: Path, tmp_path: Path) -> None:
     assert "added tiny-run (medium pruned_int8, 80% sparse)" in out.stdout
     assert (cache / "zoo" / "tiny-run" / "model.pth").is_file()
 
+    out = zoo(
+        "add", str(finished_run), "--name", "bert-base-uncased", "--tier", "medium", cache=cache
+    )
+    assert out.returncode == 2 and "Pick another --name, or --force" in out.stderr
+
     out = zoo("list", "--use-case", "ic", cache=cache)
     here = out.stdout.split("In the catalog")[0]
     assert "tiny-run" in here and "medium" in here and "80%" in here and "local:" in here

@@ -139,7 +139,6 @@ def test_hub_ids_come_from_the_local_hf_cache_only(
     model = resolve_foundation(zoo_cfg, "sentiment", "medium", "pruned_int8")
     assert model.path == snapshot and model.origin == "hf"
     assert model.sha256 == sha256_path(snapshot)
-    zoo_cfg.zoo.arch = None
     with pytest.raises(SparsifyError) as err:
         resolve_model(zoo_cfg, "hf-missing")
     text = str(err.value)
