@@ -84,14 +84,18 @@ def top1(model: nn.Module, val: DataLoader) -> float:
     return evaluate_classifier(model, val)["top1"]
 
 
+# as the image-classifier family prunes: depthwise convolutions stay dense
+IGNORE = ["__DEPTHWISE__"]
+
+
 def magnitude(model: nn.Module, sparsity: float, mask_type: str, _: Batches) -> nn.Module:
-    layers = select_layers(model)
+    layers = select_layers(model, ignore=IGNORE)
     apply_masks(layers, magnitude_layer_masks(layers, sparsity, mask_type))
     return model
 
 
 def sparsegpt(model: nn.Module, sparsity: float, mask_type: str, batches: Batches) -> nn.Module:
-    sparsegpt_prune_model(model, select_layers(model), batches, sparsity, mask_type)
+    sparsegpt_prune_model(model, select_layers(model, ignore=IGNORE), batches, sparsity, mask_type)
     return model
 
 
@@ -136,7 +140,7 @@ def main() -> None:
     print(
         f"{origin} on digits {args.image_size}x{args.image_size} "
         f"({len(train)} train / {len(val.dataset)} val, {time.perf_counter() - start:.0f} s to "
-        f"get it); {len(select_layers(model))} prunable layers; {args.mask_type} masks; "
+        f"get it); {len(select_layers(model, ignore=IGNORE))} pruned layers (depthwise kept dense); {args.mask_type} masks; "
         f"{len(calibration)} calibration samples; torch threads {torch.get_num_threads()}"
     )
 
@@ -157,7 +161,7 @@ def main() -> None:
             start = time.perf_counter()
             prune(pruned, sparsity, args.mask_type, batches)
             row[f"{name} s"] = time.perf_counter() - start
-            row["sparsity"] = overall_sparsity(select_layers(pruned))
+            row["sparsity"] = overall_sparsity(select_layers(pruned, ignore=IGNORE))
             row[name] = top1(pruned, val)
             recalibrate_batchnorm(pruned, batches)
             row[f"{name}+BN"] = top1(pruned.eval(), val)

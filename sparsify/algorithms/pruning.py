@@ -14,16 +14,31 @@ ALL_PRUNABLE = "__ALL_PRUNABLE__"
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
+DEPTHWISE = "__DEPTHWISE__"
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A convolution with one filter group per input channel (MobileNet-style)."""
+    groups = getattr(module, "groups", 1)
+    return groups > 1 and groups == getattr(module, "in_channels", 0)
+
+
 def select_layers(
     model: nn.Module, targets: str | list[str] = ALL_PRUNABLE, ignore: list[str] | None = None
 ) -> dict[str, nn.Module]:
-    """Prunable layers by name: `__ALL_PRUNABLE__`, exact names, or `re:` patterns."""
+    """Prunable layers by name: `__ALL_PRUNABLE__`, exact names, or `re:` patterns.
+
+    `__DEPTHWISE__` (in `ignore`, usually) stands for every depthwise convolution: with a few
+    weights per channel they carry little compute, and pruning them costs much accuracy.
+    """
     patterns = [targets] if isinstance(targets, str) else list(targets)
     ignore = list(ignore or [])
 
-    def matches(name: str, pats: list[str]) -> bool:
+    def matches(name: str, module: nn.Module, pats: list[str]) -> bool:
         for pat in pats:
             if pat == ALL_PRUNABLE or pat == name:
+                return True
+            if pat == DEPTHWISE and is_depthwise(module):
                 return True
             if pat.startswith("re:") and re.fullmatch(pat[3:], name):
                 return True
@@ -33,8 +48,8 @@ def select_layers(
         name: module
         for name, module in model.named_modules()
         if isinstance(module, PRUNABLE_TYPES)
-        and matches(name, patterns)
-        and not matches(name, ignore)
+        and matches(name, module, patterns)
+        and not matches(name, module, ignore)
     }
 
 

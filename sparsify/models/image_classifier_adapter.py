@@ -57,6 +57,10 @@ def _loader(ctx: RunContext, split: str, train: bool) -> DataLoader:
 class ImageClassifierFamily:
     name = "image_classifier"
     artifact_name = "model.pth"
+    # depthwise convolutions stay dense: measured on ImageNet MobileNetV2 fine-tuned on digits,
+    # pruning them too at 50 % drops top-1 from 98.6 to 10 % (95 % with BatchNorm
+    # re-estimation) where sparing them keeps 95.0 % (SparseGPT: 96.7 %)
+    prune_ignore = ["__DEPTHWISE__"]
 
     def arch_problems(self, arch: str) -> list[Problem]:
         archs = available_archs()

@@ -29,7 +29,7 @@ _TARGETS = {
 _IGNORE = {
     "type": "array",
     "items": {"type": "string"},
-    "description": "a list of layer names or 're:<regex>' patterns to leave alone",
+    "description": "a list of layer names, 're:<regex>' patterns or __DEPTHWISE__ to leave alone",
 }
 _SPARSITY = {
     "type": "number",

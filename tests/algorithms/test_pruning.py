@@ -81,3 +81,13 @@ def test_batched_inputs_keeps_ragged_samples_apart() -> None:
     feeds = [{"ids": np.zeros((1, n), np.int64)} for n in (5, 6, 5)]
     batches = batched_inputs(feeds, batch_size=3)
     assert [b[0].shape for b in batches] == [(1, 5), (1, 6), (1, 5)]
+
+
+def test_depthwise_token_selects_depthwise_convolutions() -> None:
+    from sparsify.algorithms.pruning import DEPTHWISE, select_layers
+
+    model = nn.Sequential(
+        nn.Conv2d(4, 8, 1), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 3, groups=2)
+    )
+    assert list(select_layers(model, ignore=[DEPTHWISE])) == ["0", "2"]
+    assert list(select_layers(model, targets=[DEPTHWISE])) == ["1"]
