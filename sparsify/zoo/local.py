@@ -32,7 +32,9 @@ class LocalZoo:
         """The valid entries, by name; broken ones are skipped and kept in `problems`."""
         self.problems = []
         found = []
-        for meta in sorted(self.root.glob(f"*/{META}")) if self.root.is_dir() else []:
+        metas = sorted(self.root.glob(f"*/{META}")) if self.root.is_dir() else []
+        # `.NAME.xxxx` folders are copies in progress; `_sparsezoo` holds downloads
+        for meta in [m for m in metas if not m.parent.name.startswith((".", "_"))]:
             where = str(meta)
             try:
                 entry = json.loads(meta.read_text(encoding="utf-8"))

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+import sparsify
 from sparsify.errors import SparsifyError
 from sparsify.stages.fetch import sha256_path as fetch_sha
 from sparsify.zoo import LocalZoo, add_run, load_catalog, sha256_path
 from sparsify.zoo.checksum import sha256_path as zoo_sha
+from tests.conftest import TINY_RUN
 
 
 def test_add_records_the_runs_metadata_and_checksum(finished_run: Path, tmp_path: Path) -> None:
@@ -84,12 +86,14 @@ def test_broken_local_entries_are_skipped_with_the_reason(
     meta = json.loads((tmp_path / "nofile" / "zoo.json").read_text())
     (tmp_path / "nofile" / "zoo.json").write_text(json.dumps({**meta, "name": "nofile"}))
     (tmp_path / "nofile" / "model.pth").unlink()
+    shutil.copytree(tmp_path / "good", tmp_path / ".good.in-progress")
     zoo = LocalZoo(tmp_path)
     assert [e["name"] for e in zoo.entries()] == ["good"]
     text = "\n".join(str(p) for p in zoo.problems)
     assert "not readable JSON" in text
     assert "differs from its folder name 'renamed'" in text
     assert "names no file or folder" in text
+    assert "in-progress" not in text
 
 
 def test_remove(finished_run: Path, tmp_path: Path) -> None:
@@ -99,3 +103,21 @@ def test_remove(finished_run: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "gone").exists() and zoo.entries() == []
     with pytest.raises(SparsifyError, match="not in the local zoo"):
         zoo.remove("gone")
+
+
+def test_an_int8_only_run(tiny_images: Path, tmp_path: Path) -> None:
+    result = sparsify.run(
+        [
+            f"data.path={tiny_images}",
+            f"working_dir={tmp_path / 'runs'}",
+            "optim_level=0.2",
+            *TINY_RUN,
+        ]
+    )
+    assert result.status == "done", result.error
+    entry = add_run(result.run_dir, "tiny-int8", "largest", tmp_path / "zoo")
+    assert entry["variant"] == "dense"  # nothing was pruned
+    entry = add_run(result.run_dir, "tiny-int8", "largest", tmp_path / "zoo", "int8", force=True)
+    assert entry["run"]["checkpoint"] == "sparsify/model.pth" and entry["quantization"] == "int8"
+    with pytest.raises(SparsifyError, match="pruned nothing.*--variant dense"):
+        add_run(result.run_dir, "tiny-x", "medium", tmp_path / "zoo", "pruned_int8")
