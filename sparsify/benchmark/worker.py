@@ -92,7 +92,10 @@ class DeepSparseModel:
         import onnx
 
         self.path = _deepsparse_compatible(model, workdir)
-        self.cleanup = self.path if self.path.parent == model.parent else None
+        # only a copy written beside the model is ours to delete (the workdir goes anyway)
+        self.cleanup = (
+            self.path if self.path != model and self.path.parent == model.parent else None
+        )
         self.num_cores = int(num_threads) if num_threads else None
         self.version = deepsparse.__version__
         graph = onnx.load(str(self.path), load_external_data=False).graph

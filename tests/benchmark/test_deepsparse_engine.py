@@ -81,3 +81,16 @@ def test_missing_interpreter_names_the_make_target(tmp_path: Path, monkeypatch) 
     monkeypatch.setenv("SPARSIFY_DEEPSPARSE_PYTHON", str(tmp_path / "env-python"))
     with pytest.raises(EngineFailure, match="SPARSIFY_DEEPSPARSE_PYTHON"):
         resolve_python(None)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "qoperator"])
+def test_models_are_left_as_they_were(
+    cnn_models: dict, deepsparse_python: Path, variant: str
+) -> None:
+    """The worker loads a cleaned copy when the ONNX needs one, and never touches the original."""
+    path = cnn_models[variant]
+    before = path.read_bytes()
+    with SubprocessEngine("deepsparse", path, python=deepsparse_python) as engine:
+        engine.run({"input": np.zeros((1, 3, 16, 16), np.float32)})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
