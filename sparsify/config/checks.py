@@ -14,7 +14,7 @@ IMPLEMENTED = {
     "image_classifier": {"one_shot", "training_aware", "sparse_transfer"},
     "transformers": {"one_shot", "training_aware", "sparse_transfer"},
     "generic": {"one_shot"},
-    "yolo": {"one_shot"},
+    "yolo": {"one_shot", "training_aware"},
 }
 
 

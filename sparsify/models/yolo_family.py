@@ -204,6 +204,48 @@ class YoloFamily:
         log.info("Fine-tuned on val (Ultralytics' validator): %s", trainer_metrics(trainer))
         return last_model(trainer)
 
+    def train_sparse(
+        self, model: nn.Module, ctx: RunContext, session_for: Any, teacher: nn.Module | None
+    ) -> dict[str, Any]:
+        """Training-aware pruning through `fine_tune`: the recipe session runs in the
+        per-batch hook on Ultralytics' live model (mask updates and re-application);
+        Ultralytics keeps its own learning-rate schedule. No QAT here (INT8 comes from
+        calibrated quantization of the trained weights) and no distillation."""
+        import math
+
+        from sparsify.models.yolo_training import copy_zeros
+
+        if teacher is not None:
+            log.warning(
+                "DistillationModifier: Ultralytics' trainer has no distillation hook; "
+                "the YOLO model is fine-tuned on its labels only"
+            )
+        batch = int(ctx.cfg.experiment.train.batch_size)
+        steps_per_epoch = max(1, math.ceil(int(_summary(ctx)["splits"]["train"]) / batch))
+        state: dict[str, Any] = {"step": 0}
+
+        def hook(live: nn.Module) -> None:
+            if "session" not in state:
+                state["session"] = session_for(steps_per_epoch, live=live, qat=False)
+                state["live"] = live
+            session = state["session"]
+            session.before_step(state["step"])
+            session.after_step(state["step"])
+            state["step"] += 1
+
+        recipe_epochs = session_for(steps_per_epoch, qat=False).epochs
+        out_dir = ctx.stage_dir("sparsify") / "ultralytics"
+        try:
+            trained = self.fine_tune(model, ctx, out_dir, on_batch_end=hook, epochs=recipe_epochs)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        if "session" not in state:
+            raise SparsifyError("Ultralytics trained no batch; check the train split")
+        report = state["session"].finish()  # a capped run reaches its final sparsity here
+        copy_zeros(state["live"], trained)
+        model.load_state_dict(trained.state_dict())
+        return {**report, "steps": state["step"]}
+
     def load(self, path: Path, ctx: RunContext) -> nn.Module:
         return read_checkpoint(Path(path))[0].float().eval()
 

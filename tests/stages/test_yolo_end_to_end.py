@@ -156,3 +156,25 @@ def test_segmentation_one_shot(tmp_path: Path) -> None:
         assert list(scores)[0] == "mask_map50-95"  # what the table reports
         assert 0 <= scores["mask_map50-95"] <= scores["mask_map50"] <= 100
     assert result.table[0]["metric"] == "mask_map50-95"
+
+
+def test_detection_training_aware(detection: sparsify.runner.RunResult, tmp_path: Path) -> None:
+    """GMP through Ultralytics' trainer (the session in its per-batch hook), then INT8 PTQ."""
+    data = Path(detection.outputs["validate"]["data_path"])
+    checkpoint = detection.run_dir / "fetch" / "model.pt"
+    result = _run(
+        "cv-detection",
+        data,
+        tmp_path / "run",
+        "experiment=training_aware",
+        f"model={checkpoint}",
+        "optim_level=0.5",
+        "experiment.train.epochs=2",  # 2 epochs x 2 batches, capped at 3 steps
+        "experiment.train.max_steps=3",
+    )
+    # training-aware level 0.5 -> 60 + (0.5 - 0.3) / 0.7 * 35 = 70 % sparsity
+    _check_run(result, 0.7)
+    produced = result.outputs["sparsify"]
+    assert produced["qat"] is False and produced["steps"] == 3
+    assert "masks updated" in [e["event"] for e in produced["events"]]
+    assert not (result.run_dir / "sparsify" / "ultralytics").exists()
