@@ -18,6 +18,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sparsify.cli import report as report_cli
+from sparsify.cli import serve as serve_cli
+from sparsify.cli import zoo as zoo_cli
 from sparsify.cli.main import SUBCOMMANDS
 from sparsify.cli.seed import build_parser, to_overrides
 from sparsify.config import compose_config
@@ -95,9 +97,12 @@ def test_documented_command(doc: Path, index: int, command: str) -> None:
     elif program == "sparsify.run":
         compose_config(to_overrides(build_parser().parse_intermixed_args(argv[1:])))
     elif program == "sparsify" and len(argv) > 1 and argv[1] in SUBCOMMANDS:
-        if argv[1] != "report":
-            pytest.skip(f"`sparsify {argv[1]}` has no argument check here yet")
-        report_cli.build_parser().parse_args(argv[2:])
+        parsers = {
+            "report": report_cli.build_parser,
+            "serve": serve_cli.parser,
+            "zoo": zoo_cli.build_parser,
+        }
+        parsers[argv[1]]().parse_args(argv[2:])
     elif program == "sparsify":
         check_sparsify(argv[1:])
     else:
