@@ -96,3 +96,25 @@ def test_a_dense_model_is_flagged(tiny_run: list[str], tiny_images: Path, tmp_pa
     assert result.status == "done", result.error
     log = (result.run_dir / "run.log").read_text()
     assert "only 0.0 % sparse" in log
+
+
+@pytest.mark.slow
+def test_the_zoo_supplies_the_foundation_by_optim_level(
+    sparse_foundation: Path, tiny_run: list[str], tmp_path: Path
+) -> None:
+    from sparsify.zoo import add_run
+
+    zoo = tmp_path / "zoo"
+    add_run(sparse_foundation.parents[1], "tiny-sparse", "largest", zoo, variant="pruned_int8")
+    overrides = [*tiny_run, "experiment=sparse_transfer", f"zoo.dir={zoo}"]
+    result = sparsify.run([*overrides, "optim_level=0.4"])  # largest tier, pruned + INT8
+    assert result.status == "done", result.error
+    fetched = result.outputs["fetch"]
+    assert fetched["foundation_entry"]["name"] == "tiny-sparse"
+    assert fetched["foundation_sha256"] == fetched["foundation_entry"]["sha256"]
+    exported = onnx_weight_sparsity(result.deployment_dir / "model.onnx")["sparsity"]
+    assert abs(exported - fetched["foundation_sparsity"]) < 0.005
+    # level 0.9 asks for the smallest tier, which this zoo does not have: a clear error
+    missing = sparsify.run([*overrides, "optim_level=0.9"])
+    assert missing.status == "failed"
+    assert "smallest" in missing.error and "zoo add" in missing.error
