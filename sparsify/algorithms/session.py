@@ -70,7 +70,10 @@ class RecipeSession:
         quantize: bool = True,
         default_ignore: list[str] | None = None,
         max_steps: int | None = None,
+        per_channel: bool | None = None,
     ) -> None:
+        """`per_channel` overrides the recipe's QAT weight strategy: QAT should train for the
+        INT8 format that will be deployed."""
         if steps_per_epoch < 1:
             raise SparsifyError("training needs at least one batch per epoch; add training data")
         self.recipe = recipe
@@ -92,6 +95,7 @@ class RecipeSession:
         ]
         quant = recipe.quantization()
         self.quant = quant if quant and quant.kwargs.get("enabled", True) and quantize else None
+        self.per_channel = per_channel
         self.qat_started = self.observers_frozen = self.bn_frozen = False
         self.distill = recipe.distillation()
         self.lr_modifier = recipe.learning_rate()
@@ -247,6 +251,13 @@ class RecipeSession:
         if not self.qat_started and epoch >= start - 1e-9:
             scheme = kw.get("scheme") or {}
             per_channel = (scheme.get("weights") or {}).get("strategy", "channel") == "channel"
+            if self.per_channel is not None and self.per_channel != per_channel:
+                log.info(
+                    "QAT weights %s, as the deployed INT8 format (the recipe says %s)",
+                    "per channel" if self.per_channel else "per tensor",
+                    "per channel" if per_channel else "per tensor",
+                )
+                per_channel = self.per_channel
             wrapped = prepare_qat(self.model, list(kw.get("ignore") or []), per_channel)
             self.qat_started = True
             self._event(epoch, "QAT started", layers=len(wrapped))

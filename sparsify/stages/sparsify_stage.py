@@ -105,6 +105,10 @@ def _train(
             quantize=bool(ctx.derived.quantize) and qat,
             default_ignore=ignore,
             max_steps=ctx.cfg.experiment.train.max_steps,
+            # re-quantized by ONNX Runtime: train on the grid it will use
+            per_channel=bool(ctx.cfg.quantization.per_channel)
+            if str(ctx.cfg.quantization.format) == "qoperator"
+            else None,
         )
 
     ctx.log.info("Training under recipe %s (%.2f epochs)", recipe.source, recipe.epochs())
