@@ -193,7 +193,9 @@ def _sparsezoo(entry: dict[str, Any], root: Path, offline: bool) -> Path:
             f"build an equivalent with scripts/build_zoo.py, {_add_hint(entry)}"
         ) from None
     path = _pick(training, entry)
-    marker.write_text(json.dumps({"stub": stub, "checkpoint": str(path.relative_to(folder))}))
+    folder.mkdir(parents=True, exist_ok=True)
+    rel = path.relative_to(folder) if path.is_relative_to(folder) else path  # absolute if elsewhere
+    marker.write_text(json.dumps({"stub": stub, "checkpoint": str(rel)}))
     return path
 
 
