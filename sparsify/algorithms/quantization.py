@@ -141,6 +141,15 @@ def excluded_nodes(model: onnx.ModelProto, ignore: list[str] | None) -> list[str
     return out
 
 
+def grouped_convs(model: onnx.ModelProto) -> list[str]:
+    """Names of Conv nodes with group > 1 (depthwise and grouped convolutions)."""
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+    ]
+
+
 def quantize_onnx_static(
     fp32_path: Path,
     out_path: Path,
@@ -152,11 +161,13 @@ def quantize_onnx_static(
     weight_type: str = "int8",
     op_types: list[str] | None = None,
     ignore: list[str] | None = None,
+    fp32_depthwise: bool = False,
 ) -> dict[str, Any]:
     """Quantize `fp32_path` to INT8 with MinMax calibration and write it to `out_path`.
 
     `ignore` keeps layers FP32: torch module names (`classifier.1`: every node the exporter
-    scoped under it), ONNX node names, or `re:` patterns over node names.
+    scoped under it), ONNX node names, or `re:` patterns over node names. `fp32_depthwise`
+    also keeps depthwise (grouped) convolutions FP32.
 
     Returns a description of what was applied, suitable for the run's metrics/manifest.
     """
@@ -197,7 +208,11 @@ def quantize_onnx_static(
     try:
         with contextlib.chdir(scratch):
             source = _preprocess(fp32_path, pre)
-            excluded = excluded_nodes(onnx.load(str(source), load_external_data=False), ignore)
+            graph = onnx.load(str(source), load_external_data=False)
+            excluded = excluded_nodes(graph, ignore)
+            if fp32_depthwise:
+                excluded += [n for n in grouped_convs(graph) if n not in excluded]
+                log.info("Depthwise convolutions kept FP32: %d", len(grouped_convs(graph)))
             if ignore:
                 log.info("Kept FP32 (ignore %s): %d nodes", ignore, len(excluded))
             quantize_static(
@@ -236,6 +251,7 @@ def quantize_onnx_static(
         "op_types": list(op_types) if op_types else None,
         "calibration_method": "minmax",
         "ignored_nodes": excluded,
+        "fp32_depthwise": fp32_depthwise,
         "calibration_samples": len(calibration),
         "preprocessed": source == pre,
         **summary,

@@ -65,6 +65,7 @@ def _quantize(
         weight_type=str(q.weight_type),
         op_types=list(q.ops),
         ignore=list(modifier.kwargs.get("ignore") or []),
+        fp32_depthwise=bool(q.fp32_depthwise) and not bool(q.per_channel),
     )
 
 

@@ -186,3 +186,22 @@ def test_ignored_modules_stay_fp32(tmp_path: Path) -> None:
     assert ignored["quantized_nodes"] == kept["quantized_nodes"] - 2
     ops = [n.op_type for n in onnx.load(str(tmp_path / "ignored.onnx")).graph.node]
     assert "Gemm" in ops and "Conv" in ops and "QLinearConv" in ops
+
+
+def test_depthwise_convolutions_can_stay_fp32(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+        nn.Conv2d(8, 4, 1),
+    )  # fmt: skip
+    fp32 = tmp_path / "m.onnx"
+    torch.onnx.export(model.eval(), (torch.randn(1, 3, 16, 16),), str(fp32), dynamo=False)
+    name = onnx.load(str(fp32)).graph.input[0].name
+    calibration = [{name: s[None]} for s in _samples(4, 0)]
+    out = quantize_onnx_static(
+        fp32, tmp_path / "q.onnx", calibration, fmt="qoperator", per_channel=False,
+        op_types=["Conv"], fp32_depthwise=True,
+    )  # fmt: skip
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 2 and ops.count("Conv") == 1
+    assert len(out["ignored_nodes"]) == 1
