@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsify.algorithms.pruning import DEPTHWISE, is_depthwise
+
 log = logging.getLogger("sparsify")
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -122,8 +124,8 @@ def _set_child(model: nn.Module, name: str, child: nn.Module) -> None:
 def prepare_qat(
     model: nn.Module, ignore: list[str] | None = None, per_channel: bool = True
 ) -> list[str]:
-    """Wrap every Conv1d/Conv2d/Linear not in `ignore` (names, leaf names, `re:` patterns or
-    class names like `Embedding`) in place; returns the wrapped layer names."""
+    """Wrap every Conv1d/Conv2d/Linear not in `ignore` (names, leaf names, `re:` patterns,
+    class names like `Embedding`, `__DEPTHWISE__`) in place; returns the wrapped names."""
     ignore = list(ignore or [])
     names = [
         name
@@ -131,6 +133,7 @@ def prepare_qat(
         if isinstance(module, QUANTIZABLE)
         and not isinstance(module, QuantWrapper)
         and type(module).__name__ not in ignore
+        and not (DEPTHWISE in ignore and is_depthwise(module))
         and not _ignored(name, ignore)
         and not name.endswith(".layer")
     ]

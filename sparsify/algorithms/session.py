@@ -71,6 +71,7 @@ class RecipeSession:
         default_ignore: list[str] | None = None,
         max_steps: int | None = None,
         per_channel: bool | None = None,
+        qat_ignore: list[str] | None = None,
     ) -> None:
         """`per_channel` overrides the recipe's QAT weight strategy: QAT should train for the
         INT8 format that will be deployed."""
@@ -96,6 +97,7 @@ class RecipeSession:
         quant = recipe.quantization()
         self.quant = quant if quant and quant.kwargs.get("enabled", True) and quantize else None
         self.per_channel = per_channel
+        self.qat_ignore = list(qat_ignore or [])
         self.qat_started = self.observers_frozen = self.bn_frozen = False
         self.distill = recipe.distillation()
         self.lr_modifier = recipe.learning_rate()
@@ -258,7 +260,8 @@ class RecipeSession:
                     "per channel" if per_channel else "per tensor",
                 )
                 per_channel = self.per_channel
-            wrapped = prepare_qat(self.model, list(kw.get("ignore") or []), per_channel)
+            ignore = [*(kw.get("ignore") or []), *self.qat_ignore]
+            wrapped = prepare_qat(self.model, ignore, per_channel)
             self.qat_started = True
             self._event(epoch, "QAT started", layers=len(wrapped))
         freeze_obs = kw.get("freeze_observer_epoch")

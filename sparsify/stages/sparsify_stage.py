@@ -94,6 +94,10 @@ def _train(
         for p in teacher.parameters():
             p.requires_grad_(False)
 
+    q = ctx.cfg.quantization
+    requantized = str(q.format) == "qoperator"  # ONNX Runtime re-quantizes the QAT weights
+    fp32_depthwise = bool(q.fp32_depthwise) and not bool(q.per_channel)
+
     def session_for(
         steps_per_epoch: int, live: nn.Module | None = None, qat: bool = True
     ) -> RecipeSession:
@@ -107,9 +111,9 @@ def _train(
             default_ignore=ignore,
             max_steps=ctx.cfg.experiment.train.max_steps,
             # re-quantized by ONNX Runtime: train on the grid it will use
-            per_channel=bool(ctx.cfg.quantization.per_channel)
-            if str(ctx.cfg.quantization.format) == "qoperator"
-            else None,
+            per_channel=bool(q.per_channel) if requantized else None,
+            # layers the deployed INT8 keeps FP32 are not fake-quantized either
+            qat_ignore=["__DEPTHWISE__"] if requantized and fp32_depthwise else [],
         )
 
     ctx.log.info("Training under recipe %s (%.2f epochs)", recipe.source, recipe.epochs())

@@ -122,3 +122,8 @@ def test_strip_restores_plain_layers_with_trained_weights() -> None:
     assert model[0].weight is weight
     model.train()
     assert model[1].training  # freeze_batchnorm's hold is undone
+
+
+def test_depthwise_can_be_left_unquantized() -> None:
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 8, 1))
+    assert prepare_qat(model, ignore=["__DEPTHWISE__"]) == ["1"]
