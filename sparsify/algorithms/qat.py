@@ -58,8 +58,8 @@ class ActivationFakeQuant(nn.Module):
                 else:
                     self.min_val.lerp_(lo, self.momentum)
                     self.max_val.lerp_(hi, self.momentum)
-        if torch.isinf(self.min_val):  # never observed: nothing to quantize against yet
-            return x
+        if not (torch.isfinite(self.min_val) and torch.isfinite(self.max_val)):
+            return x  # never observed (or diverged): nothing to quantize against
         scale, zero_point = self.qparams()
         return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, 255)
 

@@ -16,19 +16,7 @@ from sparsify.algorithms.pruning import select_layers
 from sparsify.context import RunContext
 from sparsify.models import get_family
 from sparsify.stages.engine import path_fingerprint
-
-
-def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of every file (name + content) in a folder."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            h.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+from sparsify.zoo.checksum import sha256_path
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -78,10 +66,13 @@ def _dense_baseline(
     return info
 
 
-def _foundation(ctx: RunContext, family: Any, source: Path | None) -> tuple[Path, dict[str, Any]]:
-    """Sparse transfer's starting model: the user's `model=` or the zoo's pick for the level."""
+def _foundation(
+    ctx: RunContext, family: Any, source: Path | None
+) -> tuple[Path, dict[str, Any], Any]:
+    """Sparse transfer's starting model: the user's `model=` or the zoo's pick for the level
+    (then also the ZooModel, which copies itself verified by sha256)."""
     if source is not None:
-        return source, {"name": str(source), "source": "model.path"}
+        return source, {"name": str(source), "source": "model.path"}, None
     from sparsify.zoo import resolve_foundation
 
     derived = ctx.derived
@@ -100,7 +91,7 @@ def _foundation(ctx: RunContext, family: Any, source: Path | None) -> tuple[Path
         derived.variant,
         found.path,
     )
-    return found.path, {**entry, "sha256": found.sha256}
+    return found.path, {**entry, "sha256": found.sha256}, found
 
 
 def _measured_sparsity(model: Any) -> float:
@@ -112,7 +103,7 @@ def _measured_sparsity(model: Any) -> float:
 
 class FetchStage:
     name = "fetch"
-    config_keys = ("model", "use_case", "experiment", "data", "seed", "optim_level")
+    config_keys = ("model", "use_case", "experiment", "data", "seed", "optim_level", "zoo")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         family = get_family(str(ctx.cfg.use_case.family))
@@ -136,10 +127,13 @@ class FetchStage:
     ) -> dict[str, Any]:
         """The foundation model as it is (fetch/foundation*), and as the dense baseline to
         measure against, the same foundation fine-tuned on the data without sparsity."""
-        path, entry = _foundation(ctx, family, source)
+        path, entry, zoo_model = _foundation(ctx, family, source)
         suffix = Path(family.artifact_name).suffix
         foundation = target.with_name("foundation" + suffix)
-        _copy(path, foundation)
+        if zoo_model is not None:
+            zoo_model.copy_to(foundation)
+        else:
+            _copy(path, foundation)
         sparsity = _measured_sparsity(family.load_for_transfer(foundation, ctx))
         ctx.log.info("Foundation model %s: %.2f %% sparse", path, 100 * sparsity)
         if sparsity < 0.3 and str(ctx.derived.variant) != "dense":
