@@ -22,6 +22,7 @@ log = logging.getLogger("sparsify")
 
 FORMATS = ("qdq", "qoperator")
 QUANT_TYPES = ("int8", "uint8")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # Ops emitted by the QOperator format in place of a float op.
 INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})
@@ -162,12 +163,15 @@ def quantize_onnx_static(
     op_types: list[str] | None = None,
     ignore: list[str] | None = None,
     fp32_depthwise: bool = False,
+    calibration_method: str = "minmax",
+    percentile: float = 99.99,
 ) -> dict[str, Any]:
     """Quantize `fp32_path` to INT8 with MinMax calibration and write it to `out_path`.
 
     `ignore` keeps layers FP32: torch module names (`classifier.1`: every node the exporter
     scoped under it), ONNX node names, or `re:` patterns over node names. `fp32_depthwise`
-    also keeps depthwise (grouped) convolutions FP32.
+    also keeps depthwise (grouped) convolutions FP32. `calibration_method`: minmax, or
+    percentile (activation ranges clipped at `percentile` of the observed values), or entropy.
 
     Returns a description of what was applied, suitable for the run's metrics/manifest.
     """
@@ -182,6 +186,13 @@ def quantize_onnx_static(
     _check_calibration(calibration, onnx.load(str(fp32_path), load_external_data=False))
 
     quant_format = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[fmt]
+    calibration_method = _choice(calibration_method, CALIBRATION_METHODS, "calibration method")
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[calibration_method]
+    extra = {"CalibPercentile": float(percentile)} if calibration_method == "percentile" else {}
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
@@ -192,7 +203,7 @@ def quantize_onnx_static(
     pre = tmp.with_name(tmp.name.replace(".tmp.onnx", ".pre.onnx"))
     log.info(
         "Quantizing %s -> %s (INT8 %s, per_channel=%s, activations %s, weights %s, "
-        "op types %s, MinMax calibration on %d samples)",
+        "op types %s, %s calibration on %d samples)",
         fp32_path,
         out_path,
         fmt,
@@ -200,6 +211,7 @@ def quantize_onnx_static(
         act,
         wgt,
         op_types or "all supported",
+        calibration_method,
         len(calibration),
     )
     # ORT's shape inference and calibrator drop debug/temp files into the working directory:
@@ -225,7 +237,8 @@ def quantize_onnx_static(
                 per_channel=per_channel,
                 activation_type=qtype[act],
                 weight_type=qtype[wgt],
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method=method,
+                extra_options=extra,
             )
         summary = summarize_quantized_graph(onnx.load(str(tmp), load_external_data=False), fmt)
         os.replace(tmp, out_path)
@@ -249,7 +262,7 @@ def quantize_onnx_static(
         "activation_type": act,
         "weight_type": wgt,
         "op_types": list(op_types) if op_types else None,
-        "calibration_method": "minmax",
+        "calibration_method": calibration_method,
         "ignored_nodes": excluded,
         "fp32_depthwise": fp32_depthwise,
         "calibration_samples": len(calibration),

@@ -66,6 +66,8 @@ def _quantize(
         op_types=list(q.ops),
         ignore=list(modifier.kwargs.get("ignore") or []),
         fp32_depthwise=bool(q.fp32_depthwise) and not bool(q.per_channel),
+        calibration_method=str(q.calibration),
+        percentile=float(q.percentile),
     )
 
 

@@ -205,3 +205,22 @@ def test_depthwise_convolutions_can_stay_fp32(tmp_path: Path) -> None:
     ops = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
     assert ops.count("QLinearConv") == 2 and ops.count("Conv") == 1
     assert len(out["ignored_nodes"]) == 1
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_calibration_methods_all_run(
+    method: str, fp32_model: Path, calibration: list, tmp_path: Path
+) -> None:
+    out = quantize_onnx_static(
+        fp32_model, tmp_path / "q.onnx", calibration, fmt="qoperator", calibration_method=method
+    )
+    assert out["calibration_method"] == method and out["quantized_nodes"] > 0
+    x = _samples(2, seed=5)
+    assert np.isfinite(_logits(tmp_path / "q.onnx", x)).all()
+
+
+def test_unknown_calibration_method_is_refused(fp32_model: Path, calibration: list) -> None:
+    with pytest.raises(SparsifyError, match="minmax, percentile, entropy"):
+        quantize_onnx_static(
+            fp32_model, fp32_model.with_name("x.onnx"), calibration, calibration_method="kl"
+        )
