@@ -18,6 +18,8 @@ import importlib.util
 import json
 import os
 import sys
+import threading
+import time
 import traceback
 from collections import OrderedDict
 from pathlib import Path
@@ -188,7 +190,28 @@ class Worker:
             cleanup.unlink(missing_ok=True)
 
 
+def _die_with_parent() -> None:
+    """Exit when the parent does: it started us in our own session, so a kill of the parent
+    (Ctrl-C, SIGKILL) would otherwise leave us running a benchmark for nobody."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the watchdog below still catches it within a second
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
+    _die_with_parent()
     # the protocol keeps the real stdout; fd 1 (C++ prints included) now goes to stderr
     reply_stream = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)

@@ -91,3 +91,37 @@ def test_hung_worker_is_killed_after_the_timeout(cnn_models: dict[str, Path], tm
     assert info.value.kind == "timeout"
     assert "no answer after 0 s" in str(info.value) or "no answer after 1 s" in str(info.value)
     assert "benchmark.timeout_s" in str(info.value)
+
+
+def test_worker_dies_with_its_parent(cnn_models: dict[str, Path], tmp_path: Path) -> None:
+    """A killed run must not leave a worker benchmarking for nobody."""
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "worker.pid"
+    script = f"""
+import sys, time
+from sparsify.benchmark.subprocess_engine import SubprocessEngine
+from sparsify.benchmark.onnxruntime_engine import make_random_feeds
+engine = SubprocessEngine("onnxruntime", {str(cnn_models["fp32"])!r})
+open({str(pid_file)!r}, "w").write(str(engine.pid))
+engine.benchmark(make_random_feeds(engine, 1), warmup_s=0.0, time_s=60.0)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    time.sleep(0.3)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the worker outlived its parent by 10 s")
