@@ -187,6 +187,15 @@ def quantize_onnx_static(
 
     quant_format = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[fmt]
     calibration_method = _choice(calibration_method, CALIBRATION_METHODS, "calibration method")
+    shapes = {tuple((k, v.shape) for k, v in sorted(f.items())) for f in calibration}
+    if calibration_method != "minmax" and len(shapes) > 1:
+        # ORT's histogram calibrators stack every sample's tensors: one shape only
+        log.info(
+            "Calibration samples differ in shape (e.g. text lengths): %s calibration needs one "
+            "shape, using minmax",
+            calibration_method,
+        )
+        calibration_method = "minmax"
     method = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
