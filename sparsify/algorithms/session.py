@@ -118,6 +118,11 @@ class RecipeSession:
             pruner.updates = update_epochs(start, end, float(kw.get("update_frequency", 1.0)))
         return pruner
 
+    @property
+    def sparsity(self) -> float:
+        """The pruning target in force now (the largest over the pruning modifiers)."""
+        return max((p.sparsity for p in self.pruners), default=0.0)
+
     def epoch_of(self, step: int) -> float:
         return step * self._epoch_per_step
 

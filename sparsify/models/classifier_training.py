@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sparsify.algorithms.session import RecipeSession
+from sparsify.models.tensorboard import EventLog
 
 log = logging.getLogger("sparsify")
 
@@ -115,6 +116,7 @@ def train_with_session(
     lr: float,
     weight_decay: float = 1e-4,
     teacher: nn.Module | None = None,
+    events: EventLog | None = None,
 ) -> dict[str, float]:
     """Fine-tune under a training recipe: the session sets the learning rate, distils from
     `teacher`, switches QAT on and updates / re-applies the pruning masks every step. No
@@ -142,6 +144,14 @@ def train_with_session(
             loss.backward()
             optimizer.step()
             session.after_step(step)
+            if events is not None:
+                events.scalars(
+                    step,
+                    loss=loss.item(),
+                    lr=optimizer.param_groups[0]["lr"],
+                    sparsity=session.sparsity,
+                    epoch=session.epoch_of(step + 1),
+                )
             step += 1
             running = 0.9 * running + 0.1 * loss.item() if step > 1 else loss.item()
             bar.update(1)

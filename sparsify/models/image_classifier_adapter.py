@@ -31,6 +31,7 @@ from sparsify.models.image_classifier import (
     load_model,
     save_checkpoint,
 )
+from sparsify.models.tensorboard import EventLog
 
 log = logging.getLogger("sparsify")
 
@@ -151,14 +152,16 @@ class ImageClassifierFamily:
         loader = _loader(ctx, "train", train=True)
         session: RecipeSession = session_for(len(loader))
         train_cfg = ctx.cfg.experiment.train
-        stats = train_with_session(
-            model,
-            loader,
-            session,
-            lr=float(train_cfg.lr),
-            weight_decay=float(train_cfg.weight_decay),
-            teacher=teacher,
-        )
+        with EventLog(ctx.stage_dir("sparsify") / "tensorboard") as events:
+            stats = train_with_session(
+                model,
+                loader,
+                session,
+                lr=float(train_cfg.lr),
+                weight_decay=float(train_cfg.weight_decay),
+                teacher=teacher,
+                events=events,
+            )
         result = session.finish()
         metrics = evaluate_classifier(model, _loader(ctx, "val", train=False))
         log.info("After sparse training: top-1 %.2f %% on val (torch)", metrics["top1"])

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from sparsify.algorithms.session import RecipeSession
+from sparsify.models.tensorboard import EventLog
 
 log = logging.getLogger("sparsify")
 
@@ -42,6 +43,7 @@ def train_with_trainer(
     batch_size = int(train_cfg.batch_size)
     steps_per_epoch = max(1, math.ceil(len(dataset) / batch_size))
     session: RecipeSession = session_for(steps_per_epoch)
+    events = EventLog(out_dir.parent / "tensorboard")
     if teacher is not None:
         teacher.eval()
 
@@ -55,6 +57,13 @@ def train_with_trainer(
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             session.after_step(int(state.global_step) - 1)  # global_step already counts it
+            events.scalars(int(state.global_step), sparsity=session.sparsity)
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any
+        ) -> None:
+            numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, int | float)}
+            events.scalars(int(state.global_step), **numbers)
 
     class SessionTrainer(transformers.Trainer):
         def compute_loss(
@@ -99,7 +108,10 @@ def train_with_trainer(
         data_collator=collator,
         callbacks=[SessionCallback()],
     )
-    stats = trainer.train()
+    try:
+        stats = trainer.train()
+    finally:
+        events.close()
     model.eval()
     report = session.finish()
     return {**report, "loss": round(float(stats.training_loss), 5)}

@@ -197,3 +197,4 @@ def test_training_aware_through_the_trainer(use_case: str, encoder: Path, tmp_pa
     sparsity = onnx_weight_sparsity(result.deployment_dir / "model.onnx")["sparsity"]
     assert abs(sparsity - 0.7) < 0.01, sparsity
     assert not (result.run_dir / "sparsify" / "trainer").exists()
+    assert list((result.run_dir / "sparsify" / "tensorboard").glob("events.out.tfevents.*"))

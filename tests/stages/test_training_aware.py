@@ -44,6 +44,13 @@ def test_training_aware_classifier(tiny_run: list[str], fmt: str) -> None:
     assert "GMPruningModifier" in applied["pruning_modifiers"]
     assert "QuantizationModifier" in applied["quantization_modifiers"]
     assert "DistillationModifier" in applied["distillation_modifiers"]
+    events = list((result.run_dir / "sparsify" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulated = EventAccumulator(str(events[0].parent)).Reload()
+    sparsity = [e.value for e in accumulated.Scalars("train/sparsity")]
+    assert len(sparsity) == 12 and sparsity[0] < sparsity[-1] == pytest.approx(0.7)
     table = {row["model"]: row for row in result.table}
     assert table["sparsified"]["accuracy"] is not None
 
