@@ -67,7 +67,6 @@ def main() -> None:
         "model.arch=mobilenet_v2",
         f"optim_level={args.level}",
         "benchmark.time_s=1.0",
-        "experiment.calibration_samples=256",
         f"working_dir={out}",
     ]
     runs: list[tuple[str, str, list[str]]] = [
