@@ -205,10 +205,21 @@ def build(kind: str, root: Path) -> tuple[dict[str, Path], dict[str, np.ndarray]
         ("dense", "int8_qdq", "qdq"),
         ("sparse", "sparse_int8", q.format),
     ):
-        quantize_onnx_static(
-            paths[src], paths[dst], calib, fmt=fmt, per_channel=q.per_channel,
-            activation_type=q.activation_type, weight_type=q.weight_type, op_types=list(q.ops),
+        kwargs = dict(
+            fmt=fmt, per_channel=q.per_channel, activation_type=q.activation_type,
+            weight_type=q.weight_type, op_types=list(q.ops),
+            fp32_depthwise=q.fp32_depthwise and not q.per_channel,
         )  # fmt: skip
+        try:
+            quantize_onnx_static(
+                paths[src], paths[dst], calib, calibration_method=q.calibration,
+                percentile=q.percentile, **kwargs,
+            )  # fmt: skip
+        except ValueError as exc:  # ORT's histogram calibrators fail on constant tensors
+            print(f"   [{kind} {dst}: {q.calibration} calibration failed ({exc}); using minmax]")
+            quantize_onnx_static(
+                paths[src], paths[dst], calib, calibration_method="minmax", **kwargs
+            )
     return paths, feeds, note
 
 
