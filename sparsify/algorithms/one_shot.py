@@ -106,6 +106,9 @@ def prune_one_shot(
     sparsity = target_sparsity(kwargs)
     mask_type = str(kwargs.get("mask_structure") or kwargs.get("mask_type", "unstructured"))
     stats: dict[str, Any] = {}
+    if name == "SparseGPTModifier" and isinstance(model, torch.jit.ScriptModule):
+        log.info("SparseGPT needs forward hooks, which TorchScript lacks: pruning by magnitude")
+        name = "MagnitudePruningModifier"
     if name == "SparseGPTModifier":
         feeds = calibration()
         log.info(

@@ -37,7 +37,7 @@ def _prune(
     if isinstance(model, onnx.ModelProto):  # a model that only exists as a graph
         sparsity = target_sparsity(modifier.kwargs)
         if modifier.name != "MagnitudePruningModifier":
-            ctx.log.warning(
+            ctx.log.info(
                 "%s needs a torch model; this ONNX-only model is pruned by magnitude instead",
                 modifier.name,
             )
