@@ -177,7 +177,8 @@ def quantize_onnx_static(
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    # absolute: ORT's helpers run in a scratch working directory below
+    fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
     fmt = _choice(fmt, FORMATS, "quantization format")
     act = _choice(activation_type, QUANT_TYPES, "activation_type")
     wgt = _choice(weight_type, QUANT_TYPES, "weight_type")

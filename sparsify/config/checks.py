@@ -10,6 +10,8 @@ from sparsify.recipes.levels import normalize_level
 from sparsify.use_cases import known_use_cases
 
 # experiments this version runs end to end, per model family
+BENCHMARK_ENGINES = ("onnxruntime", "deepsparse")
+
 IMPLEMENTED = {
     "image_classifier": {"one_shot", "training_aware", "sparse_transfer"},
     "transformers": {"one_shot", "training_aware", "sparse_transfer"},
@@ -69,6 +71,27 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
                 list(cfg.benchmark.batch_sizes),
                 "batch sizes must be >= 1",
                 "e.g. benchmark.batch_sizes=[1,16]",
+            )
+        )
+    engines = [str(e) for e in cfg.benchmark.engines]
+    unknown_engines = [e for e in engines if e not in BENCHMARK_ENGINES]
+    if unknown_engines or not engines:
+        problems.append(
+            Problem(
+                "benchmark.engines",
+                engines,
+                f"unknown engine(s) {unknown_engines}" if engines else "no engine given",
+                f"choose from {list(BENCHMARK_ENGINES)}, e.g. benchmark.engines=[onnxruntime,"
+                "deepsparse] (deepsparse after `make deepsparse`)",
+            )
+        )
+    if float(cfg.benchmark.timeout_s) <= 0:
+        problems.append(
+            Problem(
+                "benchmark.timeout_s",
+                cfg.benchmark.timeout_s,
+                "must be > 0",
+                "e.g. benchmark.timeout_s=600",
             )
         )
     if float(cfg.benchmark.time_s) <= 0:

@@ -141,3 +141,11 @@ def test_missing_data_is_a_problem_with_a_fix() -> None:
     problems = config_problems(compose_config([]))
     assert [p.key for p in problems] == ["data.path"]
     assert "data.path=" in problems[0].fix
+
+
+def test_unknown_benchmark_engine_and_bad_timeout_are_reported_together() -> None:
+    cfg = compose_config(["benchmark.engines=[onnxruntime,tensorrt]", "benchmark.timeout_s=0"])
+    problems = {p.key: p for p in config_problems(cfg)}
+    assert "tensorrt" in problems["benchmark.engines"].message
+    assert "deepsparse" in problems["benchmark.engines"].fix
+    assert "benchmark.timeout_s" in problems
