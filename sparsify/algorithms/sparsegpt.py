@@ -28,7 +28,6 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from sparsify.algorithms.masks import (
     UNSTRUCTURED,
@@ -43,6 +42,7 @@ from sparsify.algorithms.masks import (
     to_matrix,
 )
 from sparsify.errors import SparsifyError
+from sparsify.progress import progress
 
 log = logging.getLogger("sparsify")
 
@@ -355,14 +355,7 @@ def sparsegpt_prune_model(
     supported = {n: m for n, m in layers.items() if unsupported_reason(m) is None}
     try:
         shared = None if sequential else _collect(model, supported, batches, stop=False)
-        progress = tqdm(
-            layers.items(),
-            desc="SparseGPT",
-            unit="layer",
-            disable=not _interactive(),
-            leave=False,
-        )
-        for name, layer in progress:
+        for name, layer in progress(layers.items(), total=len(layers), desc="SparseGPT layers"):
             if name not in supported:
                 acc = None
             elif shared is not None:
@@ -393,9 +386,3 @@ def sparsegpt_prune_model(
         100 * (1 - kept / total) if total else 0.0,
     )
     return PruneResult(masks, stats)
-
-
-def _interactive() -> bool:
-    import sys
-
-    return sys.stderr.isatty()

@@ -19,6 +19,7 @@ from sparsify.benchmark.engine import EngineFailure
 from sparsify.benchmark.engines import open_engine
 from sparsify.benchmark.onnx_stats import file_size_mb, onnx_weight_sparsity
 from sparsify.benchmark.subprocess_engine import SubprocessEngine
+from sparsify.progress import progress
 
 log = logging.getLogger("sparsify")
 
@@ -75,7 +76,10 @@ def measure_model(
     }
     worker = _Worker(engine, path, opener)
     try:
-        for batch, feeds in feeds_by_batch.items():
+        bar = progress(
+            feeds_by_batch.items(), total=len(feeds_by_batch), desc=f"{engine} {path.name}"
+        )
+        for batch, feeds in bar:
             step = f"benchmark batch {batch}"
             try:
                 live = worker.get()

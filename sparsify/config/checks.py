@@ -81,7 +81,7 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
                 "benchmark.engines",
                 engines,
                 f"unknown engine(s) {unknown_engines}" if engines else "no engine given",
-                f"choose from {list(BENCHMARK_ENGINES)}, e.g. benchmark.engines=[onnxruntime,"
+                f"choose from {', '.join(BENCHMARK_ENGINES)}, e.g. benchmark.engines=[onnxruntime,"
                 "deepsparse] (deepsparse after `make deepsparse`)",
             )
         )

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_image
 from sparsify.errors import Problem, SparsifyError
+from sparsify.progress import progress
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
@@ -304,4 +305,7 @@ def calibration_arrays(
     """`n` randomly chosen samples (all if fewer), preprocessed to CHW float32."""
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(samples), size=min(n, len(samples)), replace=False)
-    return [preprocess_image(load_image(samples[i][0]), params) for i in picked]
+    return [
+        preprocess_image(load_image(samples[i][0]), params)
+        for i in progress(picked, desc="calibration samples")
+    ]

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from sparsify.algorithms.session import RecipeSession
 from sparsify.models.tensorboard import EventLog
+from sparsify.progress import progress
 
 log = logging.getLogger("sparsify")
-
-
-def progress(iterable, total: int | None = None, desc: str = ""):  # noqa: ANN001, ANN201
-    """A progress bar on a terminal, nothing in non-interactive logs."""
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
 
 def train_classifier(

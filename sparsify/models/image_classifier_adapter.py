@@ -18,7 +18,6 @@ from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_i
 from sparsify.errors import Problem
 from sparsify.models.classifier_training import (
     evaluate_classifier,
-    progress,
     train_classifier,
     train_with_session,
 )
@@ -32,6 +31,7 @@ from sparsify.models.image_classifier import (
     save_checkpoint,
 )
 from sparsify.models.tensorboard import EventLog
+from sparsify.progress import progress
 
 log = logging.getLogger("sparsify")
 
