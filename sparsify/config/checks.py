@@ -16,7 +16,7 @@ IMPLEMENTED = {
     "image_classifier": {"one_shot", "training_aware", "sparse_transfer"},
     "transformers": {"one_shot", "training_aware", "sparse_transfer"},
     "generic": {"one_shot"},
-    "yolo": {"one_shot", "training_aware"},
+    "yolo": {"one_shot", "training_aware", "sparse_transfer"},
 }
 
 

@@ -60,6 +60,7 @@ def _summary(ctx: RunContext) -> dict[str, Any]:
 
 
 class YoloFamily:
+    checkpoint_name = "model.pt"  # what the sparsify stage saves: Ultralytics loads only .pt
     name = "yolo"
     artifact_name = "model.pt"
     prune_ignore = PRUNE_IGNORE
@@ -233,18 +234,28 @@ class YoloFamily:
             session.after_step(state["step"])
             state["step"] += 1
 
-        recipe_epochs = session_for(steps_per_epoch, qat=False).epochs
+        probe = session_for(steps_per_epoch, qat=False)
+        # held masks (sparse transfer) are re-applied by fine_tune before our hook runs, so
+        # the session's constant pruner sees the foundation's zeros, not a step's drift
+        hold = any(p.constant for p in probe.pruners)
         out_dir = ctx.stage_dir("sparsify") / "ultralytics"
         try:
-            trained = self.fine_tune(model, ctx, out_dir, on_batch_end=hook, epochs=recipe_epochs)
+            trained = self.fine_tune(
+                model, ctx, out_dir, on_batch_end=hook, epochs=probe.epochs, hold_sparsity=hold
+            )
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
         if "session" not in state:
             raise SparsifyError("Ultralytics trained no batch; check the train split")
         report = state["session"].finish()  # a capped run reaches its final sparsity here
         copy_zeros(state["live"], trained)
-        model.load_state_dict(trained.state_dict())
-        return {**report, "steps": state["step"]}
+        # a head re-initialised for other classes changes shapes: hand back the trained model
+        return {**report, "steps": state["step"], "model": trained}
+
+    def load_for_transfer(self, path: Path, ctx: RunContext) -> nn.Module:
+        """The foundation checkpoint as it is; Ultralytics' trainer re-initialises its head
+        when the data has other classes (fine_tune)."""
+        return self.load(path, ctx)
 
     def load(self, path: Path, ctx: RunContext) -> nn.Module:
         return read_checkpoint(Path(path))[0].float().eval()

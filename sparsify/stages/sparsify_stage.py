@@ -80,10 +80,12 @@ def _train(
     applied: list[Modifier],
     ignore: list[str],
     final: Path,
-) -> bool:
+) -> tuple[bool, nn.Module]:
     """Training-aware / sparse-transfer: fine-tune under the recipe (masks, QAT, distillation).
 
-    Returns True when the INT8 model was written from the QAT graph itself (format qdq).
+    Returns whether the INT8 model was written from the QAT graph itself (format qdq), and the
+    trained model: `model` itself, or the one the family's trainer returns under "model" when
+    it cannot train in place (Ultralytics with a new head for other classes).
     """
     if not hasattr(family, "train_sparse"):
         raise SparsifyError(
@@ -120,6 +122,7 @@ def _train(
 
     ctx.log.info("Training under recipe %s (%.2f epochs)", recipe.source, recipe.epochs())
     stats = family.train_sparse(model, ctx, session_for, teacher)
+    model = stats.pop("model", model)
     result.update(stats)
     applied.extend(m for m in recipe.modifiers if m.name != "QuantizationModifier")
     qat_exported = False
@@ -135,7 +138,7 @@ def _train(
         {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)},
         "After training",
     )
-    return qat_exported
+    return qat_exported, model
 
 
 class SparsifyStage:
@@ -177,7 +180,7 @@ class SparsifyStage:
         quant = recipe.quantization()
         quantize = bool(quant and quant.kwargs.get("enabled", True) and ctx.derived.quantize)
         if has_training(recipe):
-            qat_exported = _train(model, recipe, family, ctx, result, applied, ignore, final)
+            qat_exported, model = _train(model, recipe, family, ctx, result, applied, ignore, final)
         else:
             qat_exported = False
             for prune in recipe.pruning():
@@ -185,7 +188,9 @@ class SparsifyStage:
                     continue
                 result.update(_prune(model, prune, calibration, ctx, ignore))
                 applied.append(prune)
-        family.save(model, out / "model.pth", ctx)
+        # the family's checkpoint name (Ultralytics loads only .pt files)
+        checkpoint = out / getattr(family, "checkpoint_name", "model.pth")
+        family.save(model, checkpoint, ctx)
         fp32 = family.export(model, out / "model_fp32.onnx", ctx)
 
         if qat_exported:
@@ -201,7 +206,7 @@ class SparsifyStage:
             shutil.copyfile(fp32, final)
         recipe.modifiers = applied
         (out / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
-        files = (baseline_onnx, out / "model.pth", fp32, final, out / "recipe.yaml")
+        files = (baseline_onnx, checkpoint, fp32, final, out / "recipe.yaml")
         result["artifacts"] = [ctx.rel(p) for p in files]
         result["baseline_onnx"] = ctx.rel(baseline_onnx)
         result["model_onnx"] = ctx.rel(final)

@@ -198,10 +198,14 @@ def add_run(
                 f"{run_dir} pruned nothing (sparsity 0); register it with --variant dense or "
                 "int8, or add a run with optim_level >= 0.3"
             )
-        rel = next((a for a in produced["artifacts"] if Path(a).name == "model.pth"), None)
+        rel = next(
+            (a for a in produced["artifacts"] if Path(a).name in ("model.pth", "model.pt")), None
+        )
         key = "sparsified"
     elif variant == "int8" and quantized and sparsity == 0:
-        rel = next((a for a in produced["artifacts"] if Path(a).name == "model.pth"), None)
+        rel = next(
+            (a for a in produced["artifacts"] if Path(a).name in ("model.pth", "model.pt")), None
+        )
         key = "sparsified"
     else:
         rel = next(

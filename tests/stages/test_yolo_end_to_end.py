@@ -71,7 +71,7 @@ def _check_run(result: sparsify.runner.RunResult, level_sparsity: float) -> dict
         assert 0 <= accuracy["map50-95"] <= accuracy["map50"] <= 100
         assert [r["batch_size"] for r in bench[model]["benchmarks"]] == [1, 2]
     # the DFL kernel (0..15) is neither pruned nor quantized: boxes decode exactly
-    pruned, _ = read_checkpoint(result.run_dir / "sparsify" / "model.pth")
+    pruned, _ = read_checkpoint(result.run_dir / "sparsify" / "model.pt")
     dfl = next(m for n, m in pruned.named_modules() if n.endswith(".dfl.conv"))
     assert torch.equal(dfl.weight.flatten(), torch.arange(16, dtype=torch.float32))
     return json.loads((deploy / "config.json").read_text())
@@ -178,3 +178,40 @@ def test_detection_training_aware(detection: sparsify.runner.RunResult, tmp_path
     assert produced["qat"] is False and produced["steps"] == 3
     assert "masks updated" in [e["event"] for e in produced["events"]]
     assert not (result.run_dir / "sparsify" / "ultralytics").exists()
+
+
+def test_detection_sparse_transfer_to_other_classes(
+    detection: sparsify.runner.RunResult, tmp_path: Path
+) -> None:
+    """The one-shot run's 51 %-sparse detector as foundation for a 3-class dataset: the new
+    head is dense, every other layer keeps exactly the foundation's zeros."""
+    foundation = detection.run_dir / "sparsify" / "model.pt"
+    data = make_yolo_dataset(tmp_path / "data", task=DETECT, classes=("cat", "dog", "bird"), seed=3)
+    result = _run(
+        "cv-detection",
+        data,
+        tmp_path / "run",
+        "experiment=sparse_transfer",
+        f"model={foundation}",
+        "optim_level=0.4",  # largest tier, pruned + INT8
+        "experiment.train.epochs=1",
+    )
+    assert result.status == "done", result.error
+    produced = result.outputs["sparsify"]
+    assert "masks held fixed" in [e["event"] for e in produced["events"]]
+    before, _ = read_checkpoint(foundation)
+    after, _ = read_checkpoint(result.run_dir / "sparsify" / "model.pt")
+    shapes = {n: m.weight.shape for n, m in after.named_modules() if hasattr(m, "weight")}
+    kept = changed = 0
+    for name, module in before.named_modules():
+        if not isinstance(module, torch.nn.Conv2d) or name not in shapes:
+            continue
+        if shapes[name] != module.weight.shape:  # the re-initialised class head
+            changed += 1
+            continue
+        zeros = module.weight == 0
+        assert torch.equal(after.get_submodule(name).weight == 0, zeros), name
+        kept += 1
+    assert changed >= 1 and kept > 20
+    config = json.loads((result.deployment_dir / "config.json").read_text())
+    assert config["labels"] == ["cat", "dog", "bird"]
