@@ -22,6 +22,7 @@ from sparsify.data.yolo_loader import calibration_images, write_ultralytics_data
 from sparsify.deploy.detection import letterbox
 from sparsify.deploy.preprocess import load_image
 from sparsify.errors import Problem, SparsifyError
+from sparsify.models.tensorboard import EventLog
 from sparsify.models.yolo_metrics import EVAL_IOU, MAX_DET, evaluate_yolo
 from sparsify.models.yolo_model import (
     arch_task,
@@ -57,6 +58,13 @@ def _ultra_task(ctx: RunContext) -> str:
 
 def _summary(ctx: RunContext) -> dict[str, Any]:
     return ctx.outputs["validate"]["data"]
+
+
+def _keep_results(out_dir: Path, target: Path) -> None:
+    """Ultralytics' per-epoch losses and mAP (results.csv) outlive its run folder."""
+    found = sorted(out_dir.rglob("results.csv"))
+    if found:
+        shutil.copyfile(found[-1], target)
 
 
 class YoloFamily:
@@ -233,17 +241,21 @@ class YoloFamily:
             session.before_step(state["step"])
             session.after_step(state["step"])
             state["step"] += 1
+            events.scalars(state["step"], sparsity=session.sparsity)
 
         probe = session_for(steps_per_epoch, qat=False)
         # held masks (sparse transfer) are re-applied by fine_tune before our hook runs, so
         # the session's constant pruner sees the foundation's zeros, not a step's drift
         hold = any(p.constant for p in probe.pruners)
         out_dir = ctx.stage_dir("sparsify") / "ultralytics"
+        events = EventLog(ctx.stage_dir("sparsify") / "tensorboard")
         try:
             trained = self.fine_tune(
                 model, ctx, out_dir, on_batch_end=hook, epochs=probe.epochs, hold_sparsity=hold
             )
         finally:
+            events.close()
+            _keep_results(out_dir, ctx.stage_dir("sparsify") / "ultralytics_results.csv")
             shutil.rmtree(out_dir, ignore_errors=True)
         if "session" not in state:
             raise SparsifyError("Ultralytics trained no batch; check the train split")

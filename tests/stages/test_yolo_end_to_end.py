@@ -178,6 +178,8 @@ def test_detection_training_aware(detection: sparsify.runner.RunResult, tmp_path
     assert produced["qat"] is False and produced["steps"] == 3
     assert "masks updated" in [e["event"] for e in produced["events"]]
     assert not (result.run_dir / "sparsify" / "ultralytics").exists()
+    assert (result.run_dir / "sparsify" / "ultralytics_results.csv").is_file()
+    assert list((result.run_dir / "sparsify" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_detection_sparse_transfer_to_other_classes(
