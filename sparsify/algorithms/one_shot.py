@@ -126,6 +126,7 @@ def prune_one_shot(
             mask_type,
             block_size=int(kwargs.get("block_size", 128)),
             percdamp=float(kwargs.get("percdamp", 0.01)),
+            sequential=bool(kwargs.get("sequential_update", True)),
         )
         stats = result.stats
     elif name == "GlobalMagnitudePruningModifier":

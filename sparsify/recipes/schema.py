@@ -137,6 +137,9 @@ MODIFIERS: dict[str, dict[str, Any]] = {
         "targets": _TARGETS,
         "ignore": _IGNORE,
         "recalibrate_batchnorm": _BOOL,
+        # true: each layer calibrated on the outputs of the already-pruned layers before it
+        # (one partial forward pass per layer); false: every Hessian from one dense pass
+        "sequential_update": _BOOL,
     },
     "ConstantPruningModifier": {
         "targets": _TARGETS,

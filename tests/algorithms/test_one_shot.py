@@ -64,6 +64,7 @@ def test_global_magnitude_prunes_layers_unevenly_to_an_exact_total() -> None:
         ("GlobalMagnitudePruningModifier", {"final_sparsity": 0.6}),
         ("SparseGPTModifier", {"sparsity": 0.6, "recalibrate_batchnorm": True}),
         ("SparseGPTModifier", {"sparsity": 0.5, "mask_structure": "2:4"}),
+        ("SparseGPTModifier", {"sparsity": 0.6, "sequential_update": False}),
     ],
 )
 def test_each_pruner_reaches_its_target(name: str, kwargs: dict) -> None:

@@ -145,6 +145,7 @@ def test_one_shot_sparsegpt_variant() -> None:
         "targets": "__ALL_PRUNABLE__",
         "ignore": [],
         "recalibrate_batchnorm": True,
+        "sequential_update": True,
     }
     assert recipe.epochs() == 0.0
 
