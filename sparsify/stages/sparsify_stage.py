@@ -55,6 +55,9 @@ def _quantize(
     fp32: Path, final: Path, calibration: Any, ctx: RunContext, modifier: Modifier
 ) -> dict[str, Any]:
     q = ctx.cfg.quantization
+    # a family may add ops, e.g. classifiers' residual Adds: INT8 end to end for DeepSparse
+    family = get_family(str(ctx.cfg.use_case.family))
+    extra_ops = list(getattr(family, "extra_quantized_ops", ())) if q.format == "qoperator" else []
     return quantize_onnx_static(
         fp32,
         final,
@@ -63,7 +66,7 @@ def _quantize(
         per_channel=bool(q.per_channel),
         activation_type=str(q.activation_type),
         weight_type=str(q.weight_type),
-        op_types=list(q.ops),
+        op_types=[*q.ops, *(o for o in extra_ops if o not in q.ops)],
         ignore=list(modifier.kwargs.get("ignore") or []),
         fp32_depthwise=bool(q.fp32_depthwise) and not bool(q.per_channel),
         calibration_method=str(q.calibration),
