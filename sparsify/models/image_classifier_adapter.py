@@ -65,7 +65,7 @@ class ImageClassifierFamily:
     # residual Adds quantized too (QLinearAdd): DeepSparse then stays INT8 through each block.
     # ResNet-50 90 % sparse, batch 16, 2 cores: 188 -> 258 items/s (3.5x -> 4.8x dense ORT);
     # top-1 on MobileNetV2/digits 95.3 -> 94.7 % one-shot, 98.6 -> 98.6 % training-aware.
-    # Not for transformers: DeepSparse hung on MiniLM with its Adds quantized.
+    # Not for transformers: DeepSparse did not finish MiniLM with its Adds quantized.
     extra_quantized_ops = ("Add",)
 
     def arch_problems(self, arch: str) -> list[Problem]:
