@@ -38,6 +38,7 @@ from sparsify.benchmark.engine import EngineFailure  # noqa: E402
 from sparsify.benchmark.engines import open_engine  # noqa: E402
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity  # noqa: E402
 from sparsify.config.schema import QuantizationConfig  # noqa: E402
+from sparsify.models.image_classifier_adapter import ImageClassifierFamily  # noqa: E402
 
 SPARSITY = 0.9
 VARIANTS = (  # (name, onnx file, engine)
@@ -187,6 +188,9 @@ def bert() -> tuple[nn.Module, Callable, dict[str, np.ndarray], str]:
 MODELS = {"cnn": cnn, "resnet50": resnet50, "yolo": yolo, "bert": bert}
 
 
+CLASSIFIERS = ("cnn", "resnet50")
+
+
 def build(kind: str, root: Path) -> tuple[dict[str, Path], dict[str, np.ndarray], str]:
     """dense / int8 / sparse_int8 ONNX files of one model, and its calibration/benchmark feeds."""
     model, exporter, feeds, note = MODELS[kind]()
@@ -199,7 +203,9 @@ def build(kind: str, root: Path) -> tuple[dict[str, Path], dict[str, np.ndarray]
     layers = select_layers(model)
     apply_masks(layers, magnitude_masks(layers, SPARSITY))
     exporter(model, paths["sparse"], feeds)
-    # the package's format (QuantizationConfig: what DeepSparse runs), and QDQ for comparison
+    # the package's format (QuantizationConfig: what DeepSparse runs), and QDQ for comparison;
+    # image classifiers also quantize their residual Adds in QOperator, as the family does
+    extra = list(ImageClassifierFamily.extra_quantized_ops) if kind in CLASSIFIERS else []
     for src, dst, fmt in (
         ("dense", "int8", q.format),
         ("dense", "int8_qdq", "qdq"),
@@ -207,7 +213,8 @@ def build(kind: str, root: Path) -> tuple[dict[str, Path], dict[str, np.ndarray]
     ):
         kwargs = dict(
             fmt=fmt, per_channel=q.per_channel, activation_type=q.activation_type,
-            weight_type=q.weight_type, op_types=list(q.ops),
+            weight_type=q.weight_type,
+            op_types=[*q.ops, *(extra if fmt == "qoperator" else [])],
             fp32_depthwise=q.fp32_depthwise and not q.per_channel,
         )  # fmt: skip
         try:
