@@ -76,14 +76,6 @@ def global_magnitude_masks(
     return masks
 
 
-def _recalibrate(model: nn.Module, feeds: Feeds) -> None:
-    if not has_batchnorm(model):
-        return
-    was_training = model.training
-    recalibrate_batchnorm(model, batched_inputs(feeds))
-    model.train(was_training)
-
-
 def prune_one_shot(
     model: nn.Module,
     name: str,
@@ -142,8 +134,8 @@ def prune_one_shot(
             "Magnitude pruning %d layers to %.1f %% (%s)", len(layers), 100 * sparsity, mask_type
         )
         apply_masks(layers, magnitude_layer_masks(layers, sparsity, mask_type))
-    if kwargs.get("recalibrate_batchnorm", False):
-        _recalibrate(model, calibration())
+    if kwargs.get("recalibrate_batchnorm", False) and has_batchnorm(model):
+        recalibrate_batchnorm(model, batched_inputs(calibration()))  # restores the mode
     per_layer = log_sparsity(layers, "After pruning")
     return {
         "method": name,

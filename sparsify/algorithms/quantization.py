@@ -232,11 +232,12 @@ def quantize_onnx_static(
             source = _preprocess(fp32_path, pre)
             graph = onnx.load(str(source), load_external_data=False)
             excluded = excluded_nodes(graph, ignore)
-            if fp32_depthwise:
-                excluded += [n for n in grouped_convs(graph) if n not in excluded]
-                log.info("Depthwise convolutions kept FP32: %d", len(grouped_convs(graph)))
             if ignore:
                 log.info("Kept FP32 (ignore %s): %d nodes", ignore, len(excluded))
+            if fp32_depthwise:
+                depthwise = grouped_convs(graph)
+                excluded += [n for n in depthwise if n not in excluded]
+                log.info("Depthwise convolutions kept FP32: %d", len(depthwise))
             quantize_static(
                 str(source),
                 str(tmp),

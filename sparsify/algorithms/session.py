@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsify.algorithms.masks import magnitude_layer_masks, parse_mask_type
-from sparsify.algorithms.pruning import select_layers
+from sparsify.algorithms.pruning import layer_sparsity, overall_sparsity, select_layers
 from sparsify.algorithms.qat import freeze_batchnorm, freeze_observers, prepare_qat
 from sparsify.algorithms.schedules import lr_at, sparsity_at, update_epochs
 from sparsify.errors import SparsifyError
@@ -205,12 +205,9 @@ class RecipeSession:
             if pruner.masks:
                 self._apply(pruner)
         layers = {n: m for p in self.pruners for n, m in p.layers.items()}
-        per_layer = {n: float((m.weight == 0).float().mean()) for n, m in layers.items()}
-        zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
-        total = sum(m.weight.numel() for m in layers.values())
         return {
-            "sparsity": zeros / total if total else 0.0,
-            "per_layer_sparsity": per_layer,
+            "sparsity": overall_sparsity(layers),
+            "per_layer_sparsity": layer_sparsity(layers),
             "qat": self.qat_started,
             "events": self.events,
             "steps": self.total_steps,
@@ -224,9 +221,7 @@ class RecipeSession:
 
     def _hold_current(self, pruner: _Pruner) -> None:
         pruner.masks = {n: m.weight.detach() != 0 for n, m in pruner.layers.items()}
-        zeros = sum(int((~k).sum()) for k in pruner.masks.values())
-        total = sum(k.numel() for k in pruner.masks.values())
-        pruner.sparsity = zeros / total if total else 0.0
+        pruner.sparsity = overall_sparsity(pruner.layers)
         self._event(0.0, "masks held fixed", sparsity=f"{pruner.sparsity:.4f}")
 
     def _update_masks(self, pruner: _Pruner, epoch: float) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sparsify.algorithms.pruning import select_layers
+from sparsify.algorithms.pruning import overall_sparsity, select_layers
 from sparsify.context import RunContext
 from sparsify.models import get_family
 from sparsify.stages.engine import path_fingerprint
@@ -94,13 +94,6 @@ def _foundation(
     return found.path, {**entry, "sha256": found.sha256}, found
 
 
-def _measured_sparsity(model: Any) -> float:
-    layers = select_layers(model)
-    zeros = sum(int((m.weight == 0).sum()) for m in layers.values())
-    total = sum(m.weight.numel() for m in layers.values())
-    return zeros / total if total else 0.0
-
-
 class FetchStage:
     name = "fetch"
     config_keys = ("model", "use_case", "experiment", "data", "seed", "optim_level", "zoo")
@@ -134,7 +127,7 @@ class FetchStage:
             zoo_model.copy_to(foundation)
         else:
             _copy(path, foundation)
-        sparsity = _measured_sparsity(family.load_for_transfer(foundation, ctx))
+        sparsity = overall_sparsity(select_layers(family.load_for_transfer(foundation, ctx)))
         ctx.log.info("Foundation model %s: %.2f %% sparse", path, 100 * sparsity)
         if sparsity < 0.3 and str(ctx.derived.variant) != "dense":
             ctx.log.warning(

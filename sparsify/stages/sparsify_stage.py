@@ -51,12 +51,16 @@ def _prune(
     return prune_one_shot(model, modifier.name, modifier.kwargs, calibration, default_ignore)
 
 
+def _fp32_depthwise(q: Any) -> bool:
+    """Depthwise convs stay FP32 in INT8 when weights are per tensor (config, see schema)."""
+    return bool(q.fp32_depthwise) and not bool(q.per_channel)
+
+
 def _quantize(
-    fp32: Path, final: Path, calibration: Any, ctx: RunContext, modifier: Modifier
+    fp32: Path, final: Path, calibration: Any, ctx: RunContext, modifier: Modifier, family: Any
 ) -> dict[str, Any]:
     q = ctx.cfg.quantization
     # a family may add ops, e.g. classifiers' residual Adds: INT8 end to end for DeepSparse
-    family = get_family(str(ctx.cfg.use_case.family))
     extra_ops = list(getattr(family, "extra_quantized_ops", ())) if q.format == "qoperator" else []
     return quantize_onnx_static(
         fp32,
@@ -68,7 +72,7 @@ def _quantize(
         weight_type=str(q.weight_type),
         op_types=[*q.ops, *(o for o in extra_ops if o not in q.ops)],
         ignore=list(modifier.kwargs.get("ignore") or []),
-        fp32_depthwise=bool(q.fp32_depthwise) and not bool(q.per_channel),
+        fp32_depthwise=_fp32_depthwise(q),
         calibration_method=str(q.calibration),
         percentile=float(q.percentile),
     )
@@ -103,7 +107,7 @@ def _train(
 
     q = ctx.cfg.quantization
     requantized = str(q.format) == "qoperator"  # ONNX Runtime re-quantizes the QAT weights
-    fp32_depthwise = bool(q.fp32_depthwise) and not bool(q.per_channel)
+    fp32_depthwise = _fp32_depthwise(q)
 
     def session_for(
         steps_per_epoch: int, live: nn.Module | None = None, qat: bool = True
@@ -203,7 +207,14 @@ class SparsifyStage:
         elif quantize:
             how = "of the QAT-trained weights" if result.get("qat") else "post-training"
             ctx.log.info("INT8 %s quantization (%s)", how, ctx.cfg.quantization.format)
-            result["quantization"] = _quantize(fp32, final, calibration, ctx, quant)  # type: ignore[arg-type]
+            result["quantization"] = _quantize(
+                fp32,
+                final,
+                calibration,
+                ctx,
+                quant,  # type: ignore[arg-type]
+                family,
+            )
             applied.append(quant)  # type: ignore[arg-type]
         else:
             shutil.copyfile(fp32, final)
