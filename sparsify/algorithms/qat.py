@@ -216,7 +216,8 @@ def fold_weight_quantizers(path: Path) -> int:
     for n in graph.node:
         for i in n.input:
             consumers[i] = consumers.get(i, 0) + 1
-    folded, drop = 0, []
+    renamed: dict[str, str] = {}  # QuantizeLinear output -> the int8 initializer replacing it
+    drop = []
     for node in graph.node:
         if node.op_type != "QuantizeLinear" or node.input[0] not in inits:
             continue
@@ -236,13 +237,13 @@ def fold_weight_quantizers(path: Path) -> int:
         name = node.input[0] + "_quantized"
         graph.initializer.append(numpy_helper.from_array(q, name))
         graph.initializer.remove(inits.pop(node.input[0]))
-        for other in graph.node:
-            for k, inp in enumerate(other.input):
-                if inp == node.output[0]:
-                    other.input[k] = name
+        renamed[node.output[0]] = name
         drop.append(node)
-        folded += 1
     for node in drop:
         graph.node.remove(node)
+    for node in graph.node:  # one pass rewires every DequantizeLinear that read a folded weight
+        for k, inp in enumerate(node.input):
+            if inp in renamed:
+                node.input[k] = renamed[inp]
     onnx.save(model, str(path))
-    return folded
+    return len(drop)

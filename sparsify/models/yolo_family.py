@@ -9,6 +9,7 @@ Ultralytics is imported inside functions: it is an optional extra (`sparsify[yol
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from sparsify.models.yolo_model import (
 from sparsify.models.yolo_training import (
     BatchHook,
     add_callbacks,
+    copy_zeros,
     hold_masks,
     last_model,
     run_training,
@@ -220,10 +222,6 @@ class YoloFamily:
         per-batch hook on Ultralytics' live model (mask updates and re-application);
         Ultralytics keeps its own learning-rate schedule. No QAT here (INT8 comes from
         calibrated quantization of the trained weights) and no distillation."""
-        import math
-
-        from sparsify.models.yolo_training import copy_zeros
-
         if teacher is not None:
             log.warning(
                 "DistillationModifier: Ultralytics' trainer has no distillation hook; "
