@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +16,12 @@ from sparsify.config import compose_config
 from sparsify.data.yolo import MAX_LINE_PROBLEMS, validate_for_config, validate_yolo_dataset
 from sparsify.data.yolo_loader import calibration_images, write_ultralytics_dataset, yolo_samples
 from sparsify.errors import Problem, SparsifyError
-from tests.fixtures.yolo import make_yolo_dataset
+from tests.fixtures.yolo import (
+    HAS_ULTRALYTICS,
+    find_font,
+    make_yolo_dataset,
+    offline_settings,
+)
 
 DETECT, SEGMENT = "object-detection", "instance-segmentation"
 
@@ -280,42 +283,14 @@ def test_samples_and_calibration(detect: Path) -> None:
 # ---------------------------------------------------------------- Ultralytics reads our layout
 
 
-def _find_font() -> Path | None:
-    """Any TTF on this machine; Ultralytics otherwise downloads Arial.ttf on first use."""
-    spec = importlib.util.find_spec("matplotlib")  # not imported: MPLCONFIGDIR is set later
-    if spec is not None and spec.origin:
-        font = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
-        if font.is_file():
-            return font
-    if shutil.which("fc-list"):
-        listing = subprocess.run(["fc-list", ":", "file"], capture_output=True, text=True).stdout
-        fonts = sorted(line.strip().rstrip(":") for line in listing.splitlines())
-        return next((Path(f) for f in fonts if f.lower().endswith(".ttf")), None)
-    return None
-
-
 @pytest.fixture(scope="module")
 def ultralytics_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Ultralytics with no network, no auto-install and its settings in a temp dir."""
-    font = _find_font()
-    if font is None:
+    if find_font() is None:
         pytest.skip("no TTF font found (fc-list, matplotlib); Ultralytics would download Arial.ttf")
-    config = tmp_path_factory.mktemp("yolo_config")
-    (config / "Ultralytics").mkdir()
-    shutil.copy(font, config / "Ultralytics" / "Arial.ttf")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("YOLO_CONFIG_DIR", str(config))
-        mp.setenv("YOLO_OFFLINE", "1")
-        mp.setenv("YOLO_AUTOINSTALL", "false")
-        mp.setenv("MPLCONFIGDIR", str(config / "matplotlib"))
-        pytest.importorskip("ultralytics")
-        import ultralytics.utils
-        import ultralytics.utils.checks
-
-        # Ultralytics fixes its config dir at first import, which another test may have done
-        mp.setattr(ultralytics.utils, "USER_CONFIG_DIR", config / "Ultralytics")
-        mp.setattr(ultralytics.utils.checks, "USER_CONFIG_DIR", config / "Ultralytics")
-        mp.setattr(ultralytics.utils.checks, "AUTOINSTALL", False)
+    if not HAS_ULTRALYTICS:  # checked without importing: the import must see our settings
+        pytest.skip("ultralytics is not installed")
+    with offline_settings(tmp_path_factory.mktemp("yolo_config")):
         yield
 
 

@@ -7,12 +7,7 @@ the package stage's own functions (a full run per NLP use case is the slow suite
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,45 +46,6 @@ NLP_USE_CASES = {
     "nlp-named_entity_recognition": "token-classification",
     "nlp-question_answering": "question-answering",
 }
-
-
-def _font() -> Path | None:
-    """Any TTF here; Ultralytics otherwise downloads Arial.ttf when it checks a dataset."""
-    spec = importlib.util.find_spec("matplotlib")
-    if spec is not None and spec.origin:
-        font = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
-        if font.is_file():
-            return font
-    if shutil.which("fc-list"):
-        listing = subprocess.run(["fc-list", ":", "file"], capture_output=True, text=True).stdout
-        fonts = sorted(line.strip().rstrip(":") for line in listing.splitlines())
-        return next((Path(f) for f in fonts if f.lower().endswith(".ttf")), None)
-    return None
-
-
-@contextmanager
-def ultralytics_offline(config: Path) -> Iterator[None]:
-    """No network, no auto-install, settings and fonts under `config` (never ~/.config)."""
-    import pytest
-
-    (config / "Ultralytics").mkdir(parents=True, exist_ok=True)
-    font = _font()
-    if font is not None:
-        shutil.copy(font, config / "Ultralytics" / "Arial.ttf")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("YOLO_CONFIG_DIR", str(config))
-        mp.setenv("YOLO_OFFLINE", "1")
-        mp.setenv("YOLO_AUTOINSTALL", "false")
-        mp.setenv("MPLCONFIGDIR", str(config / "matplotlib"))
-        import ultralytics.utils
-        import ultralytics.utils.checks
-
-        # Ultralytics fixes its config dir at first import, which another test may have done
-        mp.setattr(ultralytics.utils, "USER_CONFIG_DIR", config / "Ultralytics")
-        mp.setattr(ultralytics.utils.checks, "USER_CONFIG_DIR", config / "Ultralytics")
-        mp.setattr(ultralytics.utils.checks, "AUTOINSTALL", False)
-        mp.setattr(ultralytics.utils, "ONLINE", False)
-        yield
 
 
 def yolo_deployment(base: Path, use_case: str) -> tuple[Path, Path]:

@@ -11,7 +11,8 @@ import pytest
 import sparsify
 from sparsify.runner import RunResult
 from tests.conftest import TINY_RUN
-from tests.deploy.builders import nlp_deployment, ultralytics_offline, yolo_deployment
+from tests.deploy.builders import nlp_deployment, yolo_deployment
+from tests.fixtures.yolo import offline_settings
 
 HAS_ULTRALYTICS = importlib.util.find_spec("ultralytics") is not None
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
@@ -33,7 +34,7 @@ def yolo_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if not HAS_ULTRALYTICS:
         pytest.skip("ultralytics not installed")
     config = tmp_path_factory.mktemp("yolo_config")
-    with ultralytics_offline(config):
+    with offline_settings(config):
         yield config
 
 
