@@ -9,10 +9,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
-from torch import nn
 
 from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine, make_random_feeds
 from sparsify.errors import SparsifyError
+from tests.benchmark.conftest import tiny_cnn
 
 BENCHMARK_KEYS = {
     "items_per_sec",
@@ -35,21 +35,9 @@ BENCHMARK_KEYS = {
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny test CNN (Conv-BN-ReLU x2, pool, Linear) exported with a dynamic batch."""
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(32, 10),
-    )
     path = tmp_path_factory.mktemp("engine") / "model.onnx"
     torch.onnx.export(
-        model.eval(),
+        tiny_cnn(),
         (torch.randn(1, 3, 16, 16),),
         path,
         dynamo=False,
