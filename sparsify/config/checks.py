@@ -100,6 +100,7 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
                 "benchmark.time_s", cfg.benchmark.time_s, "must be > 0", "e.g. benchmark.time_s=3"
             )
         )
+    problems.extend(_quantization_problems(cfg.quantization))
     family = str(use_case.family)
     done = IMPLEMENTED.get(family, set())
     if not use_case.custom and experiment not in done:  # custom: reported above
@@ -112,6 +113,39 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
                 f"use experiment={sorted(done)[0]}"
                 if done
                 else "use use_case=cv-classification experiment=one_shot",
+            )
+        )
+    return problems
+
+
+def _quantization_problems(q: DictConfig) -> list[Problem]:
+    """The quantizer's choices, checked now: a typo must not wait for the end of training."""
+    from sparsify.algorithms.quantization import CALIBRATION_METHODS, FORMATS, QUANT_TYPES
+
+    problems = []
+    for key, choices in (
+        ("format", FORMATS),
+        ("activation_type", QUANT_TYPES),
+        ("weight_type", QUANT_TYPES),
+        ("calibration", CALIBRATION_METHODS),
+    ):
+        value = str(q[key])
+        if value.lower().strip() not in choices:
+            problems.append(
+                Problem(
+                    f"quantization.{key}",
+                    value,
+                    "is not a valid choice",
+                    f"use one of: {', '.join(choices)}",
+                )
+            )
+    if not 0 < float(q.percentile) <= 100:
+        problems.append(
+            Problem(
+                "quantization.percentile",
+                q.percentile,
+                "must be in (0, 100]",
+                "e.g. quantization.percentile=99.99",
             )
         )
     return problems

@@ -149,3 +149,15 @@ def test_unknown_benchmark_engine_and_bad_timeout_are_reported_together() -> Non
     assert "tensorrt" in problems["benchmark.engines"].message
     assert "deepsparse" in problems["benchmark.engines"].fix
     assert "benchmark.timeout_s" in problems
+
+
+def test_quantization_choices_are_checked_before_anything_runs() -> None:
+    cfg = compose_config(
+        ["quantization.format=qdqq", "quantization.calibration=kl", "quantization.percentile=0"]
+    )
+    problems = {p.key: p for p in config_problems(cfg)}
+    assert "qoperator" in problems["quantization.format"].fix
+    assert "percentile" in problems["quantization.calibration"].fix
+    assert "quantization.percentile" in problems
+    defaults = config_problems(compose_config([]))
+    assert not [p for p in defaults if p.key.startswith("quantization")]
