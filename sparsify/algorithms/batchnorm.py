@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from sparsify.algorithms.sparsegpt import forward_batch
+from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -63,3 +67,93 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[torch.Tensor
         "Re-estimated %d BatchNorm layers' statistics on %d calibration samples", len(bns), seen
     )
     return len(bns)
+
+
+_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def _first_tensor(output: Any) -> torch.Tensor | None:
+    """The main output of a model: itself, the first of a tuple, the first value of a dict."""
+    while not isinstance(output, torch.Tensor):
+        if isinstance(output, list | tuple) and output:
+            output = output[0]
+        elif hasattr(output, "values") and list(output.values()):
+            output = next(iter(output.values()))
+        else:
+            return None
+    return output
+
+
+def _batchnorm_pairs(model: nn.Module, batch: Any) -> list[tuple[str, str]]:
+    """(layer, BatchNorm) module names where the BN's input is the layer's output tensor."""
+    names = {m: n for n, m in model.named_modules()}
+    produced: list[tuple[torch.Tensor, nn.Module]] = []
+    pairs: list[tuple[str, str]] = []
+
+    def after_layer(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            produced.append((output, module))
+
+    def before_bn(module: nn.Module, args: tuple[Any, ...]) -> None:
+        layer = next((m for t, m in produced if args and t is args[0]), None)
+        if layer is not None and names.get(module) not in {b for _, b in pairs}:
+            pairs.append((names[layer], names[module]))
+
+    handles = [
+        m.register_forward_hook(after_layer) for m in model.modules() if isinstance(m, _FOLDABLE)
+    ]
+    handles += [
+        m.register_forward_pre_hook(before_bn)
+        for m in model.modules()
+        if isinstance(m, _BN) and m.track_running_stats
+    ]
+    try:
+        forward_batch(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return pairs
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, batch: Any) -> int:
+    """Fold every BatchNorm that directly follows a Conv/Linear into it (in place, eval mode).
+
+    The layer's weight and bias become what the ONNX export folds them to; the BatchNorm stays
+    in the model as an identity (weight 1, bias 0, mean 0, var 1 - eps), so every family's
+    module structure, checkpoint format and exporter keep working. Pairs are found by running
+    `batch`; the folded model's output on it is checked against the original's. Returns the
+    number of BatchNorm layers folded.
+    """
+    model.eval()
+    reference = _first_tensor(forward_batch(model, batch))
+    pairs = _batchnorm_pairs(model, batch)
+    modules = dict(model.named_modules())
+    for layer_name, bn_name in pairs:
+        layer, bn = modules[layer_name], modules[bn_name]
+        scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+        shift = -bn.running_mean * scale
+        if bn.affine:
+            scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+        layer.weight.mul_(scale.reshape((-1,) + (1,) * (layer.weight.dim() - 1)))
+        bias = layer.bias if layer.bias is not None else torch.zeros_like(scale)
+        layer.bias = nn.Parameter(bias * scale + shift)
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)
+        if bn.affine:
+            bn.weight.fill_(1.0)
+            bn.bias.zero_()
+    folded = _first_tensor(forward_batch(model, batch))
+    if (
+        folded is not None
+        and reference is not None
+        and not torch.allclose(
+            folded, reference, rtol=1e-3, atol=1e-4 * float(reference.abs().max())
+        )
+    ):
+        raise SparsifyError(
+            "folding BatchNorm into the layers before it changed the model's output (a layer's "
+            "output also feeds something other than its BatchNorm); keep the model unfolded"
+        )
+    log.info("Folded %d BatchNorm layers into the layers before them", len(pairs))
+    return len(pairs)

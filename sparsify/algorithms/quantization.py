@@ -23,6 +23,7 @@ log = logging.getLogger("sparsify")
 FORMATS = ("qdq", "qoperator")
 QUANT_TYPES = ("int8", "uint8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+WEIGHT_ROUNDINGS = ("gptq", "nearest")
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # Ops emitted by the QOperator format in place of a float op.
 INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -161,6 +161,55 @@ def _inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
     )
 
 
+ColumnRule = Callable[[torch.Tensor, int, int, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def obs_update_layer(
+    weight: torch.Tensor,
+    H: torch.Tensor,
+    rule: ColumnRule,
+    block_size: int = 128,
+    percdamp: float = 0.01,
+) -> tuple[torch.Tensor, float]:
+    """The OBS column sweep shared by SparseGPT (pruning) and GPTQ (rounding).
+
+    Visits the columns of a `(out, in_flat)` weight left to right in blocks; `rule(W1, i1, i,
+    d)` gives column `i` of the block starting at column `i1` its final values, from the block
+    `W1` as updated so far and the diagonal `d` of the block's inverse-Hessian factor. The
+    difference is compensated on the later columns. Returns the new weight (weight's dtype)
+    and the output error, the mean over calibration vectors of ||(W - W') x||^2 (undamped H).
+    """
+    original = weight.detach().to(torch.float64)
+    W = original.clone()
+    cols = W.shape[1]
+    H0 = H.to(device=W.device, dtype=torch.float64)
+    if H0.shape != (cols, cols):
+        raise ValueError(f"Hessian {tuple(H0.shape)} does not match weight {tuple(W.shape)}")
+    Hd = H0.clone()
+    Hd.diagonal()[H0.diagonal() == 0] = 1.0  # decouples dead inputs: their updates touch nothing
+    U = _inverse_cholesky(Hd, percdamp)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        err1 = torch.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        d = U1.diagonal()
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            q = rule(W1, i1, i, d)
+            Q1[:, i] = q
+            err = (w - q) / d[i]
+            W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
+            err1[:, i] = err
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= err1 @ U[i1:i2, i2:]
+    delta = original - W
+    error = float(0.5 * (delta @ H0 * delta).sum())
+    return W.to(weight.dtype), error
+
+
 @torch.no_grad()
 def sparsegpt_prune_layer(
     weight: torch.Tensor,
@@ -181,18 +230,8 @@ def sparsegpt_prune_layer(
     """
     kind = parse_mask_type(mask_type)
     _check_sparsity(sparsity, kind)
-    original = weight.detach().to(torch.float64)
-    W = original.clone()
-    rows, cols = W.shape
-    H0 = H.to(device=W.device, dtype=torch.float64)
-    if H0.shape != (cols, cols):
-        raise ValueError(f"Hessian {tuple(H0.shape)} does not match weight {tuple(W.shape)}")
-    dead = H0.diagonal() == 0
-    H = H0.clone()
-    H.diagonal()[dead] = 1.0  # decouples dead inputs: their updates touch nothing else
-    U = _inverse_cholesky(H, percdamp)
-    live = (~dead).to(torch.float64)
-
+    rows, cols = weight.shape
+    live = (H.diagonal() != 0).to(device=weight.device, dtype=torch.float64)
     group = kind.group
     block_size = max(group, block_size // group * group)  # groups never straddle two blocks
     units_per_row = -(-cols // group)
@@ -201,16 +240,12 @@ def sparsegpt_prune_layer(
     def pruned_before(col: int) -> int:  # cumulative allocation keeps the layer total exact
         return int(round(total_pruned * (-(-col // group)) / units_per_row))
 
-    pruned = torch.zeros(rows, cols, dtype=torch.bool, device=W.device)
-    for i1 in range(0, cols, block_size):
-        i2 = min(i1 + block_size, cols)
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        err1 = torch.zeros_like(W1)
-        U1 = U[i1:i2, i1:i2]
-        d = U1.diagonal()
+    pruned = torch.zeros(rows, cols, dtype=torch.bool, device=weight.device)
+
+    def rule(W1: torch.Tensor, i1: int, i: int, d: torch.Tensor) -> torch.Tensor:
+        i2 = i1 + W1.shape[1]
         pruned1 = pruned[:, i1:i2]  # a view: filled in place
-        if kind.kind != "nm":
+        if kind.kind != "nm" and i == 0:  # adaptive mask: chosen as the block starts
             scores = W1.square() / d.square() * live[i1:i2]
             k = pruned_before(i2) - pruned_before(i1)
             if kind.kind == "block":
@@ -218,23 +253,15 @@ def sparsegpt_prune_layer(
                 pruned1.copy_(expand_blocks(chosen, group, i2 - i1))
             else:
                 pruned1.copy_(lowest(scores, k))
-        for i in range(i2 - i1):
-            if kind.kind == "nm" and i % group == 0:
-                j = min(i + group, i2 - i1)
-                scores = W1[:, i:j].square() / d[i:j].square() * live[i1 + i : i1 + j]
-                pruned1[:, i:j] = ~nm_mask_from_scores(scores, kind.keep, group)
-            w = W1[:, i]
-            q = torch.where(pruned1[:, i], 0.0, w)
-            Q1[:, i] = q
-            err = (w - q) / d[i]
-            W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
-            err1[:, i] = err
-        W[:, i1:i2] = Q1
-        W[:, i2:] -= err1 @ U[i1:i2, i2:]
+        if kind.kind == "nm" and i % group == 0:
+            j = min(i + group, i2 - i1)
+            scores = W1[:, i:j].square() / d[i:j].square() * live[i1 + i : i1 + j]
+            pruned1[:, i:j] = ~nm_mask_from_scores(scores, kind.keep, group)
+        w = W1[:, i]
+        return torch.where(pruned1[:, i], torch.zeros_like(w), w)
 
-    delta = original - W
-    error = float(0.5 * (delta @ H0 * delta).sum())
-    return W.to(weight.dtype), ~pruned, error
+    W, error = obs_update_layer(weight, H, rule, block_size, percdamp)
+    return W, ~pruned, error
 
 
 class _StopForward(Exception):
@@ -246,13 +273,13 @@ class PruneResult(NamedTuple):
     stats: dict[str, dict[str, Any]]  # per layer: method, sparsity, error, relative_error
 
 
-def _forward(model: nn.Module, batch: Any) -> None:
+def forward_batch(model: nn.Module, batch: Any) -> Any:
+    """Run `model` on a batch: a tuple of positional inputs, a dict of keyword inputs, a tensor."""
     if isinstance(batch, dict):
-        model(**batch)
-    elif isinstance(batch, list | tuple):
-        model(*batch)
-    else:
-        model(batch)
+        return model(**batch)
+    if isinstance(batch, list | tuple):
+        return model(*batch)
+    return model(batch)
 
 
 @contextlib.contextmanager
@@ -281,7 +308,7 @@ def _collect(
             stack.enter_context(_stop_after(next(iter(layers.values()))))
         for batch in batches:
             with contextlib.suppress(_StopForward):
-                _forward(model, batch)
+                forward_batch(model, batch)
     return accs
 
 
@@ -310,15 +337,50 @@ def _prune_one(
         pruned, keep, error = sparsegpt_prune_layer(matrix, H, sparsity, kind, block_size, percdamp)
         layer.weight.copy_(from_matrix(pruned, layer.weight.shape))
         mask = from_matrix(keep, layer.weight.shape)
-        W = matrix.to(torch.float64)
-        energy = float(0.5 * (W @ H.to(W.device) * W).sum())
         stats = {
             "method": "sparsegpt",
             "error": error,
-            "relative_error": error / energy if energy > 0 else 0.0,
+            "relative_error": relative_error(matrix, H, error),
         }
     stats["sparsity"] = float(1.0 - mask.float().mean())
     return mask, stats
+
+
+def layer_hessians(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    batches: Sequence[Any],
+    sequential: bool = True,
+    desc: str = "layers",
+) -> Iterator[tuple[str, nn.Module, HessianAccumulator | None]]:
+    """Yield each of `layers` with the Hessian of its inputs on the calibration `batches`.
+
+    `sequential`: each layer's Hessian is collected only when it is its turn, so it sees what
+    the caller did to the layers before it (a partial forward pass per layer); otherwise all
+    come from one pass first. Layers SparseGPT cannot handle get None. The model runs in eval
+    mode (BatchNorm/Dropout must not change while calibrating), restored at the end.
+    """
+    was_training = model.training
+    model.eval()
+    supported = {n: m for n, m in layers.items() if unsupported_reason(m) is None}
+    try:
+        shared = None if sequential else _collect(model, supported, batches, stop=False)
+        for name, layer in progress(layers.items(), total=len(layers), desc=desc):
+            if name not in supported:
+                yield name, layer, None
+            elif shared is not None:
+                yield name, layer, shared.pop(name)
+            else:
+                yield name, layer, _collect(model, {name: layer}, batches, stop=True)[name]
+    finally:
+        model.train(was_training)
+
+
+def relative_error(weight: torch.Tensor, H: torch.Tensor, error: float) -> float:
+    """An output error relative to the layer's output energy 1/2 tr(W H W^T)."""
+    W = weight.to(torch.float64)
+    energy = float(0.5 * (W @ H.to(device=W.device, dtype=torch.float64) * W).sum())
+    return error / energy if energy > 0 else 0.0
 
 
 def sparsegpt_prune_model(
@@ -348,35 +410,23 @@ def sparsegpt_prune_model(
             "SparseGPT needs calibration data: give at least one batch "
             "(experiment.calibration_samples > 0)"
         )
-    was_training = model.training
-    model.eval()  # BatchNorm/Dropout must not change while we calibrate
     masks: dict[str, torch.Tensor] = {}
     stats: dict[str, dict[str, Any]] = {}
-    supported = {n: m for n, m in layers.items() if unsupported_reason(m) is None}
-    try:
-        shared = None if sequential else _collect(model, supported, batches, stop=False)
-        for name, layer in progress(layers.items(), total=len(layers), desc="SparseGPT layers"):
-            if name not in supported:
-                acc = None
-            elif shared is not None:
-                acc = shared.pop(name)
-            else:
-                acc = _collect(model, {name: layer}, batches, stop=True)[name]
-            masks[name], stats[name] = _prune_one(
-                name, layer, acc, sparsity, kind, block_size, percdamp
-            )
-            del acc
-            log.debug(
-                "  %-40s %-9s sparsity %6.2f %%  relative output error %s",
-                name,
-                stats[name]["method"],
-                100 * stats[name]["sparsity"],
-                "-"
-                if stats[name]["relative_error"] is None
-                else f"{stats[name]['relative_error']:.4f}",
-            )
-    finally:
-        model.train(was_training)
+    hessians = layer_hessians(model, layers, batches, sequential, desc="SparseGPT layers")
+    for name, layer, acc in hessians:
+        masks[name], stats[name] = _prune_one(
+            name, layer, acc, sparsity, kind, block_size, percdamp
+        )
+        del acc
+        log.debug(
+            "  %-40s %-9s sparsity %6.2f %%  relative output error %s",
+            name,
+            stats[name]["method"],
+            100 * stats[name]["sparsity"],
+            "-"
+            if stats[name]["relative_error"] is None
+            else f"{stats[name]['relative_error']:.4f}",
+        )
     total = sum(m.numel() for m in masks.values())
     kept = sum(int(m.sum()) for m in masks.values())
     log.info(

@@ -120,7 +120,12 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
 
 def _quantization_problems(q: DictConfig) -> list[Problem]:
     """The quantizer's choices, checked now: a typo must not wait for the end of training."""
-    from sparsify.algorithms.quantization import CALIBRATION_METHODS, FORMATS, QUANT_TYPES
+    from sparsify.algorithms.quantization import (
+        CALIBRATION_METHODS,
+        FORMATS,
+        QUANT_TYPES,
+        WEIGHT_ROUNDINGS,
+    )
 
     problems = []
     for key, choices in (
@@ -128,6 +133,7 @@ def _quantization_problems(q: DictConfig) -> list[Problem]:
         ("activation_type", QUANT_TYPES),
         ("weight_type", QUANT_TYPES),
         ("calibration", CALIBRATION_METHODS),
+        ("weight_rounding", WEIGHT_ROUNDINGS),
     ):
         value = str(q[key])
         if value.lower().strip() not in choices:

@@ -101,6 +101,11 @@ class QuantizationConfig:
     # the other (360 val images): no clear winner, so ORT's default stays
     calibration: str = "minmax"
     percentile: float = 99.99
+    # post-training INT8 of a torch model: gptq rounds the weights onto the INT8 grid layer by
+    # layer with error compensation (BatchNorm folded first), nearest leaves it to ONNX
+    # Runtime. Measured on MobileNetV2/digits 70 % sparse: INT8 top-1 81.1 % nearest, 86.4 %
+    # gptq (FP32 pruned 87.5 %)
+    weight_rounding: str = "gptq"
 
 
 @dataclass

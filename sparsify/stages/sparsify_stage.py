@@ -14,7 +14,13 @@ import onnx
 import torch
 from torch import nn
 
-from sparsify.algorithms.one_shot import ONE_SHOT_PRUNERS, prune_one_shot, target_sparsity
+from sparsify.algorithms.gptq import round_weights_for_int8
+from sparsify.algorithms.one_shot import (
+    ONE_SHOT_PRUNERS,
+    prune_one_shot,
+    target_sparsity,
+    torch_batches,
+)
 from sparsify.algorithms.onnx_pruning import prune_onnx
 from sparsify.algorithms.pruning import PRUNABLE_TYPES, log_sparsity
 from sparsify.algorithms.qat import fold_weight_quantizers, strip_qat
@@ -56,12 +62,44 @@ def _fp32_depthwise(q: Any) -> bool:
     return bool(q.fp32_depthwise) and not bool(q.per_channel)
 
 
+def _gptq_applies(model: Any, result: dict[str, Any], ctx: RunContext) -> bool:
+    """GPTQ rounding needs a torch model with hooks, and is for post-training INT8 (QAT has
+    already trained the weights on their grid)."""
+    return (
+        str(ctx.cfg.quantization.weight_rounding) == "gptq"
+        and not result.get("qat")
+        and isinstance(model, nn.Module)
+        and not isinstance(model, torch.jit.ScriptModule)
+    )
+
+
+def _quantized_ops(q: Any, family: Any) -> list[str]:
+    # a family may add ops, e.g. classifiers' residual Adds: INT8 end to end for DeepSparse
+    extra_ops = list(getattr(family, "extra_quantized_ops", ())) if q.format == "qoperator" else []
+    return [*q.ops, *(o for o in extra_ops if o not in q.ops)]
+
+
+def _round_weights(
+    model: nn.Module, out: Path, calibration: Any, ctx: RunContext, modifier: Modifier, family: Any
+) -> tuple[Path, dict[str, Any]]:
+    """GPTQ: a copy of the model with BatchNorm folded and the weights rounded onto the INT8
+    grids ONNX Runtime will use, exported for the quantizer (which then rounds nothing)."""
+    q = ctx.cfg.quantization
+    rounded = copy.deepcopy(model)
+    stats = round_weights_for_int8(
+        rounded,
+        torch_batches(calibration()),
+        ops=_quantized_ops(q, family),
+        ignore=list(modifier.kwargs.get("ignore") or []),
+        per_channel=bool(q.per_channel),
+    )
+    return family.export(rounded, out / ".model_rounded.onnx", ctx), stats
+
+
 def _quantize(
     fp32: Path, final: Path, calibration: Any, ctx: RunContext, modifier: Modifier, family: Any
 ) -> dict[str, Any]:
     q = ctx.cfg.quantization
-    # a family may add ops, e.g. classifiers' residual Adds: INT8 end to end for DeepSparse
-    extra_ops = list(getattr(family, "extra_quantized_ops", ())) if q.format == "qoperator" else []
     return quantize_onnx_static(
         fp32,
         final,
@@ -70,7 +108,7 @@ def _quantize(
         per_channel=bool(q.per_channel),
         activation_type=str(q.activation_type),
         weight_type=str(q.weight_type),
-        op_types=[*q.ops, *(o for o in extra_ops if o not in q.ops)],
+        op_types=_quantized_ops(q, family),
         ignore=list(modifier.kwargs.get("ignore") or []),
         fp32_depthwise=_fp32_depthwise(q),
         calibration_method=str(q.calibration),
@@ -207,14 +245,24 @@ class SparsifyStage:
         elif quantize:
             how = "of the QAT-trained weights" if result.get("qat") else "post-training"
             ctx.log.info("INT8 %s quantization (%s)", how, ctx.cfg.quantization.format)
-            result["quantization"] = _quantize(
-                fp32,
-                final,
-                calibration,
-                ctx,
-                quant,  # type: ignore[arg-type]
-                family,
-            )
+            source, rounding = fp32, {"weight_rounding": "nearest"}
+            if _gptq_applies(model, result, ctx):
+                source, rounding = _round_weights(model, out, calibration, ctx, quant, family)  # type: ignore[arg-type]
+            try:
+                result["quantization"] = (
+                    _quantize(
+                        source,
+                        final,
+                        calibration,
+                        ctx,
+                        quant,  # type: ignore[arg-type]
+                        family,
+                    )
+                    | rounding
+                )
+            finally:
+                if source != fp32:
+                    source.unlink(missing_ok=True)
             applied.append(quant)  # type: ignore[arg-type]
         else:
             shutil.copyfile(fp32, final)

@@ -1,0 +1,211 @@
+"""GPTQ-style rounding of weights onto the per-tensor INT8 grid before post-training quantization.
+
+Rounding each weight to its nearest INT8 level (what ONNX Runtime's quantizer does) ignores how
+the errors add up in a layer's output; per-tensor grids are coarse for rows with small ranges,
+so that error is what per-tensor INT8 loses most of its accuracy to. GPTQ (Frantar et al.,
+2023) rounds a layer's input columns one at a time and moves the still-unrounded weights of
+each row to compensate, by the same Optimal Brain Surgeon update SparseGPT uses for pruning
+(`sparsegpt.obs_update_layer`, with a rounding rule in place of a mask choice). Pruned weights
+stay exactly zero, which is on the grid.
+
+The grid is the one ONNX Runtime's per-tensor symmetric INT8 weights use: scale =
+max|W| / 127, levels -127..127 times scale. Weights left exactly on it are re-quantized by the
+ONNX quantizer without any further error, so the compensation survives into the INT8 model.
+The weights rounded are those of the exported graph, i.e. with BatchNorm folded in
+(`batchnorm.fold_batchnorm`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsify.algorithms.batchnorm import fold_batchnorm, has_batchnorm
+from sparsify.algorithms.masks import from_matrix, to_matrix
+from sparsify.algorithms.sparsegpt import (
+    forward_batch,
+    layer_hessians,
+    obs_update_layer,
+    relative_error,
+)
+from sparsify.errors import SparsifyError
+
+log = logging.getLogger("sparsify")
+
+INT8_LEVELS = 127  # symmetric signed INT8: -127..127, as ONNX Runtime's symmetric weights
+
+
+def int8_scales(weight: torch.Tensor, per_channel: bool = False) -> torch.Tensor:
+    """Symmetric INT8 scales of a `(out, in_flat)` weight as ONNX Runtime computes them, one
+    per row: max|W| / 127 over the tensor (per-tensor, repeated) or over each row."""
+    absmax = weight.detach().abs().to(torch.float64)
+    absmax = absmax.amax(dim=1) if per_channel else absmax.max().expand(weight.shape[0])
+    return absmax / INT8_LEVELS
+
+
+@torch.no_grad()
+def gptq_round_layer(
+    weight: torch.Tensor,
+    H: torch.Tensor,
+    scales: torch.Tensor,
+    per_channel: bool = False,
+    block_size: int = 128,
+    percdamp: float = 0.01,
+) -> tuple[torch.Tensor, float]:
+    """Round a `(out, in_flat)` weight onto INT8 grids (`scales`: one per row), compensating
+    the output error with Hessian `H`.
+
+    Zeros stay zero (pruned weights keep their mask). The largest |w| of each grid (the tensor,
+    or each row) ends on +-127 levels, so the scale ONNX Runtime derives from the rounded
+    tensor is `scales` again. Returns the rounded weight (weight's dtype) and the output error,
+    as `sparsegpt_prune_layer`'s.
+    """
+    keep = weight != 0
+    step = scales.to(device=weight.device, dtype=torch.float64)
+    safe = torch.where(step > 0, step, torch.ones_like(step))  # all-zero rows stay zero
+
+    def rounding(W1: torch.Tensor, i1: int, i: int, d: torch.Tensor) -> torch.Tensor:
+        q = torch.clamp(torch.round(W1[:, i] / safe), -INT8_LEVELS, INT8_LEVELS) * step
+        return torch.where(keep[:, i1 + i], q, torch.zeros_like(q))
+
+    rounded, error = obs_update_layer(weight, H, rounding, block_size, percdamp)
+    # compensation may have pulled a grid's largest weight below the top level; put it back so
+    # that max|W| / 127 (what the ONNX quantizer derives) is the scale rounded to
+    original = weight.detach().to(torch.float64)
+    for row in range(weight.shape[0]) if per_channel else [None]:
+        region = original if row is None else original[row : row + 1]
+        top = int(region.abs().argmax())
+        r, c = divmod(top, weight.shape[1])
+        r = r if row is None else row
+        level = float(step[r]) * INT8_LEVELS
+        target = rounded if row is None else rounded[row]
+        if level > 0 and float(target.abs().max()) < level * (1 - 1e-6):
+            rounded[r, c] = level if original[r, c] > 0 else -level
+    return rounded, error
+
+
+def gptq_round_model(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    batches: Sequence[Any],
+    per_channel: bool = False,
+    block_size: int = 128,
+    percdamp: float = 0.01,
+) -> dict[str, dict[str, float]]:
+    """Round `layers`' weights in place onto their INT8 grids, layer by layer.
+
+    Each layer's Hessian comes from the calibration `batches` run through the model with the
+    layers before it already rounded (sequential, so later layers absorb earlier errors).
+    Returns per layer the largest scale and the relative output error of rounding.
+    """
+    if not batches:
+        raise SparsifyError(
+            "GPTQ rounding needs calibration data: give at least one batch "
+            "(experiment.calibration_samples > 0)"
+        )
+    stats: dict[str, dict[str, float]] = {}
+    for name, layer, acc in layer_hessians(model, layers, batches, desc="GPTQ layers"):
+        if acc is None or acc.samples == 0:
+            log.warning("GPTQ skips %s: no Hessian for it; ONNX Runtime rounds it to nearest", name)
+            continue
+        matrix = to_matrix(layer.weight.detach())
+        scales = int8_scales(matrix, per_channel)
+        H = acc.hessian
+        rounded, error = gptq_round_layer(matrix, H, scales, per_channel, block_size, percdamp)
+        with torch.no_grad():
+            layer.weight.copy_(from_matrix(rounded.to(layer.weight.dtype), layer.weight.shape))
+        stats[name] = {
+            "scale": float(scales.max()),
+            "relative_error": relative_error(matrix, H, error),
+        }
+        log.debug(
+            "  %-40s scale %.3g relative output error %.5f",
+            name,
+            stats[name]["scale"],
+            stats[name]["relative_error"],
+        )
+    log.info("GPTQ rounded %d layers' weights onto their INT8 grids", len(stats))
+    return stats
+
+
+def _ignored(name: str, ignore: list[str]) -> bool:
+    """A module name covered by a QuantizationModifier `ignore` entry: the name itself, a
+    module above it, or a `re:` pattern found in it (as node names are matched)."""
+    for pattern in ignore:
+        if pattern.startswith("re:"):
+            if re.search(pattern[3:], name):
+                return True
+        elif name == pattern or name.startswith(pattern + "."):
+            return True
+    return False
+
+
+@torch.no_grad()
+def int8_layers(
+    model: nn.Module,
+    batch: Any,
+    ops: list[str],
+    ignore: list[str] | None = None,
+) -> dict[str, nn.Module]:
+    """The Conv/Linear modules whose weights ONNX Runtime will quantize, by the ONNX op they
+    export to: Conv -> `Conv`; Linear on 2-D inputs -> `Gemm`, on N-D inputs -> `MatMul`.
+
+    Grouped and depthwise convolutions are left out (GPTQ's Hessian covers groups=1; ONNX
+    Runtime rounds them to nearest, or they stay FP32), as are `ignore`d modules.
+    """
+    ignore = list(ignore or [])
+    linear_ranks: dict[nn.Module, int] = {}
+
+    def record(module: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            linear_ranks[module] = args[0].dim()
+
+    handles = [
+        m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, nn.Linear)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        forward_batch(model, batch)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    out = {}
+    for name, module in model.named_modules():
+        if _ignored(name, ignore):
+            continue
+        if isinstance(module, nn.Conv1d | nn.Conv2d):
+            if "Conv" in ops and module.groups == 1:
+                out[name] = module
+        elif isinstance(module, nn.Linear) and module in linear_ranks:
+            op = "Gemm" if linear_ranks[module] == 2 else "MatMul"
+            if op in ops:
+                out[name] = module
+    return out
+
+
+@torch.no_grad()
+def round_weights_for_int8(
+    model: nn.Module,
+    batches: Sequence[Any],
+    ops: list[str],
+    ignore: list[str] | None = None,
+    per_channel: bool = False,
+) -> dict[str, Any]:
+    """Fold BatchNorm, then GPTQ-round the weights ONNX Runtime will quantize (in place)."""
+    folded = fold_batchnorm(model, batches[0]) if has_batchnorm(model) else 0
+    layers = int8_layers(model, batches[0], ops, ignore)
+    log.info(
+        "GPTQ rounding %d layers' weights onto their %s INT8 grids on %d calibration batches",
+        len(layers),
+        "per-channel" if per_channel else "per-tensor",
+        len(batches),
+    )
+    stats = gptq_round_model(model, layers, batches, per_channel)
+    return {"weight_rounding": "gptq", "folded_batchnorm": folded, "rounded_layers": len(stats)}
