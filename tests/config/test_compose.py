@@ -153,10 +153,16 @@ def test_unknown_benchmark_engine_and_bad_timeout_are_reported_together() -> Non
 
 def test_quantization_choices_are_checked_before_anything_runs() -> None:
     cfg = compose_config(
-        ["quantization.format=qdqq", "quantization.calibration=kl", "quantization.percentile=0"]
+        [
+            "quantization.format=qdqq",
+            "quantization.calibration=kl",
+            "quantization.percentile=0",
+            "quantization.weight_rounding=adaround",
+        ]
     )
     problems = {p.key: p for p in config_problems(cfg)}
     assert "qoperator" in problems["quantization.format"].fix
+    assert "gptq, nearest" in problems["quantization.weight_rounding"].fix
     assert "percentile" in problems["quantization.calibration"].fix
     assert "quantization.percentile" in problems
     defaults = config_problems(compose_config([]))
