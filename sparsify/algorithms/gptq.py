@@ -29,9 +29,10 @@ from sparsify.algorithms.batchnorm import fold_batchnorm, has_batchnorm
 from sparsify.algorithms.masks import from_matrix, to_matrix
 from sparsify.algorithms.sparsegpt import (
     forward_batch,
+    group_rows,
     layer_hessians,
     obs_update_layer,
-    relative_error,
+    output_energy,
 )
 from sparsify.errors import SparsifyError
 
@@ -56,37 +57,50 @@ def gptq_round_layer(
     per_channel: bool = False,
     block_size: int = 128,
     percdamp: float = 0.01,
+    groups: list[slice] | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Round a `(out, in_flat)` weight onto INT8 grids (`scales`: one per row), compensating
     the output error with Hessian `H`.
 
-    Zeros stay zero (pruned weights keep their mask). The largest |w| of each grid (the tensor,
-    or each row) ends on +-127 levels, so the scale ONNX Runtime derives from the rounded
-    tensor is `scales` again. Returns the rounded weight (weight's dtype) and the output error,
-    as `sparsegpt_prune_layer`'s.
+    A grouped convolution passes `H` as (groups, in_flat, in_flat) and the rows each group
+    feeds (`sparsegpt.group_rows`). Zeros stay zero (pruned weights keep their mask). The
+    largest |w| of each grid (the tensor, or each row) ends on +-127 levels, so the scale ONNX
+    Runtime derives from the rounded tensor is `scales` again. Returns the rounded weight
+    (weight's dtype) and the output error, as `sparsegpt_prune_layer`'s.
     """
-    keep = weight != 0
     step = scales.to(device=weight.device, dtype=torch.float64)
     safe = torch.where(step > 0, step, torch.ones_like(step))  # all-zero rows stay zero
+    rounded = torch.empty_like(weight)
+    error = 0.0
+    hessians = H if H.dim() == 3 else H.unsqueeze(0)
+    for rows, hessian in zip(groups or [slice(None)], hessians, strict=True):
+        keep, s, sd = weight[rows] != 0, step[rows], safe[rows]
 
-    def rounding(W1: torch.Tensor, i1: int, i: int, d: torch.Tensor) -> torch.Tensor:
-        q = torch.clamp(torch.round(W1[:, i] / safe), -INT8_LEVELS, INT8_LEVELS) * step
-        return torch.where(keep[:, i1 + i], q, torch.zeros_like(q))
+        def rounding(W1: torch.Tensor, i1: int, i: int, d: torch.Tensor) -> torch.Tensor:
+            q = torch.clamp(torch.round(W1[:, i] / sd), -INT8_LEVELS, INT8_LEVELS) * s  # noqa: B023
+            return torch.where(keep[:, i1 + i], q, torch.zeros_like(q))  # noqa: B023
 
-    rounded, error = obs_update_layer(weight, H, rounding, block_size, percdamp)
-    # compensation may have pulled a grid's largest weight below the top level; put it back so
-    # that max|W| / 127 (what the ONNX quantizer derives) is the scale rounded to
-    original = weight.detach().to(torch.float64)
-    for row in range(weight.shape[0]) if per_channel else [None]:
+        rounded[rows], part = obs_update_layer(
+            weight[rows], hessian, rounding, block_size, percdamp
+        )
+        error += part
+    _restore_top_levels(weight, rounded, step, per_channel)
+    return rounded, error
+
+
+def _restore_top_levels(
+    original: torch.Tensor, rounded: torch.Tensor, step: torch.Tensor, per_channel: bool
+) -> None:
+    """Compensation may have pulled a grid's largest weight below the top level; put it back
+    so that max|W| / 127 (what the ONNX quantizer derives) is the scale rounded to."""
+    for row in range(original.shape[0]) if per_channel else [None]:
         region = original if row is None else original[row : row + 1]
-        top = int(region.abs().argmax())
-        r, c = divmod(top, weight.shape[1])
+        r, c = divmod(int(region.abs().argmax()), original.shape[1])
         r = r if row is None else row
         level = float(step[r]) * INT8_LEVELS
         target = rounded if row is None else rounded[row]
         if level > 0 and float(target.abs().max()) < level * (1 - 1e-6):
             rounded[r, c] = level if original[r, c] > 0 else -level
-    return rounded, error
 
 
 def gptq_round_model(
@@ -115,13 +129,18 @@ def gptq_round_model(
             continue
         matrix = to_matrix(layer.weight.detach())
         scales = int8_scales(matrix, per_channel)
-        H = acc.hessian
-        rounded, error = gptq_round_layer(matrix, H, scales, per_channel, block_size, percdamp)
+        groups = group_rows(layer, matrix.shape[0])
+        rounded, error = gptq_round_layer(
+            matrix, acc.hessians, scales, per_channel, block_size, percdamp, groups
+        )
         with torch.no_grad():
             layer.weight.copy_(from_matrix(rounded.to(layer.weight.dtype), layer.weight.shape))
+        energy = sum(
+            output_energy(matrix[rows], H) for rows, H in zip(groups, acc.hessians, strict=True)
+        )
         stats[name] = {
             "scale": float(scales.max()),
-            "relative_error": relative_error(matrix, H, error),
+            "relative_error": error / energy if energy > 0 else 0.0,
         }
         log.debug(
             "  %-40s scale %.3g relative output error %.5f",
@@ -151,12 +170,13 @@ def int8_layers(
     batch: Any,
     ops: list[str],
     ignore: list[str] | None = None,
+    fp32_grouped: bool = False,
 ) -> dict[str, nn.Module]:
     """The Conv/Linear modules whose weights ONNX Runtime will quantize, by the ONNX op they
     export to: Conv -> `Conv`; Linear on 2-D inputs -> `Gemm`, on N-D inputs -> `MatMul`.
 
-    Grouped and depthwise convolutions are left out (GPTQ's Hessian covers groups=1; ONNX
-    Runtime rounds them to nearest, or they stay FP32), as are `ignore`d modules.
+    `ignore`d modules are left out, and with `fp32_grouped` grouped and depthwise convolutions
+    (the quantizer keeps them FP32: `quantization.fp32_depthwise`).
     """
     ignore = list(ignore or [])
     linear_ranks: dict[nn.Module, int] = {}
@@ -181,7 +201,7 @@ def int8_layers(
         if _ignored(name, ignore):
             continue
         if isinstance(module, nn.Conv1d | nn.Conv2d):
-            if "Conv" in ops and module.groups == 1:
+            if "Conv" in ops and not (fp32_grouped and module.groups > 1):
                 out[name] = module
         elif isinstance(module, nn.Linear) and module in linear_ranks:
             op = "Gemm" if linear_ranks[module] == 2 else "MatMul"
@@ -197,10 +217,11 @@ def round_weights_for_int8(
     ops: list[str],
     ignore: list[str] | None = None,
     per_channel: bool = False,
+    fp32_grouped: bool = False,
 ) -> dict[str, Any]:
     """Fold BatchNorm, then GPTQ-round the weights ONNX Runtime will quantize (in place)."""
     folded = fold_batchnorm(model, batches[0]) if has_batchnorm(model) else 0
-    layers = int8_layers(model, batches[0], ops, ignore)
+    layers = int8_layers(model, batches[0], ops, ignore, fp32_grouped)
     log.info(
         "GPTQ rounding %d layers' weights onto their %s INT8 grids on %d calibration batches",
         len(layers),

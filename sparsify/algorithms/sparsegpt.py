@@ -49,24 +49,26 @@ log = logging.getLogger("sparsify")
 
 def unsupported_reason(layer: nn.Module) -> str | None:
     """Why SparseGPT cannot prune `layer` (it is magnitude-pruned instead), or None."""
-    if isinstance(layer, nn.Linear):
-        return None
-    if isinstance(layer, nn.Conv1d | nn.Conv2d):
-        if layer.groups != 1:
-            return f"grouped/depthwise convolution (groups={layer.groups})"
+    if isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d):
         return None
     return f"{type(layer).__name__} is not a Linear, Conv1d or Conv2d layer"
 
 
-def layer_input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A Linear/Conv layer's input -> its (n, in_flat) input vectors, columns in `to_matrix` order.
+def layer_groups(layer: nn.Module) -> int:
+    """Independent input groups of a layer: a grouped convolution's `groups`, else 1."""
+    return int(getattr(layer, "groups", 1)) if isinstance(layer, nn.Conv1d | nn.Conv2d) else 1
 
-    Linear: every vector along the last dim (tokens count as samples). Conv1d/Conv2d with
-    groups=1: every receptive field (`F.unfold` with the layer's kernel, stride, padding and
-    dilation).
+
+def grouped_input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A Linear/Conv layer's input -> its (n, groups, in_flat) input vectors per input group,
+    columns in `to_matrix` order.
+
+    Linear: every vector along the last dim (tokens count as samples), one group. Conv1d/Conv2d:
+    every receptive field (`F.unfold` with the layer's kernel, stride, padding and dilation),
+    split into the convolution's groups (group g feeds output channels g*out/groups ...).
     """
     if isinstance(layer, nn.Linear):
-        return x.reshape(-1, x.shape[-1])
+        return x.reshape(-1, 1, x.shape[-1])
     mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
     # the layer's own padding (also 'same', asymmetric, reflect...) then an unpadded unfold
     x = F.pad(x, layer._reversed_padding_repeated_twice, mode=mode)
@@ -76,14 +78,29 @@ def layer_input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
     cols = F.unfold(x, kernel, dilation=dilation, stride=stride)  # (N, C*K, L), C outermost
     n, _, positions = cols.shape
-    cols = cols.reshape(n, layer.in_channels, -1, positions).permute(0, 3, 2, 1)
-    return cols.reshape(n * positions, -1)
+    groups = layer.groups
+    cols = cols.reshape(n, groups, layer.in_channels // groups, -1, positions)
+    cols = cols.permute(0, 4, 1, 3, 2)  # (N, L, groups, K, C / groups): channels innermost
+    return cols.reshape(n * positions, groups, -1)
+
+
+def layer_input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A Linear/Conv layer's input -> its (n, in_flat) input vectors (one input group)."""
+    return grouped_input_rows(layer, x)[:, 0]
+
+
+def group_rows(layer: nn.Module, rows: int) -> list[slice]:
+    """The weight-matrix rows (output channels) each input group of `layer` feeds."""
+    groups = layer_groups(layer)
+    per = rows // groups
+    return [slice(g * per, (g + 1) * per) for g in range(groups)]
 
 
 class HessianAccumulator:
-    """H = 2/n sum x x^T over the n input vectors a layer sees, through a forward pre-hook.
+    """H = 2/n sum x x^T over the n input vectors a layer sees, through a forward pre-hook;
+    one per input group (grouped convolutions).
 
-    Input vectors as in `layer_input_rows`. Use as a context manager around forward passes.
+    Input vectors as in `grouped_input_rows`. Use as a context manager around forward passes.
     """
 
     def __init__(self, layer: nn.Module) -> None:
@@ -91,20 +108,37 @@ class HessianAccumulator:
         if reason:
             raise SparsifyError(f"SparseGPT cannot collect a Hessian for this layer: {reason}")
         self.layer = layer
+        self.groups = layer_groups(layer)
         self.columns = to_matrix(layer.weight).shape[1]
         self._sum = torch.zeros(
-            self.columns, self.columns, dtype=torch.float64, device=layer.weight.device
+            self.groups,
+            self.columns,
+            self.columns,
+            dtype=torch.float64,
+            device=layer.weight.device,
         )
         self.samples = 0
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
     @property
-    def hessian(self) -> torch.Tensor:
+    def hessians(self) -> torch.Tensor:
+        """(groups, in_flat, in_flat): one Hessian per input group."""
         return self._sum * (2.0 / max(self.samples, 1))
 
+    @property
+    def hessian(self) -> torch.Tensor:
+        """The Hessian of an ungrouped layer."""
+        if self.groups != 1:
+            raise ValueError(f"a layer with {self.groups} input groups has one Hessian each")
+        return self.hessians[0]
+
     def add(self, x: torch.Tensor) -> None:
-        rows = layer_input_rows(self.layer, x.detach()).to(torch.float32)
-        self._sum += (rows.T @ rows).to(torch.float64)
+        rows = grouped_input_rows(self.layer, x.detach()).to(torch.float32)
+        if self.groups == 1:
+            flat = rows[:, 0]
+            self._sum[0] += (flat.T @ flat).to(torch.float64)
+        else:
+            self._sum += torch.einsum("ngi,ngj->gij", rows, rows).to(torch.float64)
         self.samples += rows.shape[0]
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -312,6 +346,18 @@ def _collect(
     return accs
 
 
+def _group_sparsity(
+    sparsity: float, kind: MaskType, matrix: torch.Tensor, g: int, groups: int
+) -> float:
+    """Group g's share of a grouped layer's pruning, so that the layer total is exact."""
+    if groups == 1 or kind.kind == "nm":
+        return sparsity
+    units = matrix.shape[0] * -(-matrix.shape[1] // kind.group)
+    total = round(sparsity * units)
+    count = round(total * (g + 1) / groups) - round(total * g / groups)
+    return count / (units / groups)
+
+
 @torch.no_grad()
 def _prune_one(
     name: str,
@@ -332,15 +378,23 @@ def _prune_one(
         stats = {"method": "magnitude", "error": None, "relative_error": None}
     else:
         assert acc is not None
-        H = acc.hessian
         matrix = to_matrix(layer.weight.detach())
-        pruned, keep, error = sparsegpt_prune_layer(matrix, H, sparsity, kind, block_size, percdamp)
+        pruned, keep = torch.empty_like(matrix), torch.empty_like(matrix, dtype=torch.bool)
+        error = energy = 0.0
+        groups = group_rows(layer, matrix.shape[0])
+        for g, (rows, H) in enumerate(zip(groups, acc.hessians, strict=True)):
+            pruned[rows], keep[rows], part = sparsegpt_prune_layer(
+                matrix[rows], H, _group_sparsity(sparsity, kind, matrix, g, len(groups)),
+                kind, block_size, percdamp,
+            )  # fmt: skip
+            error += part
+            energy += output_energy(matrix[rows], H)
         layer.weight.copy_(from_matrix(pruned, layer.weight.shape))
         mask = from_matrix(keep, layer.weight.shape)
         stats = {
             "method": "sparsegpt",
             "error": error,
-            "relative_error": relative_error(matrix, H, error),
+            "relative_error": error / energy if energy > 0 else 0.0,
         }
     stats["sparsity"] = float(1.0 - mask.float().mean())
     return mask, stats
@@ -376,11 +430,10 @@ def layer_hessians(
         model.train(was_training)
 
 
-def relative_error(weight: torch.Tensor, H: torch.Tensor, error: float) -> float:
-    """An output error relative to the layer's output energy 1/2 tr(W H W^T)."""
+def output_energy(weight: torch.Tensor, H: torch.Tensor) -> float:
+    """A layer's output energy 1/2 tr(W H W^T), what output errors are relative to."""
     W = weight.to(torch.float64)
-    energy = float(0.5 * (W @ H.to(device=W.device, dtype=torch.float64) * W).sum())
-    return error / energy if energy > 0 else 0.0
+    return float(0.5 * (W @ H.to(device=W.device, dtype=torch.float64) * W).sum())
 
 
 def sparsegpt_prune_model(
@@ -399,9 +452,9 @@ def sparsegpt_prune_model(
     `sequential=True` (the default, as in the paper) calibrates each layer on the outputs of
     the already-pruned layers before it, so later layers compensate earlier errors; every
     layer then costs a (partial) forward pass over the batches. `sequential=False` collects
-    every Hessian in one pass of the dense model. Layers SparseGPT cannot handle (grouped
-    convolutions) are pruned by magnitude, with a warning. The model's train/eval mode is
-    restored afterwards.
+    every Hessian in one pass of the dense model. Grouped convolutions get one Hessian per
+    group; layers SparseGPT cannot handle (other types, or never called) are pruned by
+    magnitude, with a warning. The model's train/eval mode is restored afterwards.
     """
     kind = parse_mask_type(mask_type)
     _check_sparsity(sparsity, kind)

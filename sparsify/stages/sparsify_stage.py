@@ -92,6 +92,7 @@ def _round_weights(
         ops=_quantized_ops(q, family),
         ignore=list(modifier.kwargs.get("ignore") or []),
         per_channel=bool(q.per_channel),
+        fp32_grouped=_fp32_depthwise(q),
     )
     return family.export(rounded, out / ".model_rounded.onnx", ctx), stats
 

@@ -77,7 +77,7 @@ def _cnn_with_bn() -> nn.Module:
         nn.Conv2d(3, 16, 3, padding=1, bias=False),
         nn.BatchNorm2d(16),
         nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1, groups=16),  # depthwise: left to ONNX Runtime
+        nn.Conv2d(16, 16, 3, padding=1, groups=16),  # depthwise
         nn.BatchNorm2d(16),
         nn.ReLU(),
         nn.Conv2d(16, 32, 1),
@@ -146,10 +146,11 @@ class _Tokens(nn.Module):
 def test_int8_layers_follow_the_onnx_op_each_module_exports_to() -> None:
     model = _cnn_with_bn()
     batch = (torch.randn(2, 3, 8, 8),)
-    assert sorted(int8_layers(model, batch, ["Conv", "MatMul"])) == ["0", "6"]
-    assert sorted(int8_layers(model, batch, ["Conv", "Gemm"])) == ["0", "11", "6"]
-    assert sorted(int8_layers(model, batch, ["Conv"], ignore=["6"])) == ["0"]
-    assert sorted(int8_layers(model, batch, ["Conv"], ignore=["re:^0$"])) == ["6"]
+    assert sorted(int8_layers(model, batch, ["Conv", "MatMul"])) == ["0", "3", "6"]
+    assert sorted(int8_layers(model, batch, ["Conv", "MatMul"], fp32_grouped=True)) == ["0", "6"]
+    assert sorted(int8_layers(model, batch, ["Conv", "Gemm"])) == ["0", "11", "3", "6"]
+    assert sorted(int8_layers(model, batch, ["Conv"], ignore=["6", "3"])) == ["0"]
+    assert sorted(int8_layers(model, batch, ["Conv"], ignore=["re:^[03]$"])) == ["6"]
     tokens = _Tokens().eval()
     assert sorted(int8_layers(tokens, (torch.randn(2, 5, 8),), ["MatMul"])) == ["proj"]
 
@@ -188,25 +189,35 @@ def _dequantized_weights(path: Path) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "per_channel"), [("qoperator", False), ("qdq", False), ("qdq", True)]
+    ("fmt", "per_channel", "fp32_depthwise"),
+    [
+        ("qoperator", False, True),
+        ("qoperator", False, False),
+        ("qdq", False, False),
+        ("qdq", True, False),
+    ],
 )
 def test_onnx_runtime_keeps_the_gptq_grid_exactly(
-    tmp_path: Path, fmt: str, per_channel: bool
+    tmp_path: Path, fmt: str, per_channel: bool, fp32_depthwise: bool
 ) -> None:
     """Weights GPTQ left on the grid come out of ORT's quantizer unchanged (no re-rounding)."""
     model = _cnn_with_bn()
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(8, 3, 8, 8, generator=g),) for _ in range(4)]
-    stats = round_weights_for_int8(model, batches, ["Conv"], per_channel=per_channel)
-    assert stats == {"weight_rounding": "gptq", "folded_batchnorm": 3, "rounded_layers": 2}
+    stats = round_weights_for_int8(
+        model, batches, ["Conv"], per_channel=per_channel, fp32_grouped=fp32_depthwise
+    )
+    convs = [0, 6] if fp32_depthwise else [0, 3, 6]
+    assert stats == {"weight_rounding": "gptq", "folded_batchnorm": 3, "rounded_layers": len(convs)}
     fp32 = _export(model, tmp_path / "rounded.onnx")
     int8 = tmp_path / "int8.onnx"
     calibration = [{"input": b[0][:1].numpy()} for b in batches]
     quantize_onnx_static(
-        fp32, int8, calibration, fmt=fmt, per_channel=per_channel, op_types=["Conv"]
-    )
-    ours = [model[0].weight, model[6].weight]
-    theirs = [w for w in _dequantized_weights(int8) if w.shape[1] != 1]  # not the depthwise
-    assert len(theirs) == 2
-    for torch_weight, onnx_weight in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(onnx_weight, torch_weight.detach().double().numpy(), atol=1e-6)
+        fp32, int8, calibration, fmt=fmt, per_channel=per_channel, op_types=["Conv"],
+        fp32_depthwise=fp32_depthwise,
+    )  # fmt: skip
+    theirs = _dequantized_weights(int8)
+    assert len(theirs) == len(convs)
+    for index, onnx_weight in zip(convs, theirs, strict=True):
+        ours = model[index].weight.detach().double().numpy()
+        np.testing.assert_allclose(onnx_weight, ours, atol=1e-6)
