@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsify.algorithms.sparsegpt import forward_batch
+from sparsify.algorithms.hessian import forward_batch
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")

@@ -5,7 +5,7 @@ the errors add up in a layer's output; per-tensor grids are coarse for rows with
 so that error is what per-tensor INT8 loses most of its accuracy to. GPTQ (Frantar et al.,
 2023) rounds a layer's input columns one at a time and moves the still-unrounded weights of
 each row to compensate, by the same Optimal Brain Surgeon update SparseGPT uses for pruning
-(`sparsegpt.obs_update_layer`, with a rounding rule in place of a mask choice). Pruned weights
+(`obs.obs_update_layer`, with a rounding rule in place of a mask choice). Pruned weights
 stay exactly zero, which is on the grid.
 
 The grid is the one ONNX Runtime's per-tensor symmetric INT8 weights use: scale =
@@ -26,14 +26,9 @@ import torch
 from torch import nn
 
 from sparsify.algorithms.batchnorm import fold_batchnorm, has_batchnorm
+from sparsify.algorithms.hessian import forward_batch, group_rows, layer_hessians, output_energy
 from sparsify.algorithms.masks import from_matrix, to_matrix
-from sparsify.algorithms.sparsegpt import (
-    forward_batch,
-    group_rows,
-    layer_hessians,
-    obs_update_layer,
-    output_energy,
-)
+from sparsify.algorithms.obs import obs_update_layer
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
@@ -63,7 +58,7 @@ def gptq_round_layer(
     the output error with Hessian `H`.
 
     A grouped convolution passes `H` as (groups, in_flat, in_flat) and the rows each group
-    feeds (`sparsegpt.group_rows`). Zeros stay zero (pruned weights keep their mask). The
+    feeds (`hessian.group_rows`). Zeros stay zero (pruned weights keep their mask). The
     largest |w| of each grid (the tensor, or each row) ends on +-127 levels, so the scale ONNX
     Runtime derives from the rounded tensor is `scales` again. Returns the rounded weight
     (weight's dtype) and the output error, as `sparsegpt_prune_layer`'s.

@@ -1,0 +1,212 @@
+"""Layer-input Hessians H = 2/n sum x x^T: what SparseGPT and GPTQ weigh output errors by.
+
+For a Linear/Conv layer with weight W (out x in, input columns ordered as in
+`masks.to_matrix`) and input vectors x, a weight change dW changes the output by dW x, and
+1/2 tr(dW H dW^T) is the mean squared output change over the calibration vectors. Grouped
+convolutions have one Hessian per input group (each group's output channels see only its input
+channels). Hessians are collected with forward pre-hooks while calibration batches run through
+the model, optionally one layer at a time on the outputs of layers already changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsify.algorithms.masks import to_matrix
+from sparsify.errors import SparsifyError
+from sparsify.progress import progress
+
+log = logging.getLogger("sparsify")
+
+
+def unsupported_reason(layer: nn.Module) -> str | None:
+    """Why SparseGPT cannot prune `layer` (it is magnitude-pruned instead), or None."""
+    if isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d):
+        return None
+    return f"{type(layer).__name__} is not a Linear, Conv1d or Conv2d layer"
+
+
+def layer_groups(layer: nn.Module) -> int:
+    """Independent input groups of a layer: a grouped convolution's `groups`, else 1."""
+    return int(getattr(layer, "groups", 1)) if isinstance(layer, nn.Conv1d | nn.Conv2d) else 1
+
+
+def grouped_input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A Linear/Conv layer's input -> its (n, groups, in_flat) input vectors per input group,
+    columns in `to_matrix` order.
+
+    Linear: every vector along the last dim (tokens count as samples), one group. Conv1d/Conv2d:
+    every receptive field (`F.unfold` with the layer's kernel, stride, padding and dilation),
+    split into the convolution's groups (group g feeds output channels g*out/groups ...).
+    """
+    if isinstance(layer, nn.Linear):
+        return x.reshape(-1, 1, x.shape[-1])
+    mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+    # the layer's own padding (also 'same', asymmetric, reflect...) then an unpadded unfold
+    x = F.pad(x, layer._reversed_padding_repeated_twice, mode=mode)
+    kernel, stride, dilation = layer.kernel_size, layer.stride, layer.dilation
+    if isinstance(layer, nn.Conv1d):
+        x = x.unsqueeze(2)
+        kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
+    cols = F.unfold(x, kernel, dilation=dilation, stride=stride)  # (N, C*K, L), C outermost
+    n, _, positions = cols.shape
+    groups = layer.groups
+    cols = cols.reshape(n, groups, layer.in_channels // groups, -1, positions)
+    cols = cols.permute(0, 4, 1, 3, 2)  # (N, L, groups, K, C / groups): channels innermost
+    return cols.reshape(n * positions, groups, -1)
+
+
+def layer_input_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A Linear/Conv layer's input -> its (n, in_flat) input vectors (one input group)."""
+    return grouped_input_rows(layer, x)[:, 0]
+
+
+def group_rows(layer: nn.Module, rows: int) -> list[slice]:
+    """The weight-matrix rows (output channels) each input group of `layer` feeds."""
+    groups = layer_groups(layer)
+    per = rows // groups
+    return [slice(g * per, (g + 1) * per) for g in range(groups)]
+
+
+class HessianAccumulator:
+    """H = 2/n sum x x^T over the n input vectors a layer sees, through a forward pre-hook;
+    one per input group (grouped convolutions).
+
+    Input vectors as in `grouped_input_rows`. Use as a context manager around forward passes.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        reason = unsupported_reason(layer)
+        if reason:
+            raise SparsifyError(f"SparseGPT cannot collect a Hessian for this layer: {reason}")
+        self.layer = layer
+        self.groups = layer_groups(layer)
+        self.columns = to_matrix(layer.weight).shape[1]
+        self._sum = torch.zeros(
+            self.groups,
+            self.columns,
+            self.columns,
+            dtype=torch.float64,
+            device=layer.weight.device,
+        )
+        self.samples = 0
+        self._handle: torch.utils.hooks.RemovableHandle | None = None
+
+    @property
+    def hessians(self) -> torch.Tensor:
+        """(groups, in_flat, in_flat): one Hessian per input group."""
+        return self._sum * (2.0 / max(self.samples, 1))
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """The Hessian of an ungrouped layer."""
+        if self.groups != 1:
+            raise ValueError(f"a layer with {self.groups} input groups has one Hessian each")
+        return self.hessians[0]
+
+    def add(self, x: torch.Tensor) -> None:
+        rows = grouped_input_rows(self.layer, x.detach()).to(torch.float32)
+        if self.groups == 1:
+            flat = rows[:, 0]
+            self._sum[0] += (flat.T @ flat).to(torch.float64)
+        else:
+            self._sum += torch.einsum("ngi,ngj->gij", rows, rows).to(torch.float64)
+        self.samples += rows.shape[0]
+
+    def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self.add(args[0])
+
+    def __enter__(self) -> HessianAccumulator:
+        self._handle = self.layer.register_forward_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the layer being calibrated has seen its input."""
+
+
+def forward_batch(model: nn.Module, batch: Any) -> Any:
+    """Run `model` on a batch: a tuple of positional inputs, a dict of keyword inputs, a tensor."""
+    if isinstance(batch, dict):
+        return model(**batch)
+    if isinstance(batch, list | tuple):
+        return model(*batch)
+    return model(batch)
+
+
+@contextlib.contextmanager
+def _stop_after(layer: nn.Module) -> Iterator[None]:
+    """Cut each forward pass short once `layer` has run: later layers are not needed yet."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        raise _StopForward
+
+    handle = layer.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _collect(
+    model: nn.Module, layers: dict[str, nn.Module], batches: Sequence[Any], stop: bool
+) -> dict[str, HessianAccumulator]:
+    """Hessians of `layers` from one pass over `batches` (cut short after them if `stop`)."""
+    accs = {name: HessianAccumulator(layer) for name, layer in layers.items()}
+    with contextlib.ExitStack() as stack:
+        for acc in accs.values():
+            stack.enter_context(acc)
+        if stop and len(layers) == 1:
+            stack.enter_context(_stop_after(next(iter(layers.values()))))
+        for batch in batches:
+            with contextlib.suppress(_StopForward):
+                forward_batch(model, batch)
+    return accs
+
+
+def layer_hessians(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    batches: Sequence[Any],
+    sequential: bool = True,
+    desc: str = "layers",
+) -> Iterator[tuple[str, nn.Module, HessianAccumulator | None]]:
+    """Yield each of `layers` with the Hessian of its inputs on the calibration `batches`.
+
+    `sequential`: each layer's Hessian is collected only when it is its turn, so it sees what
+    the caller did to the layers before it (a partial forward pass per layer); otherwise all
+    come from one pass first. Layers SparseGPT cannot handle get None. The model runs in eval
+    mode (BatchNorm/Dropout must not change while calibrating), restored at the end.
+    """
+    was_training = model.training
+    model.eval()
+    supported = {n: m for n, m in layers.items() if unsupported_reason(m) is None}
+    try:
+        shared = None if sequential else _collect(model, supported, batches, stop=False)
+        for name, layer in progress(layers.items(), total=len(layers), desc=desc):
+            if name not in supported:
+                yield name, layer, None
+            elif shared is not None:
+                yield name, layer, shared.pop(name)
+            else:
+                yield name, layer, _collect(model, {name: layer}, batches, stop=True)[name]
+    finally:
+        model.train(was_training)
+
+
+def output_energy(weight: torch.Tensor, H: torch.Tensor) -> float:
+    """A layer's output energy 1/2 tr(W H W^T), what output errors are relative to."""
+    W = weight.to(torch.float64)
+    return float(0.5 * (W @ H.to(device=W.device, dtype=torch.float64) * W).sum())

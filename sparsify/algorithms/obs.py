@@ -1,0 +1,110 @@
+"""The Optimal Brain Surgeon column sweep shared by SparseGPT (pruning) and GPTQ (rounding).
+
+Per layer with weight W (out x in) and input Hessian H, columns are visited left to right.
+Giving w_j its final value q_j while columns j.. are still free costs (w_j - q_j)^2 /
+[H_F^-1]_jj and is compensated by moving the other free weights of the row along
+[H_F^-1]_j,: . With U the upper Cholesky factor of H^-1 (H^-1 = U^T U), [H_F^-1]_jj = U_jj^2
+and the update is err_j * U_j,: with err_j = (w_j - q_j) / U_jj, so one factorisation serves
+every step. Columns go in blocks: updates inside a block are applied per column, the rest of
+the matrix gets one matrix product per block (lazy batch updates).
+
+Math runs in float64: the layers here are small (in_flat up to a few thousand), so it costs
+little on a CPU, and it keeps the Cholesky of a damped H^-1 from failing on near-singular
+Hessians (ReLU inputs, padding-heavy convolutions).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+
+from sparsify.errors import SparsifyError
+
+log = logging.getLogger("sparsify")
+
+
+def _damped_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
+    """Lower Cholesky factor of H + damp I, with inputs that never fired (diag 0) decoupled.
+
+    damp = percdamp * mean(diag H); it grows tenfold while H is too ill-conditioned.
+    """
+    H = hessian.clone()
+    H.diagonal()[H.diagonal() == 0] = 1.0  # dead inputs: their updates then touch nothing else
+    mean_diag = float(H.diagonal().mean())
+    damp = percdamp * mean_diag
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    for _ in range(6):
+        lower, info = torch.linalg.cholesky_ex(H + damp * eye)
+        if int(info) == 0:
+            return lower
+        new_damp = max(10 * damp, 1e-6 * mean_diag)
+        log.warning("Hessian not positive definite at damping %.3g; retrying %.3g", damp, new_damp)
+        damp = new_damp
+    raise SparsifyError(
+        "SparseGPT could not factorise a layer's Hessian even with strong damping; "
+        "raise percdamp (e.g. 0.1) or use more calibration samples"
+    )
+
+
+def _inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
+    """Upper Cholesky factor U of (H + damp I)^-1 = U^T U."""
+    for _ in range(3):
+        inverse = torch.cholesky_inverse(_damped_cholesky(hessian, percdamp))
+        upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
+        if int(info) == 0:
+            return upper
+        percdamp = max(10 * percdamp, 1e-4)  # only rounding gets here: the inverse is PD
+    raise SparsifyError(
+        "SparseGPT could not factorise a layer's inverse Hessian; raise percdamp (e.g. 0.1)"
+    )
+
+
+ColumnRule = Callable[[torch.Tensor, int, int, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def obs_update_layer(
+    weight: torch.Tensor,
+    H: torch.Tensor,
+    rule: ColumnRule,
+    block_size: int = 128,
+    percdamp: float = 0.01,
+) -> tuple[torch.Tensor, float]:
+    """The OBS column sweep shared by SparseGPT (pruning) and GPTQ (rounding).
+
+    Visits the columns of a `(out, in_flat)` weight left to right in blocks; `rule(W1, i1, i,
+    d)` gives column `i` of the block starting at column `i1` its final values, from the block
+    `W1` as updated so far and the diagonal `d` of the block's inverse-Hessian factor. The
+    difference is compensated on the later columns. Returns the new weight (weight's dtype)
+    and the output error, the mean over calibration vectors of ||(W - W') x||^2 (undamped H).
+    """
+    original = weight.detach().to(torch.float64)
+    W = original.clone()
+    cols = W.shape[1]
+    H0 = H.to(device=W.device, dtype=torch.float64)
+    if H0.shape != (cols, cols):
+        raise ValueError(f"Hessian {tuple(H0.shape)} does not match weight {tuple(W.shape)}")
+    Hd = H0.clone()
+    Hd.diagonal()[H0.diagonal() == 0] = 1.0  # decouples dead inputs: their updates touch nothing
+    U = _inverse_cholesky(Hd, percdamp)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        err1 = torch.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        d = U1.diagonal()
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            q = rule(W1, i1, i, d)
+            Q1[:, i] = q
+            err = (w - q) / d[i]
+            W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
+            err1[:, i] = err
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= err1 @ U[i1:i2, i2:]
+    delta = original - W
+    error = float(0.5 * (delta @ H0 * delta).sum())
+    return W.to(weight.dtype), error
