@@ -7,7 +7,8 @@ fine-tuned once on the scikit-learn digits demo set (cached by the pipeline). Ev
 one `sparsify.run`; dense and result accuracies are the top-1 of the exported ONNX models
 (dense FP32 vs pruned + INT8) on the val split, side by side from the same run's benchmark.
 The one-shot rows are magnitude pruning, SparseGPT with INT8 weights rounded to nearest by
-ONNX Runtime, and SparseGPT with GPTQ rounding (the default).
+ONNX Runtime, and SparseGPT with GPTQ rounding (the default); then INT8 only (no pruning, at
+`--int8-level`) with each rounding.
 The training-aware run starts from the one-shot run's dense baseline, so both compare against
 the same dense model.
 
@@ -59,6 +60,7 @@ def _row(result: Any) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--level", type=float, default=0.5)
+    parser.add_argument("--int8-level", type=float, default=0.2, help="an INT8-only level")
     parser.add_argument("--epochs", type=float, default=10, help="training-aware epochs")
     parser.add_argument("--baseline-epochs", type=float, default=4)
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (kept)")
@@ -67,14 +69,18 @@ def main() -> None:
     common = [
         "data=digits",
         "model.arch=mobilenet_v2",
-        f"optim_level={args.level}",
         "benchmark.time_s=1.0",
         f"working_dir={out}",
     ]
+    level = f"optim_level={args.level}"
+    nearest = "quantization.weight_rounding=nearest"
+    int8_only = f"optim_level={args.int8_level}"
     runs: list[tuple[str, str, list[str]]] = [
-        ("one_shot", "one_shot magnitude", ["recipe=one_shot"]),
-        ("one_shot", "one_shot sparsegpt near", ["quantization.weight_rounding=nearest"]),
-        ("one_shot", "one_shot sparsegpt gptq", []),  # the default
+        ("one_shot", "one_shot magnitude", [level, "recipe=one_shot"]),
+        ("one_shot", "one_shot sparsegpt near", [level, nearest]),
+        ("one_shot", "one_shot sparsegpt gptq", [level]),  # the default
+        ("one_shot", "int8 only near", [int8_only, nearest]),
+        ("one_shot", "int8 only gptq", [int8_only]),
     ]
     results: list[tuple[str, str, dict[str, Any], float]] = []
     baseline: Path | None = None
@@ -99,6 +105,7 @@ def main() -> None:
         [
             *common,
             f"model={baseline}",
+            f"optim_level={args.level}",
             "experiment=training_aware",
             f"experiment.train.epochs={args.epochs}",
             "experiment.train.lr=5e-4",

@@ -34,10 +34,12 @@ def test_runs_the_default_int8_graph_natively(cnn_models: dict, deepsparse_pytho
     assert result["iterations"] >= 3 and result["median"] > 0
     (reference,) = OnnxRuntimeEngine(path).run(feeds)
     # both run the same INT8 graph; their kernels may round a requantization step differently
+    # (and ORT's u8s8 kernels can saturate on CPUs without VNNI), so the random model's nearly
+    # tied logits may swap their order: compare the values, not the argmax
     scale = np.abs(reference).max()
     assert np.abs(logits - reference).max() <= 0.05 * scale
     np.testing.assert_allclose(short, logits[:3], rtol=1e-5, atol=1e-5 * scale)
-    assert (logits.argmax(1) == reference.argmax(1)).mean() >= 0.75
+    assert np.corrcoef(logits.ravel(), reference.ravel())[0, 1] >= 0.99
 
 
 def _measure(path: Path, python: Path) -> dict:
