@@ -21,6 +21,7 @@ from sparsify.algorithms.gptq import (
 )
 from sparsify.algorithms.quantization import quantize_onnx_static
 from sparsify.errors import SparsifyError
+from tests.algorithms.test_quantization import _export
 
 
 def _correlated_inputs(n: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -155,20 +156,6 @@ def test_int8_layers_follow_the_onnx_op_each_module_exports_to() -> None:
     assert sorted(int8_layers(tokens, (torch.randn(2, 5, 8),), ["MatMul"])) == ["proj"]
 
 
-def _export(model: nn.Module, path: Path) -> Path:
-    torch.onnx.export(
-        model.eval(),
-        (torch.randn(1, 3, 8, 8),),
-        path,
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    return path
-
-
 def _dequantized_weights(path: Path) -> list[np.ndarray]:
     """Every int8 weight initializer times its scale, in the quantized graph."""
     model = onnx.load(str(path))
@@ -203,7 +190,7 @@ def test_onnx_runtime_keeps_the_gptq_grid_exactly(
     """Weights GPTQ left on the grid come out of ORT's quantizer unchanged (no re-rounding)."""
     model = _cnn_with_bn()
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(8, 3, 8, 8, generator=g),) for _ in range(4)]
+    batches = [(torch.randn(8, 3, 16, 16, generator=g),) for _ in range(4)]
     stats = round_weights_for_int8(
         model, batches, ["Conv"], per_channel=per_channel, fp32_grouped=fp32_depthwise
     )

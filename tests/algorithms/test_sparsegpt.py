@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsify.algorithms.hessian import HessianAccumulator
 from sparsify.algorithms.masks import (
     check_nm,
     magnitude_layer_masks,
@@ -19,6 +18,7 @@ from sparsify.algorithms.masks import (
 from sparsify.algorithms.pruning import apply_masks, select_layers
 from sparsify.algorithms.sparsegpt import sparsegpt_prune_layer, sparsegpt_prune_model
 from sparsify.errors import SparsifyError
+from tests.algorithms.test_hessian import hessian_of
 
 
 def correlated_inputs(n: int, dim: int, seed: int) -> torch.Tensor:
@@ -26,14 +26,6 @@ def correlated_inputs(n: int, dim: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, dim, generator=gen) * torch.logspace(0, -2, dim)
     return z @ (torch.randn(dim, dim, generator=gen) / dim**0.5)
-
-
-def hessian_of(layer: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
-    acc = HessianAccumulator(layer)
-    with acc, torch.no_grad():
-        for x in inputs:
-            layer(x)
-    return acc.hessian
 
 
 def output_error(x: torch.Tensor, dense: torch.Tensor, pruned: torch.Tensor) -> float:
