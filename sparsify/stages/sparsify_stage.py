@@ -81,19 +81,24 @@ def _quantized_ops(q: Any, family: Any) -> list[str]:
 
 def _round_weights(
     model: nn.Module, out: Path, calibration: Any, ctx: RunContext, modifier: Modifier, family: Any
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path | None, dict[str, Any]]:
     """GPTQ: a copy of the model with BatchNorm folded and the weights rounded onto the INT8
-    grids ONNX Runtime will use, exported for the quantizer (which then rounds nothing)."""
+    grids ONNX Runtime will use, exported for the quantizer (which then rounds nothing).
+    None when the model cannot be folded or rounded (the quantizer then rounds to nearest)."""
     q = ctx.cfg.quantization
     rounded = copy.deepcopy(model)
-    stats = round_weights_for_int8(
-        rounded,
-        torch_batches(calibration()),
-        ops=_quantized_ops(q, family),
-        ignore=list(modifier.kwargs.get("ignore") or []),
-        per_channel=bool(q.per_channel),
-        fp32_grouped=_fp32_depthwise(q),
-    )
+    try:
+        stats = round_weights_for_int8(
+            rounded,
+            torch_batches(calibration()),
+            ops=_quantized_ops(q, family),
+            ignore=list(modifier.kwargs.get("ignore") or []),
+            per_channel=bool(q.per_channel),
+            fp32_grouped=_fp32_depthwise(q),
+        )
+    except SparsifyError as exc:  # an aid to accuracy, not a reason to lose the run
+        ctx.log.warning("GPTQ rounding not possible (%s); ONNX Runtime rounds to nearest", exc)
+        return None, {"weight_rounding": "nearest", "gptq_failed": str(exc)}
     return family.export(rounded, out / ".model_rounded.onnx", ctx), stats
 
 
@@ -248,7 +253,8 @@ class SparsifyStage:
             ctx.log.info("INT8 %s quantization (%s)", how, ctx.cfg.quantization.format)
             source, rounding = fp32, {"weight_rounding": "nearest"}
             if _gptq_applies(model, result, ctx):
-                source, rounding = _round_weights(model, out, calibration, ctx, quant, family)  # type: ignore[arg-type]
+                rounded, rounding = _round_weights(model, out, calibration, ctx, quant, family)  # type: ignore[arg-type]
+                source = rounded or fp32
             try:
                 result["quantization"] = (
                     _quantize(
