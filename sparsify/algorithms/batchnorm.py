@@ -45,7 +45,9 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]]) -> int:
+def recalibrate_batchnorm(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]], quiet: bool = False
+) -> int:
     """Reset BN running stats and re-estimate them (cumulative average); returns #BN layers."""
     bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
     if not bns:
@@ -63,8 +65,11 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[torch.Tensor
     model.train(was_training)
     for m, momentum in saved.items():
         m.momentum = momentum
-    log.info(
-        "Re-estimated %d BatchNorm layers' statistics on %d calibration samples", len(bns), seen
+    log.log(
+        logging.DEBUG if quiet else logging.INFO,
+        "Re-estimated %d BatchNorm layers' statistics on %d calibration samples",
+        len(bns),
+        seen,
     )
     return len(bns)
 

@@ -110,6 +110,12 @@ def prune_one_shot(
             mask_type,
             len(feeds),
         )
+        sequential = bool(kwargs.get("sequential_update", True))
+        after_layer = None
+        if sequential and kwargs.get("recalibrate_batchnorm", False) and has_batchnorm(model):
+            # each layer is then reconstructed under the statistics the pruned model will have
+            bn_batches = batched_inputs(feeds)
+            after_layer = lambda: recalibrate_batchnorm(model, bn_batches, quiet=True)  # noqa: E731
         result = sparsegpt_prune_model(
             model,
             layers,
@@ -118,7 +124,8 @@ def prune_one_shot(
             mask_type,
             block_size=int(kwargs.get("block_size", 128)),
             percdamp=float(kwargs.get("percdamp", 0.01)),
-            sequential=bool(kwargs.get("sequential_update", True)),
+            sequential=sequential,
+            after_layer=after_layer,
         )
         stats = result.stats
     elif name == "GlobalMagnitudePruningModifier":

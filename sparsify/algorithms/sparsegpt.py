@@ -12,7 +12,7 @@ pruned group by group, each with its own Hessian.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -170,6 +170,7 @@ def sparsegpt_prune_model(
     block_size: int = 128,
     percdamp: float = 0.01,
     sequential: bool = True,
+    after_layer: Callable[[], Any] | None = None,
 ) -> PruneResult:
     """Prune `layers` of `model` in place with SparseGPT, using calibration `batches`.
 
@@ -196,6 +197,8 @@ def sparsegpt_prune_model(
             name, layer, acc, sparsity, kind, block_size, percdamp
         )
         del acc
+        if after_layer is not None:  # e.g. BatchNorm re-estimated before the next layer's turn
+            after_layer()
         log.debug(
             "  %-40s %-9s sparsity %6.2f %%  relative output error %s",
             name,

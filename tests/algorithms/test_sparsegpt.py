@@ -228,3 +228,19 @@ def test_one_pass_and_sequential_modes_both_prune_every_layer(
         result = sparsegpt_prune_model(copy_, layers, batches, 0.5, "2:4", sequential=sequential)
         assert all(check_nm(layer.weight, 2, 4) for layer in layers.values())
         assert all(s["relative_error"] < 0.5 for s in result.stats.values())
+
+
+def test_after_layer_runs_once_per_layer_between_layers() -> None:
+    """The hook one-shot uses to re-estimate BatchNorm before the next layer's Hessian."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    layers = select_layers(model)
+    seen: list[float] = []
+    sparsegpt_prune_model(
+        model,
+        layers,
+        [(torch.randn(32, 8),)],
+        0.5,
+        after_layer=lambda: seen.append(float((model[0].weight == 0).float().mean())),
+    )
+    assert seen == [0.5, 0.5]  # the first layer was already pruned when the hook first ran
