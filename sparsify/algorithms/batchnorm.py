@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from sparsify.algorithms.hessian import forward_batch
+from sparsify.algorithms.pruning import PRUNABLE_TYPES
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def batched_inputs(
@@ -41,7 +42,7 @@ def batched_inputs(
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, _BN) and m.track_running_stats for m in model.modules())
+    return any(isinstance(m, BATCHNORM_TYPES) and m.track_running_stats for m in model.modules())
 
 
 @torch.no_grad()
@@ -49,7 +50,7 @@ def recalibrate_batchnorm(
     model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]], quiet: bool = False
 ) -> int:
     """Reset BN running stats and re-estimate them (cumulative average); returns #BN layers."""
-    bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
+    bns = [m for m in model.modules() if isinstance(m, BATCHNORM_TYPES) and m.track_running_stats]
     if not bns:
         return 0
     saved = {m: m.momentum for m in bns}
@@ -74,9 +75,6 @@ def recalibrate_batchnorm(
     return len(bns)
 
 
-_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
 def _first_tensor(output: Any) -> torch.Tensor | None:
     """The main output of a model: itself, the first of a tuple, the first value of a dict."""
     while not isinstance(output, torch.Tensor):
@@ -89,8 +87,9 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return output
 
 
-def _batchnorm_pairs(model: nn.Module, batch: Any) -> list[tuple[str, str]]:
-    """(layer, BatchNorm) module names where the BN's input is the layer's output tensor."""
+def _batchnorm_pairs(model: nn.Module, batch: Any) -> tuple[list[tuple[str, str]], Any]:
+    """(layer, BatchNorm) module names where the BN's input is the layer's output tensor, and
+    the model's output on `batch`."""
     names = {m: n for n, m in model.named_modules()}
     produced: list[tuple[torch.Tensor, nn.Module]] = []
     pairs: list[tuple[str, str]] = []
@@ -105,19 +104,21 @@ def _batchnorm_pairs(model: nn.Module, batch: Any) -> list[tuple[str, str]]:
             pairs.append((names[layer], names[module]))
 
     handles = [
-        m.register_forward_hook(after_layer) for m in model.modules() if isinstance(m, _FOLDABLE)
+        m.register_forward_hook(after_layer)
+        for m in model.modules()
+        if isinstance(m, PRUNABLE_TYPES)
     ]
     handles += [
         m.register_forward_pre_hook(before_bn)
         for m in model.modules()
-        if isinstance(m, _BN) and m.track_running_stats
+        if isinstance(m, BATCHNORM_TYPES) and m.track_running_stats
     ]
     try:
-        forward_batch(model, batch)
+        output = forward_batch(model, batch)
     finally:
         for handle in handles:
             handle.remove()
-    return pairs
+    return pairs, output
 
 
 @torch.no_grad()
@@ -131,8 +132,8 @@ def fold_batchnorm(model: nn.Module, batch: Any) -> int:
     number of BatchNorm layers folded.
     """
     model.eval()
-    reference = _first_tensor(forward_batch(model, batch))
-    pairs = _batchnorm_pairs(model, batch)
+    pairs, output = _batchnorm_pairs(model, batch)
+    reference = _first_tensor(output)
     modules = dict(model.named_modules())
     for layer_name, bn_name in pairs:
         layer, bn = modules[layer_name], modules[bn_name]

@@ -26,10 +26,15 @@ import torch
 from torch import nn
 
 from sparsify.algorithms.batchnorm import fold_batchnorm, has_batchnorm
-from sparsify.algorithms.hessian import forward_batch, group_rows, layer_hessians, output_energy
+from sparsify.algorithms.hessian import (
+    forward_batch,
+    group_rows,
+    layer_hessians,
+    output_energy,
+    require_calibration,
+)
 from sparsify.algorithms.masks import from_matrix, to_matrix
 from sparsify.algorithms.obs import obs_update_layer
-from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
 
@@ -112,11 +117,7 @@ def gptq_round_model(
     layers before it already rounded (sequential, so later layers absorb earlier errors).
     Returns per layer the largest scale and the relative output error of rounding.
     """
-    if not batches:
-        raise SparsifyError(
-            "GPTQ rounding needs calibration data: give at least one batch "
-            "(experiment.calibration_samples > 0)"
-        )
+    require_calibration(batches, "GPTQ rounding")
     stats: dict[str, dict[str, float]] = {}
     for name, layer, acc in layer_hessians(model, layers, batches, desc="GPTQ layers"):
         if acc is None or acc.samples == 0:
@@ -130,9 +131,7 @@ def gptq_round_model(
         )
         with torch.no_grad():
             layer.weight.copy_(from_matrix(rounded.to(layer.weight.dtype), layer.weight.shape))
-        energy = sum(
-            output_energy(matrix[rows], H) for rows, H in zip(groups, acc.hessians, strict=True)
-        )
+        energy = output_energy(matrix, acc.hessians, groups)
         stats[name] = {
             "scale": float(scales.max()),
             "relative_error": error / energy if energy > 0 else 0.0,
@@ -215,6 +214,7 @@ def round_weights_for_int8(
     fp32_grouped: bool = False,
 ) -> dict[str, Any]:
     """Fold BatchNorm, then GPTQ-round the weights ONNX Runtime will quantize (in place)."""
+    require_calibration(batches, "GPTQ rounding")
     folded = fold_batchnorm(model, batches[0]) if has_batchnorm(model) else 0
     layers = int8_layers(model, batches[0], ops, ignore, fp32_grouped)
     log.info(

@@ -206,7 +206,22 @@ def layer_hessians(
         model.train(was_training)
 
 
-def output_energy(weight: torch.Tensor, H: torch.Tensor) -> float:
-    """A layer's output energy 1/2 tr(W H W^T), what output errors are relative to."""
+def output_energy(weight: torch.Tensor, hessians: torch.Tensor, groups: list[slice]) -> float:
+    """A layer's output energy, sum over input groups of 1/2 tr(W_g H_g W_g^T): what output
+    errors are relative to. `weight` is the `(out, in_flat)` matrix, `groups` its rows per
+    input group (`group_rows`), `hessians` one per group."""
     W = weight.to(torch.float64)
-    return float(0.5 * (W @ H.to(device=W.device, dtype=torch.float64) * W).sum())
+    total = 0.0
+    for rows, H in zip(groups, hessians, strict=True):
+        Hd = H.to(device=W.device, dtype=torch.float64)
+        total += float(0.5 * (W[rows] @ Hd * W[rows]).sum())
+    return total
+
+
+def require_calibration(batches: Sequence[Any], what: str) -> None:
+    """One clear error when an algorithm that needs calibration batches gets none."""
+    if not batches:
+        raise SparsifyError(
+            f"{what} needs calibration data: give at least one batch "
+            "(experiment.calibration_samples > 0)"
+        )

@@ -96,6 +96,8 @@ def prune_one_shot(
             f"(ignore={ignore}); use __ALL_PRUNABLE__ or `re:` patterns of layer names"
         )
     sparsity = target_sparsity(kwargs)
+    recalibrate = bool(kwargs.get("recalibrate_batchnorm", False)) and has_batchnorm(model)
+    after_layer = None  # set when SparseGPT re-estimates BatchNorm after every layer
     mask_type = str(kwargs.get("mask_structure") or kwargs.get("mask_type", "unstructured"))
     stats: dict[str, Any] = {}
     if name == "SparseGPTModifier" and isinstance(model, torch.jit.ScriptModule):
@@ -111,8 +113,7 @@ def prune_one_shot(
             len(feeds),
         )
         sequential = bool(kwargs.get("sequential_update", True))
-        after_layer = None
-        if sequential and kwargs.get("recalibrate_batchnorm", False) and has_batchnorm(model):
+        if sequential and recalibrate:
             # each layer is then reconstructed under the statistics the pruned model will have
             bn_batches = batched_inputs(feeds)
             after_layer = lambda: recalibrate_batchnorm(model, bn_batches, quiet=True)  # noqa: E731
@@ -141,8 +142,10 @@ def prune_one_shot(
             "Magnitude pruning %d layers to %.1f %% (%s)", len(layers), 100 * sparsity, mask_type
         )
         apply_masks(layers, magnitude_layer_masks(layers, sparsity, mask_type))
-    if kwargs.get("recalibrate_batchnorm", False) and has_batchnorm(model):
+    if recalibrate and after_layer is None:
         recalibrate_batchnorm(model, batched_inputs(calibration()))  # restores the mode
+    elif recalibrate:  # the last layer's re-estimation already gave the final statistics
+        log.info("Re-estimated BatchNorm statistics after each of %d pruned layers", len(layers))
     per_layer = log_sparsity(layers, "After pruning")
     return {
         "method": name,

@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsify.algorithms.batchnorm import BATCHNORM_TYPES
 from sparsify.algorithms.pruning import DEPTHWISE, is_depthwise
 
 log = logging.getLogger("sparsify")
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class ActivationFakeQuant(nn.Module):
@@ -161,7 +161,7 @@ def freeze_observers(model: nn.Module) -> int:
 
 def freeze_batchnorm(model: nn.Module) -> int:
     """BatchNorm layers use and keep their running statistics from now on."""
-    bns = [m for m in model.modules() if isinstance(m, _BN)]
+    bns = [m for m in model.modules() if isinstance(m, BATCHNORM_TYPES)]
     for m in bns:
         m.eval()
         m.train = _stay_eval.__get__(m)  # model.train() must not switch them back
@@ -181,7 +181,7 @@ def strip_qat(model: nn.Module) -> dict[str, dict[str, Any]]:
         ranges[name] = {"input_scale": scale, "input_zero_point": zero_point}
         _set_child(model, name, wrapper.layer)
     for m in model.modules():  # undo freeze_batchnorm's override
-        if isinstance(m, _BN) and "train" in m.__dict__:
+        if isinstance(m, BATCHNORM_TYPES) and "train" in m.__dict__:
             del m.__dict__["train"]
     return ranges
 

@@ -23,6 +23,7 @@ from sparsify.algorithms.hessian import (
     group_rows,
     layer_hessians,
     output_energy,
+    require_calibration,
     unsupported_reason,
 )
 from sparsify.algorithms.masks import (
@@ -141,7 +142,7 @@ def _prune_one(
         assert acc is not None
         matrix = to_matrix(layer.weight.detach())
         pruned, keep = torch.empty_like(matrix), torch.empty_like(matrix, dtype=torch.bool)
-        error = energy = 0.0
+        error = 0.0
         groups = group_rows(layer, matrix.shape[0])
         for g, (rows, H) in enumerate(zip(groups, acc.hessians, strict=True)):
             pruned[rows], keep[rows], part = sparsegpt_prune_layer(
@@ -149,7 +150,7 @@ def _prune_one(
                 kind, block_size, percdamp,
             )  # fmt: skip
             error += part
-            energy += output_energy(matrix[rows], H)
+        energy = output_energy(matrix, acc.hessians, groups)
         layer.weight.copy_(from_matrix(pruned, layer.weight.shape))
         mask = from_matrix(keep, layer.weight.shape)
         stats = {
@@ -184,11 +185,7 @@ def sparsegpt_prune_model(
     """
     kind = parse_mask_type(mask_type)
     _check_sparsity(sparsity, kind)
-    if not batches:
-        raise SparsifyError(
-            "SparseGPT needs calibration data: give at least one batch "
-            "(experiment.calibration_samples > 0)"
-        )
+    require_calibration(batches, "SparseGPT")
     masks: dict[str, torch.Tensor] = {}
     stats: dict[str, dict[str, Any]] = {}
     hessians = layer_hessians(model, layers, batches, sequential, desc="SparseGPT layers")

@@ -208,3 +208,8 @@ def test_onnx_runtime_keeps_the_gptq_grid_exactly(
     for index, onnx_weight in zip(convs, theirs, strict=True):
         ours = model[index].weight.detach().double().numpy()
         np.testing.assert_allclose(onnx_weight, ours, atol=1e-6)
+
+
+def test_no_calibration_batches_is_one_clear_error() -> None:
+    with pytest.raises(SparsifyError, match="GPTQ rounding needs calibration data"):
+        round_weights_for_int8(_cnn_with_bn(), [], ["Conv"])
