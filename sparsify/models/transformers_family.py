@@ -119,6 +119,13 @@ def encode_train(
     return tf.encode_qa_train(records, tokenizer, max_length, DOC_STRIDE)
 
 
+def _collator(transformers: Any, tokenizer: Any, task: str) -> Any:
+    """Pads each training batch to its longest row (the features are not padded)."""
+    if task == "token-classification":
+        return transformers.DataCollatorForTokenClassification(tokenizer)
+    return transformers.DataCollatorWithPadding(tokenizer)
+
+
 class TransformersFamily:
     name = "transformers"
     artifact_name = "model"
@@ -206,13 +213,11 @@ class TransformersFamily:
             seed=int(ctx.cfg.seed),
             disable_tqdm=True,
         )
-        collator = (
-            transformers.DataCollatorForTokenClassification(tokenizer)
-            if task == "token-classification"
-            else transformers.DataCollatorWithPadding(tokenizer)
-        )
         trainer = transformers.Trainer(
-            model=model, args=args, train_dataset=_Features(features), data_collator=collator
+            model=model,
+            args=args,
+            train_dataset=_Features(features),
+            data_collator=_collator(transformers, tokenizer, task),
         )
         stats = trainer.train()
         model.eval()
@@ -234,11 +239,7 @@ class TransformersFamily:
         features = encode_train(
             _records(ctx, "train"), tokenizer, task, labels, int(ctx.cfg.data.max_length)
         )
-        collator = (
-            transformers.DataCollatorForTokenClassification(tokenizer)
-            if task == "token-classification"
-            else transformers.DataCollatorWithPadding(tokenizer)
-        )
+        collator = _collator(transformers, tokenizer, task)
         out_dir = ctx.stage_dir("sparsify") / "trainer"
         try:
             return train_with_trainer(

@@ -29,7 +29,14 @@ def test_classification_features(tokenizer: Any) -> None:
     records = classification_rows(4)
     features = encode_classification(records, tokenizer, ["neg", "pos"], max_length=12)
     assert features["labels"] == [1, 0, 1, 0]
-    assert {len(ids) for ids in features["input_ids"]} == {12}
+    # not padded (the collator pads per batch); max_length truncates
+    assert [len(ids) for ids in features["input_ids"]] == [
+        min(12, len(tokenizer.tokenize(r["text"])) + 2) for r in records
+    ]
+    long = encode_classification(
+        [{"text": "good " * 40, "label": "pos"}], tokenizer, ["neg", "pos"], 12
+    )
+    assert len(long["input_ids"][0]) == 12
     assert (
         tokenizer.decode(features["input_ids"][0], skip_special_tokens=True) == records[0]["text"]
     )
@@ -62,7 +69,8 @@ def test_token_labels_align_to_first_subword(tokenizer: Any) -> None:
     ]  # fmt: skip
     o, per, loc, iloc = (TAGS.index(t) for t in ("O", "B-PER", "B-LOC", "I-LOC"))
     x = IGNORE_INDEX
-    assert features["labels"][0] == [x, per, x, o, o, o, x, x, o, o, loc, iloc, x, x, x, x]
+    assert features["labels"][0] == [x, per, x, o, o, o, x, x, o, o, loc, iloc, x]
+    assert len(features["input_ids"][0]) == 13  # not padded: the collator pads per batch
 
     every = encode_token_classification([record], tokenizer, TAGS, 16, label_all_subwords=True)
     assert every["labels"][0][:9] == [x, per, per, o, o, o, o, o, o]
