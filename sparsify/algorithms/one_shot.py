@@ -45,40 +45,45 @@ def torch_batches(feeds: Feeds, batch_size: int = 16) -> list[Any]:
         return []
     names = list(feeds[0])
     if "attention_mask" in names:
-        feeds = trim_padding(feeds, batch_size)
+        feeds = length_batches(feeds, batch_size)
     tuples = batched_inputs(feeds, batch_size)
     if len(names) == 1:
         return tuples
     return [dict(zip(names, batch, strict=True)) for batch in tuples]
 
 
-def trim_padding(feeds: Feeds, batch_size: int) -> Feeds:
-    """Text feeds padded to max_length -> the same samples sorted by length, each group of
-    `batch_size` cut after the group's last attended token (the tokenizer's own padding kept
-    up to there). Similar lengths batched together need little padding: the forward passes of
-    SparseGPT and GPTQ then cost what the text costs, not what max_length costs, and their
-    Hessians hold few rows of padding that no output depends on. Inputs whose second axis is
-    the sequence (ids, masks, token types) are cut; others are kept whole."""
+def length_batches(feeds: Feeds, batch_size: int) -> Feeds:
+    """Text feeds (one sample each, of any length, padded or not) -> the same samples sorted
+    by length, each group of `batch_size` brought to the group's longest attended length: cut
+    after it, or padded up to it with zeros (attention mask 0, so no real token's output
+    changes). Batched like that, SparseGPT's and GPTQ's forward passes cost what the text
+    costs, neither one sample at a time nor at max_length, and their Hessians hold few rows
+    of padding. Inputs whose second axis is the sequence (ids, masks, token types) are
+    brought to length; others are kept whole."""
 
     def length(feed: dict[str, np.ndarray]) -> int:
         mask = np.asarray(feed["attention_mask"])
         attended = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=0))
         return int(attended[-1]) + 1 if attended.size else 1
 
+    def fit(value: np.ndarray, seq: int, size: int) -> np.ndarray:
+        if value.ndim < 2 or value.shape[1] != seq:
+            return value
+        if seq >= size:
+            return value[:, :size]
+        pad = [(0, 0)] * value.ndim
+        pad[1] = (0, size - seq)
+        return np.pad(value, pad)
+
     lengths = [length(f) for f in feeds]
     order = sorted(range(len(feeds)), key=lambda i: lengths[i])
     out = []
     for start in range(0, len(order), batch_size):
         group = order[start : start + batch_size]
-        cut = max(lengths[i] for i in group)
+        size = max(lengths[i] for i in group)
         for i in group:
             seq = feeds[i]["attention_mask"].shape[1]
-            out.append(
-                {
-                    k: v[:, :cut] if v.ndim >= 2 and v.shape[1] == seq else v
-                    for k, v in feeds[i].items()
-                }
-            )
+            out.append({k: fit(v, seq, size) for k, v in feeds[i].items()})
     return out
 
 

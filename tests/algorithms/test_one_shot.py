@@ -41,7 +41,7 @@ def test_torch_batches_are_tuples_for_one_input_and_dicts_for_several() -> None:
     assert set(batch) == {"input_ids", "attention_mask"} and batch["input_ids"].shape == (3, 5)
 
 
-def test_text_batches_are_sorted_and_cut_after_their_last_attended_token(
+def test_text_batches_are_sorted_and_brought_to_their_longest_text(
     tmp_path: Path,
 ) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -52,24 +52,26 @@ def test_text_batches_are_sorted_and_cut_after_their_last_attended_token(
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     texts = ["good", "a long and rather unbelievable film in new york", "bad film", "fine"] * 3
+    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
+    groups = [sorted(lengths)[i : i + 4] for i in (0, 4, 8)]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    # as calibration_feeds gives them (one sample each, unpadded), and padded to max_length
+    unpadded = [dict(tokenizer(t, return_tensors="np")) for t in texts]
     padded = [
         dict(tokenizer(t, padding="max_length", max_length=32, return_tensors="np")) for t in texts
     ]
-    batches = torch_batches(padded, batch_size=4)
-    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
-    # shortest first; each batch as long as its longest text, not max_length
-    groups = [sorted(lengths)[i : i + 4] for i in (0, 4, 8)]
-    assert [tuple(b["input_ids"].shape) for b in batches] == [(4, max(g)) for g in groups]
-    assert max(lengths) < 32
-    assert [int(b["attention_mask"].sum()) for b in batches] == [sum(g) for g in groups]
-    # the same predictions as the full padding gives
     with torch.no_grad():
-        cut = torch.cat([model(**b).logits for b in batches])
-        full = torch.cat(
-            [model(**{k: torch.from_numpy(v) for k, v in f.items()}).logits for f in padded]
+        alone = torch.cat(
+            [model(**{k: torch.from_numpy(v) for k, v in f.items()}).logits for f in unpadded]
         )
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    torch.testing.assert_close(cut, full[order], atol=1e-5, rtol=1e-4)
+        for feeds in (unpadded, padded):
+            batches = torch_batches(feeds, batch_size=4)
+            # shortest first; each batch as long as its longest text
+            assert [tuple(b["input_ids"].shape) for b in batches] == [(4, max(g)) for g in groups]
+            assert [int(b["attention_mask"].sum()) for b in batches] == [sum(g) for g in groups]
+            # and the same predictions as each text alone
+            logits = torch.cat([model(**b).logits for b in batches])
+            torch.testing.assert_close(logits, alone[order], atol=1e-5, rtol=1e-4)
 
 
 def test_target_sparsity_reads_each_modifier_and_nm() -> None:

