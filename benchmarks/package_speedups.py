@@ -55,15 +55,15 @@ def block_recipe(out: Path, mask_type: str) -> Path:
     return path
 
 
-def packages(args: argparse.Namespace, out: Path, lr: float) -> list[tuple[str, str, list[str]]]:
-    """(label, kind, overrides) of every package built per model; `lr` the dense fine-tune's
-    (the first run trains the dense baseline, the others start from it)."""
+def packages(args: argparse.Namespace, out: Path, setup: Setup) -> list[tuple[str, str, list[str]]]:
+    """(label, kind, overrides) of every package built per model (the first run trains the
+    dense baseline, the others start from it)."""
     both = "benchmark.engines=[onnxruntime,deepsparse]"
     int8 = [
         "experiment=one_shot",
         f"optim_level={args.int8_level}",
         f"experiment.train.epochs={args.baseline_epochs}",
-        f"experiment.train.lr={lr}",
+        f"experiment.train.lr={setup.lr}",
     ]
     return [
         ("INT8 (QOperator)", "int8", [*int8, both]),
@@ -75,7 +75,7 @@ def packages(args: argparse.Namespace, out: Path, lr: float) -> list[tuple[str, 
                 "experiment=training_aware",
                 f"optim_level={args.sparse_level}",
                 f"experiment.train.epochs={args.epochs}",
-                f"experiment.train.lr={lr / 4}",
+                f"experiment.train.lr={setup.ta_lr}",
                 f"recipe={block_recipe(out, args.mask_type)}",
                 both,
             ],
@@ -121,7 +121,7 @@ def main() -> int:
         if kind == "cnn":
             common.append(f"data.image_size={args.image_size}")
         baseline: Path | None = None
-        for label, target_kind, extra in packages(args, out, setup.lr):
+        for label, target_kind, extra in packages(args, out, setup):
             start = time.perf_counter()
             result = sparsify.run(
                 [*common, f"model={baseline or setup.source}", *extra],
