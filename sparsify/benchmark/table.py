@@ -38,8 +38,28 @@ def _batches(models: dict[str, Any]) -> list[int]:
     return sorted(batches) or [1]
 
 
-def _notes(model: dict[str, Any]) -> str:
-    notes = []
+# a result that keeps less than this fraction of the dense model's metric gets a note
+ACCURACY_KEPT_WARNING = 0.95
+
+
+def _metric(model: dict[str, Any]) -> tuple[str | None, float | None]:
+    acc = model.get("accuracy") or {}
+    metric = next((k for k in acc if k != "samples"), None)
+    return metric, (float(acc[metric]) if metric and acc[metric] is not None else None)
+
+
+def _accuracy_note(value: float | None, dense: float | None) -> str | None:
+    """Every metric here is higher-is-better (top-1, accuracy, F1, mAP, exact match)."""
+    if value is None or not dense or value >= ACCURACY_KEPT_WARNING * dense:
+        return None
+    return (
+        f"keeps {value / dense:.0%} of the dense {dense:g}: lower optim_level, or train "
+        "longer (training_aware / sparse_transfer)"
+    )
+
+
+def _notes(model: dict[str, Any], accuracy_note: str | None = None) -> str:
+    notes = [accuracy_note] if accuracy_note else []
     fraction = model.get("fraction_of_supported_ops")
     if "no_supported_ops" in (model.get("flags") or []):
         notes.append("0% ops supported: runs on DeepSparse's ONNX Runtime fallback, no speedup")
@@ -67,15 +87,15 @@ def comparison(report: dict[str, Any]) -> list[dict[str, Any]]:
         small, large = batches[0], batches[-1]
         base_tp = _value(base, large, "items_per_sec")
         ref_tp = _value(reference, large, "items_per_sec") if reference else None
+        dense_value = _metric(base)[1]
         for name, model in models.items():
-            acc = model.get("accuracy") or {}
-            metric = next((k for k in acc if k != "samples"), None)
+            metric, value = _metric(model)
             tp = _value(model, large, "items_per_sec")
             unsupported = "no_supported_ops" in (model.get("flags") or [])
             row: dict[str, Any] = {
                 "engine": engine,
                 "model": name,
-                "accuracy": round(acc[metric], 3) if metric else None,
+                "accuracy": round(value, 3) if value is not None else None,
                 "metric": metric,
                 f"latency_ms_b{small}": _round(_value(model, small, "median"), 3),
                 f"items_per_sec_b{large}": _round(tp, 1),
@@ -87,7 +107,8 @@ def comparison(report: dict[str, Any]) -> list[dict[str, Any]]:
             row["sparsity"] = _round(model.get("sparsity"), 4)
             if engine != REFERENCE_ENGINE:
                 row["supported_ops"] = model.get("fraction_of_supported_ops")
-            row["notes"] = _notes(model)
+            drop = _accuracy_note(value, dense_value) if name != "baseline" else None
+            row["notes"] = _notes(model, drop)
             rows.append(row)
     return rows
 

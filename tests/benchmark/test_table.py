@@ -48,6 +48,18 @@ def test_speedups_per_engine_and_against_dense_onnxruntime() -> None:
     assert ds["accuracy"] is None and ds["notes"] == ""
 
 
+def test_a_result_that_lost_accuracy_is_flagged() -> None:
+    report = _report()
+    ort = report["engines"]["onnxruntime"]
+    rows = {(r["engine"], r["model"]): r for r in comparison(report)}
+    assert rows[("onnxruntime", "sparsified")]["notes"] == ""  # 89 of 90: kept
+    ort["sparsified"]["accuracy"] = {"top1": 10.0, "samples": 8}
+    rows = {(r["engine"], r["model"]): r for r in comparison(report)}
+    note = rows[("onnxruntime", "sparsified")]["notes"]
+    assert note.startswith("keeps 11% of the dense 90:") and "optim_level" in note
+    assert rows[("onnxruntime", "baseline")]["notes"] == ""
+
+
 def test_no_supported_ops_and_failures_are_notes_not_numbers() -> None:
     report = _report()
     ds = report["engines"]["deepsparse"]
