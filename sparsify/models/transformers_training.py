@@ -48,12 +48,15 @@ def train_with_trainer(
         teacher.eval()
 
     class SessionCallback(transformers.TrainerCallback):
+        lr: float | None = None  # what the recipe set for the last step
+
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             lr = session.before_step(int(state.global_step))
             optimizer = kw.get("optimizer")
             if lr is not None and optimizer is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                self.lr = float(lr)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             session.after_step(int(state.global_step) - 1)  # global_step already counts it
@@ -62,6 +65,10 @@ def train_with_trainer(
         def on_log(
             self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any
         ) -> None:
+            if logs is not None and "learning_rate" in logs and self.lr is not None:
+                # the Trainer's constant scheduler resets the optimizer after every step; the
+                # recipe's rate is what the step ran with
+                logs["learning_rate"] = self.lr
             numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, int | float)}
             events.scalars(int(state.global_step), **numbers)
 
@@ -106,8 +113,9 @@ def train_with_trainer(
         args=args,
         train_dataset=dataset,
         data_collator=collator,
-        callbacks=[SessionCallback()],
     )
+    # first, so the Trainer's printer and loggers see the learning rate the recipe set
+    trainer.callback_handler.callbacks.insert(0, SessionCallback())
     try:
         stats = trainer.train()
     finally:

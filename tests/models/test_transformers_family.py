@@ -197,4 +197,10 @@ def test_training_aware_through_the_trainer(use_case: str, encoder: Path, tmp_pa
     sparsity = onnx_weight_sparsity(result.deployment_dir / "model.onnx")["sparsity"]
     assert abs(sparsity - 0.7) < 0.01, sparsity
     assert not (result.run_dir / "sparsify" / "trainer").exists()
-    assert list((result.run_dir / "sparsify" / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((result.run_dir / "sparsify" / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # the learning rate logged is the recipe's cosine, not the Trainer's constant one
+    logged = EventAccumulator(str(events[0].parent)).Reload()
+    lrs = [e.value for e in logged.Scalars("train/learning_rate")]
+    assert len(lrs) >= 2 and lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]
