@@ -20,13 +20,16 @@ from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
 
-FORMATS = ("qdq", "qoperator")
+FORMATS = ("qdq", "qoperator", "dynamic")
+# ops ONNX Runtime's dynamic quantizer turns into integer kernels (MatMulInteger, ConvInteger)
+DYNAMIC_OPS = ("MatMul", "Conv")
 QUANT_TYPES = ("int8", "uint8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 WEIGHT_ROUNDINGS = ("gptq", "nearest")
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-# Ops emitted by the QOperator format in place of a float op.
-INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})
+# Ops emitted by the QOperator and dynamic formats in place of a float op (the dynamic
+# format's DynamicQuantizeLinear only converts an activation: not counted).
+INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger"})
 
 
 def _calibration_reader(calibration: list[dict[str, np.ndarray]]) -> Any:
@@ -152,6 +155,98 @@ def grouped_convs(model: onnx.ModelProto) -> list[str]:
     ]
 
 
+def quantize_onnx_dynamic(
+    fp32_path: Path,
+    out_path: Path,
+    *,
+    per_channel: bool = False,
+    weight_type: str = "int8",
+    op_types: list[str] | None = None,
+    ignore: list[str] | None = None,
+    fp32_depthwise: bool = False,
+) -> dict[str, Any]:
+    """Quantize `fp32_path` with ONNX Runtime's dynamic quantizer and write it to `out_path`.
+
+    Weights are stored INT8 (symmetric, per tensor unless `per_channel`, the grid static
+    quantization uses); each activation is quantized to uint8 at run time with a scale taken
+    from that batch, so nothing is calibrated. ONNX Runtime fuses the result into
+    DynamicQuantizeMatMul / MatMulIntegerToFloat kernels. Only `DYNAMIC_OPS` are quantized
+    (the others in `op_types`, e.g. Gemm, stay FP32); `ignore` and `fp32_depthwise` as in
+    `quantize_onnx_static`.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
+    wgt = _choice(weight_type, QUANT_TYPES, "weight_type")
+    if not fp32_path.is_file():
+        raise SparsifyError(f"cannot quantize {fp32_path}: no such file; export the model first")
+    ops = [o for o in (op_types or DYNAMIC_OPS) if o in DYNAMIC_OPS]
+    if not ops:
+        raise SparsifyError(
+            f"dynamic quantization covers {', '.join(DYNAMIC_OPS)} only, not {op_types}; add one "
+            "to quantization.ops or use quantization.format=qoperator / qdq"
+        )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{out_path.stem}.", suffix=".tmp.onnx", dir=out_path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    log.info(
+        "Quantizing %s -> %s (INT8 dynamic, per_channel=%s, weights %s, op types %s)",
+        fp32_path,
+        out_path,
+        per_channel,
+        wgt,
+        ops,
+    )
+    scratch = Path(tempfile.mkdtemp(prefix=".quant-", dir=out_path.parent))
+    try:
+        with contextlib.chdir(scratch):
+            graph = onnx.load(str(fp32_path), load_external_data=False)
+            excluded = excluded_nodes(graph, ignore)
+            if ignore:
+                log.info("Kept FP32 (ignore %s): %d nodes", ignore, len(excluded))
+            if fp32_depthwise and "Conv" in ops:
+                excluded += [n for n in grouped_convs(graph) if n not in excluded]
+            quantize_dynamic(
+                str(fp32_path),
+                str(tmp),
+                op_types_to_quantize=ops,
+                nodes_to_exclude=excluded,
+                per_channel=per_channel,
+                weight_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[wgt],
+                # a graph ORT's shape inference cannot type (custom domains) is still float
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        summary = summarize_quantized_graph(
+            onnx.load(str(tmp), load_external_data=False), "qoperator"
+        )
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    if summary["quantized_nodes"] == 0:
+        log.warning("Quantization of %s produced no INT8 nodes; check op_types", fp32_path)
+    log.info(
+        "Wrote %s: %d quantized nodes %s",
+        out_path,
+        summary["quantized_nodes"],
+        summary["quantized_op_types"],
+    )
+    return {
+        "method": "dynamic",
+        "format": "dynamic",
+        "per_channel": per_channel,
+        "activation_type": "uint8",
+        "weight_type": wgt,
+        "op_types": ops,
+        "ignored_nodes": excluded,
+        "fp32_depthwise": fp32_depthwise,
+        **summary,
+    }
+
+
 def quantize_onnx_static(
     fp32_path: Path,
     out_path: Path,
@@ -180,7 +275,7 @@ def quantize_onnx_static(
 
     # absolute: ORT's helpers run in a scratch working directory below
     fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
-    fmt = _choice(fmt, FORMATS, "quantization format")
+    fmt = _choice(fmt, ("qdq", "qoperator"), "static quantization format")
     act = _choice(activation_type, QUANT_TYPES, "activation_type")
     wgt = _choice(weight_type, QUANT_TYPES, "weight_type")
     if not fp32_path.is_file():

@@ -145,6 +145,16 @@ def _quantization_problems(q: DictConfig) -> list[Problem]:
                     f"use one of: {', '.join(choices)}",
                 )
             )
+    if str(q.format).lower().strip() == "dynamic" and str(q.activation_type) != "uint8":
+        problems.append(
+            Problem(
+                "quantization.activation_type",
+                q.activation_type,
+                "cannot be used with quantization.format=dynamic (ONNX Runtime quantizes "
+                "activations to uint8 at run time)",
+                "quantization.activation_type=uint8, or format=qoperator / qdq",
+            )
+        )
     if not 0 < float(q.percentile) <= 100:
         problems.append(
             Problem(

@@ -24,7 +24,7 @@ from sparsify.algorithms.one_shot import (
 from sparsify.algorithms.onnx_pruning import prune_onnx
 from sparsify.algorithms.pruning import PRUNABLE_TYPES, log_sparsity
 from sparsify.algorithms.qat import fold_weight_quantizers, strip_qat
-from sparsify.algorithms.quantization import quantize_onnx_static
+from sparsify.algorithms.quantization import quantize_onnx_dynamic, quantize_onnx_static
 from sparsify.algorithms.session import RecipeSession, has_training
 from sparsify.context import RunContext
 from sparsify.errors import SparsifyError
@@ -106,6 +106,16 @@ def _quantize(
     fp32: Path, final: Path, calibration: Any, ctx: RunContext, modifier: Modifier, family: Any
 ) -> dict[str, Any]:
     q = ctx.cfg.quantization
+    if str(q.format) == "dynamic":  # nothing to calibrate: activation scales come per batch
+        return quantize_onnx_dynamic(
+            fp32,
+            final,
+            per_channel=bool(q.per_channel),
+            weight_type=str(q.weight_type),
+            op_types=_quantized_ops(q, family),
+            ignore=list(modifier.kwargs.get("ignore") or []),
+            fp32_depthwise=_fp32_depthwise(q),
+        )
     return quantize_onnx_static(
         fp32,
         final,
@@ -150,7 +160,8 @@ def _train(
             p.requires_grad_(False)
 
     q = ctx.cfg.quantization
-    requantized = str(q.format) == "qoperator"  # ONNX Runtime re-quantizes the QAT weights
+    # ONNX Runtime re-quantizes the QAT weights (qdq exports the QAT graph itself)
+    requantized = str(q.format) in ("qoperator", "dynamic")
     fp32_depthwise = _fp32_depthwise(q)
 
     def session_for(

@@ -224,3 +224,58 @@ def test_unknown_calibration_method_is_refused(fp32_model: Path, calibration: li
         quantize_onnx_static(
             fp32_model, fp32_model.with_name("x.onnx"), calibration, calibration_method="kl"
         )
+
+
+def _tiny_token_mlp(path: Path) -> Path:
+    """Two Linear layers over (batch, tokens, width): exported as MatMul + Add, like BERT's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 4)).eval()
+    torch.onnx.export(
+        model,
+        (torch.randn(2, 5, 16),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch", 1: "tokens"}, "logits": {0: "batch", 1: "tokens"}},
+    )
+    return path
+
+
+def test_dynamic_quantization_agrees_with_fp32(tmp_path: Path) -> None:
+    fp32 = _tiny_token_mlp(tmp_path / "fp32.onnx")
+    out = tmp_path / "out" / "dynamic.onnx"
+    info = quantization.quantize_onnx_dynamic(fp32, out)
+
+    assert [p.name for p in out.parent.iterdir()] == [out.name], "temp files left behind"
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("MatMulInteger") == 2 and "MatMul" not in ops
+    assert "DynamicQuantizeLinear" in ops  # activations: quantized per batch at run time
+    assert info["quantized_op_types"] == {"MatMulInteger": 2}  # the quantizers are not counted
+    assert (info["format"], info["activation_type"], info["weight_type"]) == (
+        "dynamic", "uint8", "int8",
+    )  # fmt: skip
+    assert info["op_types"] == ["MatMul", "Conv"]
+
+    x = np.random.default_rng(3).standard_normal((8, 7, 16)).astype(np.float32)
+    ref, got = _logits(fp32, x), _logits(out, x)
+    assert got.shape == ref.shape == (8, 7, 4)
+    assert np.abs(ref - got).mean() < 0.03 * np.abs(ref).mean()
+    assert not np.array_equal(ref, got)  # it did quantize
+
+
+def test_dynamic_quantization_ignores_and_refuses(tmp_path: Path) -> None:
+    fp32 = _tiny_token_mlp(tmp_path / "fp32.onnx")
+    info = quantization.quantize_onnx_dynamic(
+        fp32, tmp_path / "ignored.onnx", op_types=["MatMul", "Gemm"], ignore=["2"]
+    )
+    assert info["op_types"] == ["MatMul"] and info["quantized_nodes"] == 1
+    assert len(info["ignored_nodes"]) >= 1
+    with pytest.raises(SparsifyError, match="MatMul, Conv"):
+        quantization.quantize_onnx_dynamic(fp32, tmp_path / "gemm.onnx", op_types=["Gemm"])
+    with pytest.raises(SparsifyError, match="qdq, qoperator"):
+        quantize_onnx_static(fp32, tmp_path / "s.onnx", [{"input": np.zeros((1, 5, 16))}],
+                             fmt="dynamic")  # fmt: skip
+    with pytest.raises(SparsifyError, match="no such file"):
+        quantization.quantize_onnx_dynamic(tmp_path / "missing.onnx", tmp_path / "m.onnx")

@@ -167,3 +167,8 @@ def test_quantization_choices_are_checked_before_anything_runs() -> None:
     assert "quantization.percentile" in problems
     defaults = config_problems(compose_config([]))
     assert not [p for p in defaults if p.key.startswith("quantization")]
+    dynamic = config_problems(compose_config(["quantization.format=dynamic"]))
+    assert not [p for p in dynamic if p.key.startswith("quantization")]
+    signed = compose_config(["quantization.format=dynamic", "quantization.activation_type=int8"])
+    problems = {p.key: p for p in config_problems(signed)}
+    assert "uint8" in problems["quantization.activation_type"].fix

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -118,6 +119,36 @@ def test_exported_model_matches_torch(encoder: Path, tmp_path: Path) -> None:
         expected = model(**enc).logits.numpy()
     got = engine.run({n: enc[n].numpy() for n in engine.input_names})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_dynamic_int8_end_to_end(encoder: Path, tmp_path: Path) -> None:
+    """quantization.format=dynamic: INT8 MatMulInteger weights, sparsity kept, activations
+    quantized per batch; benchmarked, measured and deployed like the other formats."""
+    data = make_text_classification(tmp_path / "data")
+    result = sparsify.run(
+        [
+            "use_case=sentiment",
+            f"data.path={data}",
+            f"model={encoder}",
+            "optim_level=0.5",
+            "quantization.format=dynamic",
+            *NLP_RUN,
+        ],
+        run_dir=tmp_path / "run",
+    )
+    assert result.status == "done", result.error
+    produced = result.outputs["sparsify"]["quantization"]
+    assert produced["format"] == "dynamic" and produced["weight_rounding"] == "gptq"
+    deploy = result.deployment_dir
+    ops = [n.op_type for n in onnx.load(str(deploy / "model.onnx")).graph.node]
+    assert ops.count("MatMulInteger") == produced["quantized_nodes"] >= 12  # 2 layers x 6
+    assert "QLinearMatMul" not in ops and "QuantizeLinear" not in ops
+    sparsity = onnx_weight_sparsity(deploy / "model.onnx")["sparsity"]
+    assert abs(sparsity - (0.4 + 0.2 / 0.7 * 0.4)) < 0.01
+    table = {row["model"]: row for row in result.table}
+    assert table["sparsified"]["accuracy"] is not None
+    out = Pipeline(deploy)("the movie was great")
+    assert isinstance(out, Classification)
 
 
 def test_model_folder_problems_are_clear(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import yaml
@@ -14,7 +15,7 @@ from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["qoperator", "qdq"])
+@pytest.mark.parametrize("fmt", ["qoperator", "qdq", "dynamic"])
 def test_training_aware_classifier(tiny_run: list[str], fmt: str) -> None:
     result = sparsify.run(
         [
@@ -37,6 +38,9 @@ def test_training_aware_classifier(tiny_run: list[str], fmt: str) -> None:
         exported = onnx_weight_sparsity(result.run_dir / "sparsify" / name)["sparsity"]
         assert abs(exported - target) < 0.005, (name, exported)
     deploy = result.deployment_dir
+    int8_ops = {"qoperator": "QLinearConv", "qdq": "DequantizeLinear", "dynamic": "ConvInteger"}
+    graph = onnx.load(str(deploy / "model.onnx")).graph
+    assert int8_ops[fmt] in {n.op_type for n in graph.node}
     session = ort.InferenceSession(str(deploy / "model.onnx"), providers=["CPUExecutionProvider"])
     out = session.run(None, {"input": np.zeros((2, 3, 16, 16), np.float32)})[0]
     assert out.shape == (2, 3)
