@@ -61,19 +61,18 @@ class OrtModel:
         return {}
 
 
-def _deepsparse_compatible(model: Path, workdir: Path) -> Path:
-    """A copy without opset imports no node uses.
-
-    ORT's quant_pre_process stamps ai.onnx.ml opset 5 (and other unused domains) on its output,
-    which the ONNX Runtime bundled in DeepSparse 1.8 refuses to load.
+def _deepsparse_copy(model: Path, workdir: Path) -> Path:
+    """The copy of `model` DeepSparse gets: never the file itself, because `deepsparse.Engine`
+    with `input_shapes` rewrites the model file in place with those static shapes (a deployed
+    model.onnx would be left with a fixed batch size). The copy also drops opset imports no node
+    uses: ORT's quant_pre_process stamps ai.onnx.ml opset 5 (and other unused domains) on its
+    output, which the ONNX Runtime bundled in DeepSparse 1.8 refuses to load.
     """
     import onnx
 
     proto = onnx.load(str(model), load_external_data=False)
     used = {node.domain or "" for node in proto.graph.node}
     keep = [o for o in proto.opset_import if (o.domain or "") in used or o.domain == "ai.onnx"]
-    if len(keep) == len(proto.opset_import):
-        return model
     del proto.opset_import[:]
     proto.opset_import.extend(keep)
     external = any(
@@ -93,11 +92,9 @@ class DeepSparseModel:
         import deepsparse
         import onnx
 
-        self.path = _deepsparse_compatible(model, workdir)
-        # only a copy written beside the model is ours to delete (the workdir goes anyway)
-        self.cleanup = (
-            self.path if self.path != model and self.path.parent == model.parent else None
-        )
+        self.path = _deepsparse_copy(model, workdir)
+        # a copy written beside the model is deleted on close (the workdir goes anyway)
+        self.cleanup = self.path if self.path.parent == model.parent else None
         self.num_cores = int(num_threads) if num_threads else None
         self.version = deepsparse.__version__
         graph = onnx.load(str(self.path), load_external_data=False).graph
