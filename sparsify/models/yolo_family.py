@@ -212,7 +212,10 @@ class YoloFamily:
         data_yaml = write_ultralytics_dataset(_summary(ctx), out_dir / "dataset")
         log.info("Fine-tuning %s with Ultralytics (masks held: %s)", start, hold_sparsity)
         trainer = run_training(yolo, ctx, data_yaml, out_dir / "ultralytics", epochs)
-        log.info("Fine-tuned on val (Ultralytics' validator): %s", trainer_metrics(trainer))
+        log.info(
+            "Last epoch on val (Ultralytics' validator; the model returned): %s",
+            trainer_metrics(trainer, last_epoch=True),
+        )
         return last_model(trainer)
 
     def train_sparse(

@@ -147,10 +147,20 @@ def run_training(
     return yolo.trainer
 
 
-def trainer_metrics(trainer: Any) -> dict[str, Any]:
-    """Ultralytics' validator's last box (and mask) mAPs, in percent, and the epoch count."""
-    results = getattr(getattr(trainer, "validator", None), "metrics", None)
-    results = getattr(results, "results_dict", {}) or {}
+def trainer_metrics(trainer: Any, last_epoch: bool = False) -> dict[str, Any]:
+    """Ultralytics' validator's box (and mask) mAPs, in percent, and the epoch count.
+
+    By default the final validation's, which Ultralytics runs on best.pt; `last_epoch`: the
+    last epoch's (results.csv), i.e. of the model `last_model` returns, which under a pruning
+    schedule can be far from the best epoch (an early, still dense one)."""
+    results: dict[str, Any] = {}
+    if last_epoch:
+        read = getattr(trainer, "read_results_csv", None)
+        columns = read() if read is not None else {}
+        results = {k.strip(): v[-1] for k, v in columns.items() if v}
+    if not results:
+        results = getattr(getattr(trainer, "validator", None), "metrics", None)
+        results = getattr(results, "results_dict", {}) or {}
     out: dict[str, Any] = {"epochs": int(trainer.epoch) + 1}
     for suffix, prefix in (("B", ""), ("M", "mask_")):
         for name in ("mAP50", "mAP50-95"):

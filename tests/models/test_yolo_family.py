@@ -349,3 +349,27 @@ def test_fine_tune_checkpoint_for_other_classes_keeps_backbone_masks(
     assert abs(float((backbone == 0).float().mean()) - 0.6) < 0.01  # mask held
     head = modules["model.22.cv3.0.2"].weight  # the class conv, new shape: trained dense
     assert head.shape[0] == 3 and float((head == 0).float().mean()) < 0.1
+
+
+def test_trainer_metrics_last_epoch_is_not_the_best_checkpoints() -> None:
+    """Under a pruning schedule the final validation (of best.pt, an early dense epoch) says
+    nothing about the model returned: `last_epoch` reads the last row of results.csv."""
+    from types import SimpleNamespace
+
+    from sparsify.models.yolo_training import trainer_metrics
+
+    best = SimpleNamespace(results_dict={"metrics/mAP50(B)": 0.99, "metrics/mAP50-95(B)": 0.95})
+    columns = {
+        "epoch": [1, 2],
+        "  metrics/mAP50(B)": [0.99, 0.14],
+        "metrics/mAP50-95(B)": [0.95, 0.05],
+    }
+    trainer = SimpleNamespace(
+        epoch=1, validator=SimpleNamespace(metrics=best), read_results_csv=lambda: columns
+    )
+    assert trainer_metrics(trainer) == {"epochs": 2, "map50": 99.0, "map50-95": 95.0}
+    assert trainer_metrics(trainer, last_epoch=True) == {
+        "epochs": 2, "map50": 14.0, "map50-95": 5.0,
+    }  # fmt: skip
+    no_csv = SimpleNamespace(epoch=0, validator=SimpleNamespace(metrics=best))
+    assert trainer_metrics(no_csv, last_epoch=True)["map50-95"] == 95.0
