@@ -103,6 +103,7 @@ def summarize_quantized_graph(model: onnx.ModelProto, fmt: str = "qdq") -> dict[
     graph the float ops after a DequantizeLinear run in float, so that rule applies to QDQ only.
     """
     constants = {init.name for init in model.graph.initializer}
+    constants |= {o for node in model.graph.node if node.op_type == "Constant" for o in node.output}
     producers = {out: node for node in model.graph.node for out in node.output}
     quantized: Counter[str] = Counter()
     qdq = 0

@@ -74,9 +74,20 @@ def _gptq_applies(model: Any, result: dict[str, Any], ctx: RunContext) -> bool:
 
 
 def _quantized_ops(q: Any, family: Any) -> list[str]:
-    # a family may add ops, e.g. classifiers' residual Adds: INT8 end to end for DeepSparse
-    extra_ops = list(getattr(family, "extra_quantized_ops", ())) if q.format == "qoperator" else []
+    # a family may add ops per format, e.g. classifiers' residual Adds in QOperator (INT8 end
+    # to end for DeepSparse), YOLO's activations in QDQ (INT8 end to end on ONNX Runtime)
+    extra = {"qoperator": "extra_quantized_ops", "qdq": "qdq_extra_ops"}.get(str(q.format))
+    extra_ops = list(getattr(family, extra, ())) if extra else []
     return [*q.ops, *(o for o in extra_ops if o not in q.ops)]
+
+
+def _quantize_ignore(fp32: Path, modifier: Modifier, family: Any) -> list[str]:
+    """The recipe's `ignore` and the nodes the family always keeps float (YOLO's decode)."""
+    ignore = list(modifier.kwargs.get("ignore") or [])
+    float_nodes = getattr(family, "int8_float_nodes", None)
+    if float_nodes is not None:
+        ignore += float_nodes(onnx.load(str(fp32), load_external_data=False))
+    return ignore
 
 
 def _round_weights(
@@ -113,7 +124,7 @@ def _quantize(
             per_channel=bool(q.per_channel),
             weight_type=str(q.weight_type),
             op_types=_quantized_ops(q, family),
-            ignore=list(modifier.kwargs.get("ignore") or []),
+            ignore=_quantize_ignore(fp32, modifier, family),
             fp32_depthwise=_fp32_depthwise(q),
         )
     return quantize_onnx_static(
@@ -125,7 +136,7 @@ def _quantize(
         activation_type=str(q.activation_type),
         weight_type=str(q.weight_type),
         op_types=_quantized_ops(q, family),
-        ignore=list(modifier.kwargs.get("ignore") or []),
+        ignore=_quantize_ignore(fp32, modifier, family),
         fp32_depthwise=_fp32_depthwise(q),
         calibration_method=str(q.calibration),
         percentile=float(q.percentile),

@@ -114,6 +114,36 @@ def test_detection_baseline_is_cached(detection: sparsify.runner.RunResult, tmp_
     assert again.outputs["fetch"]["sha256"] == fetched
 
 
+def test_detection_qdq_quantizes_between_convs_and_keeps_the_decode_float(
+    detection: sparsify.runner.RunResult, tmp_path: Path
+) -> None:
+    """QDQ (ONNX Runtime) YOLO: SiLU, Split/Concat, MaxPool, Resize and Adds INT8 too; the
+    head's decode (DFL, box arithmetic, class sigmoid, output Concat) stays float."""
+    from sparsify.models.yolo_family import head_decode_nodes
+
+    data = Path(detection.outputs["validate"]["data_path"])
+    result = _run(
+        "cv-detection", data, tmp_path / "run", "optim_level=0.2", "quantization.format=qdq",
+        "stages=[validate,fetch,sparsify]",
+    )  # fmt: skip
+    assert result.status == "done", result.error
+    quantized = result.outputs["sparsify"]["quantization"]["quantized_op_types"]
+    assert {"Conv", "Mul", "Sigmoid", "Concat", "MaxPool", "Resize", "Split"} <= set(quantized)
+    stage = result.run_dir / "sparsify"
+    decode = head_decode_nodes(onnx.load(str(stage / "baseline.onnx")))
+    assert any("/dfl/" in n for n in decode) and not any("/cv2." in n for n in decode)
+    graph = onnx.load(str(stage / "model.onnx")).graph
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    quantizers = {i for node in graph.node if node.op_type == "QuantizeLinear" for i in node.input}
+    outputs = {node.name: node.output for node in graph.node}
+    for name in decode:  # a quantized op's result goes through a QuantizeLinear
+        assert not set(outputs[name]) & quantizers, f"{name} is quantized"
+    assert producers[graph.output[0].name] != "DequantizeLinear"
+    fp32, int8 = (_onnx_outputs(stage / f, batch=2)[0] for f in ("model_fp32.onnx", "model.onnx"))
+    boxes = slice(0, 4)
+    assert np.abs(int8[:, boxes] - fp32[:, boxes]).mean() < 0.05 * np.abs(fp32[:, boxes]).mean()
+
+
 def test_checkpoint_with_other_classes_is_fine_tuned(
     detection: sparsify.runner.RunResult, tmp_path: Path
 ) -> None:
