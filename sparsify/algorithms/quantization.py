@@ -156,6 +156,54 @@ def grouped_convs(model: onnx.ModelProto) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _staging(out_path: Path) -> Iterator[Path]:
+    """A temp file beside `out_path` to quantize into, removed afterwards unless moved onto
+    `out_path`; ORT's shape inference and calibrator drop debug/temp files into the working
+    directory, so the block runs in a scratch folder beside the output (never the user's
+    current directory), removed too."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{out_path.stem}.", suffix=".tmp.onnx", dir=out_path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    scratch = Path(tempfile.mkdtemp(prefix=".quant-", dir=out_path.parent))
+    try:
+        with contextlib.chdir(scratch):
+            yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _kept_fp32(graph: onnx.ModelProto, ignore: list[str] | None, depthwise: bool) -> list[str]:
+    """Node names quantization leaves FP32: `ignore`d ones, and grouped convs if `depthwise`."""
+    excluded = excluded_nodes(graph, ignore)
+    if ignore:
+        log.info("Kept FP32 (ignore %s): %d nodes", ignore, len(excluded))
+    if depthwise:
+        grouped = grouped_convs(graph)
+        excluded += [n for n in grouped if n not in excluded]
+        log.info("Depthwise convolutions kept FP32: %d", len(grouped))
+    return excluded
+
+
+def _publish(tmp: Path, out_path: Path, fp32_path: Path, fmt: str) -> dict[str, Any]:
+    """Move the quantized `tmp` onto `out_path`; its INT8 summary, logged."""
+    summary = summarize_quantized_graph(onnx.load(str(tmp), load_external_data=False), fmt)
+    os.replace(tmp, out_path)
+    if summary["quantized_nodes"] == 0:
+        log.warning("Quantization of %s produced no INT8 nodes; check op_types", fp32_path)
+    log.info(
+        "Wrote %s: %d quantized nodes %s",
+        out_path,
+        summary["quantized_nodes"],
+        summary["quantized_op_types"],
+    )
+    return summary
+
+
 def quantize_onnx_dynamic(
     fp32_path: Path,
     out_path: Path,
@@ -187,12 +235,6 @@ def quantize_onnx_dynamic(
             f"dynamic quantization covers {', '.join(DYNAMIC_OPS)} only, not {op_types}; add one "
             "to quantization.ops or use quantization.format=qoperator / qdq"
         )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{out_path.stem}.", suffix=".tmp.onnx", dir=out_path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
     log.info(
         "Quantizing %s -> %s (INT8 dynamic, per_channel=%s, weights %s, op types %s)",
         fp32_path,
@@ -201,40 +243,20 @@ def quantize_onnx_dynamic(
         wgt,
         ops,
     )
-    scratch = Path(tempfile.mkdtemp(prefix=".quant-", dir=out_path.parent))
-    try:
-        with contextlib.chdir(scratch):
-            graph = onnx.load(str(fp32_path), load_external_data=False)
-            excluded = excluded_nodes(graph, ignore)
-            if ignore:
-                log.info("Kept FP32 (ignore %s): %d nodes", ignore, len(excluded))
-            if fp32_depthwise and "Conv" in ops:
-                excluded += [n for n in grouped_convs(graph) if n not in excluded]
-            quantize_dynamic(
-                str(fp32_path),
-                str(tmp),
-                op_types_to_quantize=ops,
-                nodes_to_exclude=excluded,
-                per_channel=per_channel,
-                weight_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[wgt],
-                # a graph ORT's shape inference cannot type (custom domains) is still float
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-        summary = summarize_quantized_graph(
-            onnx.load(str(tmp), load_external_data=False), "qoperator"
+    with _staging(out_path) as tmp:
+        graph = onnx.load(str(fp32_path), load_external_data=False)
+        excluded = _kept_fp32(graph, ignore, fp32_depthwise and "Conv" in ops)
+        quantize_dynamic(
+            str(fp32_path),
+            str(tmp),
+            op_types_to_quantize=ops,
+            nodes_to_exclude=excluded,
+            per_channel=per_channel,
+            weight_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[wgt],
+            # a graph ORT's shape inference cannot type (custom domains) is still float
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        shutil.rmtree(scratch, ignore_errors=True)
-    if summary["quantized_nodes"] == 0:
-        log.warning("Quantization of %s produced no INT8 nodes; check op_types", fp32_path)
-    log.info(
-        "Wrote %s: %d quantized nodes %s",
-        out_path,
-        summary["quantized_nodes"],
-        summary["quantized_op_types"],
-    )
+        summary = _publish(tmp, out_path, fp32_path, "qoperator")
     return {
         "method": "dynamic",
         "format": "dynamic",
@@ -301,13 +323,6 @@ def quantize_onnx_static(
     }[calibration_method]
     extra = {"CalibPercentile": float(percentile)} if calibration_method == "percentile" else {}
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{out_path.stem}.", suffix=".tmp.onnx", dir=out_path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    pre = tmp.with_name(tmp.name.replace(".tmp.onnx", ".pre.onnx"))
     log.info(
         "Quantizing %s -> %s (INT8 %s, per_channel=%s, activations %s, weights %s, "
         "op types %s, %s calibration on %d samples)",
@@ -321,20 +336,12 @@ def quantize_onnx_static(
         calibration_method,
         len(calibration),
     )
-    # ORT's shape inference and calibrator drop debug/temp files into the working directory:
-    # keep them in a scratch folder beside the output, never in the user's current directory
-    scratch = Path(tempfile.mkdtemp(prefix=".quant-", dir=out_path.parent))
-    try:
-        with contextlib.chdir(scratch):
+    with _staging(out_path) as tmp:
+        pre = tmp.with_name(tmp.name.replace(".tmp.onnx", ".pre.onnx"))
+        try:
             source = _preprocess(fp32_path, pre)
             graph = onnx.load(str(source), load_external_data=False)
-            excluded = excluded_nodes(graph, ignore)
-            if ignore:
-                log.info("Kept FP32 (ignore %s): %d nodes", ignore, len(excluded))
-            if fp32_depthwise:
-                depthwise = grouped_convs(graph)
-                excluded += [n for n in depthwise if n not in excluded]
-                log.info("Depthwise convolutions kept FP32: %d", len(depthwise))
+            excluded = _kept_fp32(graph, ignore, fp32_depthwise)
             quantize_static(
                 str(source),
                 str(tmp),
@@ -348,21 +355,9 @@ def quantize_onnx_static(
                 calibrate_method=method,
                 extra_options=extra,
             )
-        summary = summarize_quantized_graph(onnx.load(str(tmp), load_external_data=False), fmt)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        pre.unlink(missing_ok=True)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-    if summary["quantized_nodes"] == 0:
-        log.warning("Quantization of %s produced no INT8 nodes; check op_types", fp32_path)
-    log.info(
-        "Wrote %s: %d quantized nodes %s",
-        out_path,
-        summary["quantized_nodes"],
-        summary["quantized_op_types"],
-    )
+            summary = _publish(tmp, out_path, fp32_path, fmt)
+        finally:
+            pre.unlink(missing_ok=True)
     return {
         "method": "static",
         "format": fmt,

@@ -93,20 +93,21 @@ def test_one_shot_end_to_end(use_case: str, encoder: Path, tmp_path: Path) -> No
         assert out.answer == "paris is the capital of france ."[out.start : out.end]
 
 
-def test_exported_model_matches_torch(encoder: Path, tmp_path: Path) -> None:
+def _sentiment_run(encoder: Path, tmp_path: Path, *overrides: str) -> sparsify.runner.RunResult:
+    """The tiny encoder on generated sentiment data, with `overrides`; must finish."""
     data = make_text_classification(tmp_path / "data")
     result = sparsify.run(
-        [
-            "use_case=sentiment",
-            f"data.path={data}",
-            f"model={encoder}",
-            "optim_level=0.0",
-            "stages=[validate,fetch,sparsify]",
-            *NLP_RUN,
-        ],
+        ["use_case=sentiment", f"data.path={data}", f"model={encoder}", *overrides, *NLP_RUN],
         run_dir=tmp_path / "run",
     )
     assert result.status == "done", result.error
+    return result
+
+
+def test_exported_model_matches_torch(encoder: Path, tmp_path: Path) -> None:
+    result = _sentiment_run(
+        encoder, tmp_path, "optim_level=0.0", "stages=[validate,fetch,sparsify]"
+    )
     model, tokenizer, _ = load_hf(result.run_dir / "fetch" / "model", "text-classification")
     engine = OnnxRuntimeEngine(result.run_dir / "sparsify" / "baseline.onnx")
     enc = tokenizer(
@@ -124,19 +125,7 @@ def test_exported_model_matches_torch(encoder: Path, tmp_path: Path) -> None:
 def test_dynamic_int8_end_to_end(encoder: Path, tmp_path: Path) -> None:
     """quantization.format=dynamic: INT8 MatMulInteger weights, sparsity kept, activations
     quantized per batch; benchmarked, measured and deployed like the other formats."""
-    data = make_text_classification(tmp_path / "data")
-    result = sparsify.run(
-        [
-            "use_case=sentiment",
-            f"data.path={data}",
-            f"model={encoder}",
-            "optim_level=0.5",
-            "quantization.format=dynamic",
-            *NLP_RUN,
-        ],
-        run_dir=tmp_path / "run",
-    )
-    assert result.status == "done", result.error
+    result = _sentiment_run(encoder, tmp_path, "optim_level=0.5", "quantization.format=dynamic")
     produced = result.outputs["sparsify"]["quantization"]
     assert produced["format"] == "dynamic" and produced["weight_rounding"] == "gptq"
     deploy = result.deployment_dir
