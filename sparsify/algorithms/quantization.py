@@ -9,7 +9,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
 
-FORMATS = ("qdq", "qoperator", "dynamic")
+STATIC_FORMATS = ("qdq", "qoperator")  # calibrated; "dynamic" computes scales at run time
+FORMATS = (*STATIC_FORMATS, "dynamic")
 # ops ONNX Runtime's dynamic quantizer turns into integer kernels (MatMulInteger, ConvInteger)
 DYNAMIC_OPS = ("MatMul", "Conv")
 QUANT_TYPES = ("int8", "uint8")
@@ -177,11 +178,24 @@ def _staging(out_path: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _kept_fp32(graph: onnx.ModelProto, ignore: list[str] | None, depthwise: bool) -> list[str]:
-    """Node names quantization leaves FP32: `ignore`d ones, and grouped convs if `depthwise`."""
+FloatNodes = Callable[[onnx.ModelProto], list[str]]
+
+
+def _kept_fp32(
+    graph: onnx.ModelProto,
+    ignore: list[str] | None,
+    depthwise: bool,
+    keep_float: FloatNodes | None = None,
+) -> list[str]:
+    """Node names quantization leaves FP32: `ignore`d ones, those `keep_float(graph)` names
+    (a model family's, e.g. YOLO's box decode), and grouped convs if `depthwise`."""
     excluded = excluded_nodes(graph, ignore)
     if ignore:
         log.info("Kept FP32 (ignore %s): %d nodes", ignore, len(excluded))
+    if keep_float is not None:
+        chosen = keep_float(graph)
+        excluded += [n for n in chosen if n not in excluded]
+        log.info("Kept FP32 by the model family: %d nodes", len(chosen))
     if depthwise:
         grouped = grouped_convs(graph)
         excluded += [n for n in grouped if n not in excluded]
@@ -213,6 +227,7 @@ def quantize_onnx_dynamic(
     op_types: list[str] | None = None,
     ignore: list[str] | None = None,
     fp32_depthwise: bool = False,
+    keep_float: FloatNodes | None = None,
 ) -> dict[str, Any]:
     """Quantize `fp32_path` with ONNX Runtime's dynamic quantizer and write it to `out_path`.
 
@@ -220,8 +235,8 @@ def quantize_onnx_dynamic(
     quantization uses); each activation is quantized to uint8 at run time with a scale taken
     from that batch, so nothing is calibrated. ONNX Runtime fuses the result into
     DynamicQuantizeMatMul / MatMulIntegerToFloat kernels. Only `DYNAMIC_OPS` are quantized
-    (the others in `op_types`, e.g. Gemm, stay FP32); `ignore` and `fp32_depthwise` as in
-    `quantize_onnx_static`.
+    (the others in `op_types`, e.g. Gemm, stay FP32); `ignore`, `fp32_depthwise` and
+    `keep_float` as in `quantize_onnx_static`.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -245,7 +260,7 @@ def quantize_onnx_dynamic(
     )
     with _staging(out_path) as tmp:
         graph = onnx.load(str(fp32_path), load_external_data=False)
-        excluded = _kept_fp32(graph, ignore, fp32_depthwise and "Conv" in ops)
+        excluded = _kept_fp32(graph, ignore, fp32_depthwise and "Conv" in ops, keep_float)
         quantize_dynamic(
             str(fp32_path),
             str(tmp),
@@ -284,13 +299,16 @@ def quantize_onnx_static(
     fp32_depthwise: bool = False,
     calibration_method: str = "minmax",
     percentile: float = 99.99,
+    keep_float: FloatNodes | None = None,
 ) -> dict[str, Any]:
     """Quantize `fp32_path` to INT8 with MinMax calibration and write it to `out_path`.
 
     `ignore` keeps layers FP32: torch module names (`classifier.1`: every node the exporter
     scoped under it), ONNX node names, or `re:` patterns over node names. `fp32_depthwise`
-    also keeps depthwise (grouped) convolutions FP32. `calibration_method`: minmax, or
-    percentile (activation ranges clipped at `percentile` of the observed values), or entropy.
+    also keeps depthwise (grouped) convolutions FP32, and `keep_float(model)` the node names it
+    returns for the model actually quantized (after pre-processing). `calibration_method`:
+    minmax, or percentile (activation ranges clipped at `percentile` of the observed values),
+    or entropy.
 
     Returns a description of what was applied, suitable for the run's metrics/manifest.
     """
@@ -298,7 +316,7 @@ def quantize_onnx_static(
 
     # absolute: ORT's helpers run in a scratch working directory below
     fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
-    fmt = _choice(fmt, ("qdq", "qoperator"), "static quantization format")
+    fmt = _choice(fmt, STATIC_FORMATS, "static quantization format")
     act = _choice(activation_type, QUANT_TYPES, "activation_type")
     wgt = _choice(weight_type, QUANT_TYPES, "weight_type")
     if not fp32_path.is_file():
@@ -341,7 +359,7 @@ def quantize_onnx_static(
         try:
             source = _preprocess(fp32_path, pre)
             graph = onnx.load(str(source), load_external_data=False)
-            excluded = _kept_fp32(graph, ignore, fp32_depthwise)
+            excluded = _kept_fp32(graph, ignore, fp32_depthwise, keep_float)
             quantize_static(
                 str(source),
                 str(tmp),

@@ -81,15 +81,6 @@ def _quantized_ops(q: Any, family: Any) -> list[str]:
     return [*q.ops, *(o for o in extra_ops if o not in q.ops)]
 
 
-def _quantize_ignore(fp32: Path, modifier: Modifier, family: Any) -> list[str]:
-    """The recipe's `ignore` and the nodes the family always keeps float (YOLO's decode)."""
-    ignore = list(modifier.kwargs.get("ignore") or [])
-    float_nodes = getattr(family, "int8_float_nodes", None)
-    if float_nodes is not None:
-        ignore += float_nodes(onnx.load(str(fp32), load_external_data=False))
-    return ignore
-
-
 def _round_weights(
     model: nn.Module, out: Path, calibration: Any, ctx: RunContext, modifier: Modifier, family: Any
 ) -> tuple[Path | None, dict[str, Any]]:
@@ -124,8 +115,9 @@ def _quantize(
             per_channel=bool(q.per_channel),
             weight_type=str(q.weight_type),
             op_types=_quantized_ops(q, family),
-            ignore=_quantize_ignore(fp32, modifier, family),
+            ignore=list(modifier.kwargs.get("ignore") or []),
             fp32_depthwise=_fp32_depthwise(q),
+            keep_float=getattr(family, "int8_float_nodes", None),
         )
     return quantize_onnx_static(
         fp32,
@@ -136,10 +128,11 @@ def _quantize(
         activation_type=str(q.activation_type),
         weight_type=str(q.weight_type),
         op_types=_quantized_ops(q, family),
-        ignore=_quantize_ignore(fp32, modifier, family),
+        ignore=list(modifier.kwargs.get("ignore") or []),
         fp32_depthwise=_fp32_depthwise(q),
         calibration_method=str(q.calibration),
         percentile=float(q.percentile),
+        keep_float=getattr(family, "int8_float_nodes", None),
     )
 
 

@@ -279,3 +279,28 @@ def test_dynamic_quantization_ignores_and_refuses(tmp_path: Path) -> None:
                              fmt="dynamic")  # fmt: skip
     with pytest.raises(SparsifyError, match="no such file"):
         quantization.quantize_onnx_dynamic(tmp_path / "missing.onnx", tmp_path / "m.onnx")
+
+
+def test_keep_float_names_nodes_of_the_graph_quantized(tmp_path: Path) -> None:
+    """A family's `keep_float(graph)` is asked about the graph being quantized and its
+    nodes stay FP32, in the static and the dynamic quantizer alike."""
+    fp32 = _tiny_token_mlp(tmp_path / "fp32.onnx")
+    seen: list[onnx.ModelProto] = []
+
+    def last_matmul(model: onnx.ModelProto) -> list[str]:
+        seen.append(model)
+        return [[n.name for n in model.graph.node if n.op_type == "MatMul"][-1]]
+
+    dynamic = quantization.quantize_onnx_dynamic(
+        fp32, tmp_path / "d.onnx", op_types=["MatMul"], keep_float=last_matmul
+    )
+    calibration = [{"input": np.random.default_rng(0).standard_normal((1, 5, 16), np.float32)}]
+    static = quantize_onnx_static(
+        fp32, tmp_path / "s.onnx", calibration, fmt="qoperator", op_types=["MatMul"],
+        keep_float=last_matmul,
+    )  # fmt: skip
+    assert len(seen) == 2
+    assert dynamic["quantized_op_types"] == {"MatMulInteger": 1}
+    assert static["quantized_op_types"] == {"QLinearMatMul": 1}
+    for path in (tmp_path / "d.onnx", tmp_path / "s.onnx"):
+        assert [n.op_type for n in onnx.load(str(path)).graph.node].count("MatMul") == 1
