@@ -50,6 +50,7 @@ from sparsify.benchmark.engines import open_engine  # noqa: E402
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity  # noqa: E402
 from sparsify.config.schema import QuantizationConfig  # noqa: E402
 from sparsify.models.image_classifier_adapter import ImageClassifierFamily  # noqa: E402
+from sparsify.models.transformers_family import TransformersFamily  # noqa: E402
 
 SPARSITY = 0.9
 YOLO_ARCH = "yolov8n"  # --yolo
@@ -227,12 +228,17 @@ def build(
     extra = list(ImageClassifierFamily.extra_quantized_ops) if kind in CLASSIFIERS else []
     jobs = [("dense", "int8", q.format), ("dense", "int8_qdq", "qdq")]
     jobs += [(f"sparse_{m}", f"sparse_int8_{m}", q.format) for m in mask_types]
+
+    def keep_float(fmt: str) -> Callable | None:  # what the package's family leaves float
+        family = TransformersFamily() if kind == "bert" else None
+        return None if family is None else (lambda graph: family.int8_float_nodes(graph, fmt))
+
     for src, dst, fmt in jobs:
         kwargs = dict(
             fmt=fmt, per_channel=q.per_channel, activation_type=q.activation_type,
             weight_type=q.weight_type,
             op_types=[*q.ops, *(extra if fmt == "qoperator" else [])],
-            fp32_depthwise=q.fp32_depthwise and not q.per_channel,
+            fp32_depthwise=q.fp32_depthwise and not q.per_channel, keep_float=keep_float(fmt),
         )  # fmt: skip
         try:
             quantize_onnx_static(
@@ -247,7 +253,7 @@ def build(
     quantize_onnx_dynamic(
         paths["dense"], paths["int8_dynamic"], per_channel=q.per_channel,
         weight_type=q.weight_type, op_types=q.ops,
-        fp32_depthwise=q.fp32_depthwise and not q.per_channel,
+        fp32_depthwise=q.fp32_depthwise and not q.per_channel, keep_float=keep_float("dynamic"),
     )  # fmt: skip
     return paths, feeds, note
 

@@ -339,7 +339,14 @@ def quantize_onnx_static(
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }[calibration_method]
-    extra = {"CalibPercentile": float(percentile)} if calibration_method == "percentile" else {}
+    extra: dict[str, Any] = (
+        {"CalibPercentile": float(percentile)} if calibration_method == "percentile" else {}
+    )
+    if fmt == "qdq":
+        # MatMul outputs stay float: ONNX Runtime then runs DQ -> MatMul as one
+        # MatMulIntegerToFloat (static scales) instead of QLinearMatMul + DequantizeLinear.
+        # MiniLM-L6 INT8, batch 16, 2 cores: 181 -> 157 ms/batch, and closer to FP32.
+        extra["OpTypesToExcludeOutputQuantization"] = ["MatMul"]
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     log.info(
         "Quantizing %s -> %s (INT8 %s, per_channel=%s, activations %s, weights %s, "

@@ -26,6 +26,13 @@ ORT_DTYPES: dict[str, type[np.generic]] = {
 }
 
 
+# Graph fusions left off. SkipLayerNormFusion merges a transformer's bias Add, residual Add and
+# LayerNormalization into one SkipLayerNormalization kernel, which on INT8 graphs is slower
+# than the ops it replaces (MiniLM-L6 INT8, batch 16, 2 cores: 177 -> 155 ms/batch QOperator,
+# 157 -> 145 ms QDQ with it off; FP32 graphs do not get it). worker.py's OrtModel: the same.
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
 class OnnxRuntimeEngine:
     """An InferenceSession on the CPU provider, set up for latency measurement."""
 
@@ -51,7 +58,10 @@ class OnnxRuntimeEngine:
             num_threads if num_threads is not None else "default",
         )
         self.session = ort.InferenceSession(
-            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            str(self.model_path),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(DISABLED_OPTIMIZERS),
         )
 
     @property

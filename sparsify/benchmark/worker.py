@@ -2,7 +2,7 @@
 
 Run as a script (`python worker.py WORKDIR`) by any interpreter that has numpy and the engine:
 the main virtualenv for onnxruntime, `.venv-deepsparse` for DeepSparse. It imports nothing
-from sparsify (that interpreter may not have sparsify's dependencies) except timing.py, loaded
+from sparsify (that interpreter may not have sparsify's dependencies) except timing.py and deepsparse_graph.py, loaded
 by path. Requests come on stdin; replies go to the original stdout, while anything the engine
 prints (DeepSparse's C++ banner included) is sent to stderr, so it cannot corrupt the protocol.
 Arrays travel as .npz files inside WORKDIR.
@@ -27,13 +27,23 @@ from typing import Any
 
 import numpy as np
 
-_spec = importlib.util.spec_from_file_location(
-    "_sparsify_timing", Path(__file__).with_name("timing.py")
-)
-assert _spec is not None and _spec.loader is not None
-timing = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(timing)
 
+def _sibling(name: str) -> Any:
+    """A module of this folder, loaded by path (its interpreter may lack sparsify's deps)."""
+    spec = importlib.util.spec_from_file_location(
+        f"_sparsify_{name}", Path(__file__).with_name(f"{name}.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+timing = _sibling("timing")
+deepsparse_graph = _sibling("deepsparse_graph")
+
+# onnxruntime_engine.DISABLED_OPTIMIZERS (why there)
+ORT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 MAX_COMPILED = 8  # DeepSparse compiles per input shape; keep a few, drop the oldest
 
 
@@ -49,7 +59,10 @@ class OrtModel:
         if num_threads:
             options.intra_op_num_threads = int(num_threads)
         self.session = ort.InferenceSession(
-            str(model), sess_options=options, providers=["CPUExecutionProvider"]
+            str(model),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
         )
         self.version = ort.__version__
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -66,7 +79,8 @@ def _deepsparse_copy(model: Path, workdir: Path) -> Path:
     with `input_shapes` rewrites the model file in place with those static shapes (a deployed
     model.onnx would be left with a fixed batch size). The copy also drops opset imports no node
     uses: ORT's quant_pre_process stamps ai.onnx.ml opset 5 (and other unused domains) on its
-    output, which the ONNX Runtime bundled in DeepSparse 1.8 refuses to load.
+    output, which the ONNX Runtime bundled in DeepSparse 1.8 refuses to load. And it gets
+    `deepsparse_graph`'s rewrites (ops spelled the way DeepSparse compiles them).
     """
     import onnx
 
@@ -75,6 +89,8 @@ def _deepsparse_copy(model: Path, workdir: Path) -> Path:
     keep = [o for o in proto.opset_import if (o.domain or "") in used or o.domain == "ai.onnx"]
     del proto.opset_import[:]
     proto.opset_import.extend(keep)
+    changed = deepsparse_graph.for_deepsparse(proto)
+    print(f"DeepSparse copy of {model.name}: {changed}", file=sys.stderr, flush=True)
     external = any(
         init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer
     )

@@ -18,6 +18,7 @@ from torch import nn
 
 from sparsify.context import RunContext
 from sparsify.errors import Problem, SparsifyError
+from sparsify.models.transformers_graph import attention_score_matmuls
 
 log = logging.getLogger("sparsify")
 
@@ -129,6 +130,14 @@ def _collator(transformers: Any, tokenizer: Any, task: str) -> Any:
 class TransformersFamily:
     name = "transformers"
     artifact_name = "model"
+
+    def int8_float_nodes(self, model: Any, fmt: str) -> list[str]:
+        """In QOperator (DeepSparse's format) the attention scores' MatMul (Q.K^T) stays
+        float: DeepSparse 1.8 compiles it (with the mask Add and Softmax) when float, but runs
+        its QLinearMatMul in a slow naive subgraph. MiniLM-L6, 90 % block4 sparse + INT8,
+        batch 16, 2 cores: 63 -> 52 ms/batch on DeepSparse, supported ops 0.97 -> 0.99.
+        ONNX Runtime's formats (qdq, dynamic) quantize it."""
+        return attention_score_matmuls(model) if fmt == "qoperator" else []
 
     def arch_problems(self, arch: str) -> list[Problem]:
         return []  # the model folder's config.json decides the architecture

@@ -49,8 +49,12 @@ log = logging.getLogger("sparsify")
 
 DEPLOY_CONF = 0.25  # what a deployed model reports by default (Ultralytics' predict default)
 EXAMPLE_ARCHS = ("yolov8n", "yolov8n-seg", "yolo11n", "yolo11n-seg", "yolov8s", "yolo11s-seg")
-# the DFL conv is a fixed 0..15 "expectation" kernel, not a learned weight: never prune it
-PRUNE_IGNORE = [r"re:.*\.dfl\.conv"]
+# Never pruned: the DFL conv (a fixed 0..15 "expectation" kernel, not a learned weight), the
+# stem conv (3 input channels: each weight sees a whole colour plane) and the head's output
+# convs (cv2 boxes, cv3 classes, cv4 mask coefficients; each the last of its Sequential, the
+# `.conv` of a C2f's cv2 never matches), as SparseML's YOLO recipes leave them. They hold
+# < 1 % of the weights and FLOPs.
+PRUNE_IGNORE = [r"re:.*\.dfl\.conv", r"re:model\.0\.conv", r"re:.*\.cv[234]\.\d+\.2"]
 __all__ = ["YoloFamily", "add_callbacks", "arch_task", "hold_masks", "zero_masks"]
 
 
@@ -97,7 +101,7 @@ class YoloFamily:
     # with Conv only) and runs 2x slower.
     qdq_extra_ops = ("Add", "Mul", "Sigmoid", "Concat", "MaxPool", "Resize", "Split")
 
-    def int8_float_nodes(self, model: Any) -> list[str]:
+    def int8_float_nodes(self, model: Any, fmt: str) -> list[str]:
         """ONNX nodes every INT8 format leaves float (`head_decode_nodes`)."""
         return head_decode_nodes(model)
 

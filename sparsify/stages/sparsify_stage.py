@@ -24,7 +24,11 @@ from sparsify.algorithms.one_shot import (
 from sparsify.algorithms.onnx_pruning import prune_onnx
 from sparsify.algorithms.pruning import PRUNABLE_TYPES, log_sparsity
 from sparsify.algorithms.qat import fold_weight_quantizers, strip_qat
-from sparsify.algorithms.quantization import quantize_onnx_dynamic, quantize_onnx_static
+from sparsify.algorithms.quantization import (
+    FloatNodes,
+    quantize_onnx_dynamic,
+    quantize_onnx_static,
+)
 from sparsify.algorithms.session import RecipeSession, has_training
 from sparsify.context import RunContext
 from sparsify.errors import SparsifyError
@@ -81,6 +85,13 @@ def _quantized_ops(q: Any, family: Any) -> list[str]:
     return [*q.ops, *(o for o in extra_ops if o not in q.ops)]
 
 
+def _float_nodes(family: Any, fmt: str) -> FloatNodes | None:
+    """The family's choice of ONNX nodes `fmt` leaves float (`int8_float_nodes(graph, fmt)`),
+    made by the quantizer on the graph it quantizes; None when the family has no such hook."""
+    hook = getattr(family, "int8_float_nodes", None)
+    return None if hook is None else (lambda graph: hook(graph, fmt))
+
+
 def _round_weights(
     model: nn.Module, out: Path, calibration: Any, ctx: RunContext, modifier: Modifier, family: Any
 ) -> tuple[Path | None, dict[str, Any]]:
@@ -117,7 +128,7 @@ def _quantize(
             op_types=_quantized_ops(q, family),
             ignore=list(modifier.kwargs.get("ignore") or []),
             fp32_depthwise=_fp32_depthwise(q),
-            keep_float=getattr(family, "int8_float_nodes", None),
+            keep_float=_float_nodes(family, "dynamic"),
         )
     return quantize_onnx_static(
         fp32,
@@ -132,7 +143,7 @@ def _quantize(
         fp32_depthwise=_fp32_depthwise(q),
         calibration_method=str(q.calibration),
         percentile=float(q.percentile),
-        keep_float=getattr(family, "int8_float_nodes", None),
+        keep_float=_float_nodes(family, str(q.format)),
     )
 
 

@@ -304,3 +304,23 @@ def test_keep_float_names_nodes_of_the_graph_quantized(tmp_path: Path) -> None:
     assert static["quantized_op_types"] == {"QLinearMatMul": 1}
     for path in (tmp_path / "d.onnx", tmp_path / "s.onnx"):
         assert [n.op_type for n in onnx.load(str(path)).graph.node].count("MatMul") == 1
+
+
+def test_qdq_leaves_matmul_outputs_float(tmp_path: Path) -> None:
+    """In QDQ, a MatMul's inputs are quantized but its output is not, so ONNX Runtime runs
+    DQ -> MatMul as one MatMulIntegerToFloat (no QLinearMatMul + DequantizeLinear)."""
+    fp32 = _tiny_token_mlp(tmp_path / "fp32.onnx")
+    x = np.random.default_rng(0).standard_normal((64, 5, 16), np.float32)
+    calibration = [{"input": x[i : i + 1]} for i in range(16)]
+    out = tmp_path / "qdq.onnx"
+    quantize_onnx_static(fp32, out, calibration, fmt="qdq", op_types=["MatMul"])
+    graph = onnx.load(str(out)).graph
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    quantized_inputs = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert len(matmuls) == 2 and all(m.input[0] in quantized_inputs for m in matmuls)
+    consumed = {i for n in graph.node if n.op_type == "QuantizeLinear" for i in n.input}
+    assert not consumed & {m.output[0] for m in matmuls}
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    expected = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    got, ref = session.run(None, {"input": x})[0], expected.run(None, {"input": x})[0]
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()

@@ -111,3 +111,26 @@ def test_errors_are_user_facing(model_path: Path, tmp_path: Path) -> None:
         OnnxRuntimeEngine(tmp_path / "missing.onnx")
     with pytest.raises(SparsifyError, match="input"):
         OnnxRuntimeEngine(model_path).run({"pixels": np.zeros((1, 3, 16, 16), np.float32)})
+
+
+def test_sessions_leave_off_the_slow_fusions(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The in-process engine and the worker (the subprocess / deployment path) open sessions
+    with the same fusions disabled, so both time the same graph."""
+    import onnxruntime as ort
+
+    from sparsify.benchmark import onnxruntime_engine, worker
+
+    seen: list[list[str]] = []
+    real = ort.InferenceSession
+
+    def spy(*args, **kwargs):  # noqa: ANN202
+        seen.append(kwargs.get("disabled_optimizers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    OnnxRuntimeEngine(model_path)
+    worker.OrtModel(model_path, 1, tmp_path)
+    assert seen == [["SkipLayerNormFusion"]] * 2
+    assert worker.ORT_DISABLED_OPTIMIZERS == onnxruntime_engine.DISABLED_OPTIMIZERS

@@ -14,7 +14,8 @@ import sparsify
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
 from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
 from sparsify.deploy import Answer, Classification, Pipeline
-from sparsify.models.transformers_family import load_hf
+from sparsify.models.transformers_family import TransformersFamily, load_hf
+from sparsify.models.transformers_graph import attention_score_matmuls
 from tests.fixtures.hf_models import make_tiny_bert
 from tests.fixtures.text import make_qa, make_text_classification, make_token_classification
 
@@ -224,3 +225,20 @@ def test_training_aware_through_the_trainer(use_case: str, encoder: Path, tmp_pa
     logged = EventAccumulator(str(events[0].parent)).Reload()
     lrs = [e.value for e in logged.Scalars("train/learning_rate")]
     assert len(lrs) >= 2 and lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]
+
+
+def test_attention_scores_stay_float_in_qoperator_only(encoder: Path, tmp_path: Path) -> None:
+    """Q.K^T (one per layer, found through its Softmax) is left float in QOperator, where
+    DeepSparse compiles it only so; every other MatMul is INT8. QDQ quantizes it too."""
+    result = _sentiment_run(
+        encoder, tmp_path, "optim_level=0.2", "stages=[validate,fetch,sparsify]"
+    )
+    fp32 = onnx.load(str(result.run_dir / "sparsify" / "baseline.onnx"))
+    scores = attention_score_matmuls(fp32)
+    assert len(scores) == 2 and all(name.endswith("/attention/self/MatMul") for name in scores)
+    final = onnx.load(str(result.run_dir / "sparsify" / "model.onnx")).graph.node
+    assert sorted(n.name for n in final if n.op_type == "MatMul") == sorted(scores)
+    # per layer: Q, K, V, attention output, 2 FFN, probs.V
+    assert [n.op_type for n in final].count("QLinearMatMul") == 2 * 7
+    family = TransformersFamily()
+    assert family.int8_float_nodes(fp32, "qdq") == family.int8_float_nodes(fp32, "dynamic") == []

@@ -8,6 +8,7 @@ mAPs only show that both models were measured, not how good they are.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,13 @@ def _check_run(result: sparsify.runner.RunResult, level_sparsity: float) -> dict
     pruned, _ = read_checkpoint(result.run_dir / "sparsify" / "model.pt")
     dfl = next(m for n, m in pruned.named_modules() if n.endswith(".dfl.conv"))
     assert torch.equal(dfl.weight.flatten(), torch.arange(16, dtype=torch.float32))
+    # nor are the stem conv and the head's output convs (boxes, classes, mask coefficients)
+    kept = [
+        m
+        for n, m in pruned.named_modules()
+        if re.fullmatch(r"model\.0\.conv|.*\.cv[234]\.\d\.2", n)
+    ]
+    assert len(kept) >= 7 and all(bool((m.weight != 0).all()) for m in kept)
     return json.loads((deploy / "config.json").read_text())
 
 
