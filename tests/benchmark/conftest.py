@@ -63,6 +63,28 @@ def cnn_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
+@pytest.fixture(scope="session")
+def layer_norm_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Linear -> LayerNorm -> GELU -> Linear -> LayerNorm (64 wide) over (n, 16, 8) inputs,
+    exported at opset 17: LayerNormalization ops, as in every transformer export."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(8, 64), nn.LayerNorm(64), nn.GELU(), nn.Linear(64, 64), nn.LayerNorm(64)
+    ).eval()
+    path = tmp_path_factory.mktemp("layer_norm") / "ln.onnx"
+    torch.onnx.export(
+        net,
+        (torch.randn(2, 16, 8),),
+        path,
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "n"}},
+    )
+    return path
+
+
 def _executable(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)

@@ -98,28 +98,16 @@ def test_models_are_left_as_they_were(
     assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
 
 
-def test_layer_norm_graphs_compile_whole(tmp_path: Path, deepsparse_python: Path) -> None:
+def test_layer_norm_graphs_compile_whole(layer_norm_onnx: Path, deepsparse_python: Path) -> None:
     """An opset-17 export (LayerNormalization ops, as every transformer has) runs with all its
     ops supported: the worker's copy spells LayerNormalization out (0.82 of this graph's ops
     without that), and computes what ONNX Runtime computes on the file, which is unchanged."""
-    import torch
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(8, 64), torch.nn.LayerNorm(64), torch.nn.GELU(),
-        torch.nn.Linear(64, 64), torch.nn.LayerNorm(64),
-    ).eval()  # fmt: skip
-    path = tmp_path / "ln.onnx"
-    torch.onnx.export(
-        net, (torch.randn(2, 16, 8),), path, dynamo=False, opset_version=17,
-        input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}},
-    )  # fmt: skip
-    before = path.read_bytes()
+    before = layer_norm_onnx.read_bytes()
     feeds = {"x": np.random.default_rng(0).normal(size=(4, 16, 8)).astype(np.float32)}
-    with SubprocessEngine("deepsparse", path, python=deepsparse_python) as engine:
+    with SubprocessEngine("deepsparse", layer_norm_onnx, python=deepsparse_python) as engine:
         engine.benchmark(feeds, warmup_s=0.0, time_s=0.02)
         assert engine.analysis["fraction_of_supported_ops"] == 1.0
         (got,) = engine.run(feeds)
-    (expected,) = OnnxRuntimeEngine(path).run(feeds)
+    (expected,) = OnnxRuntimeEngine(layer_norm_onnx).run(feeds)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-    assert path.read_bytes() == before
+    assert layer_norm_onnx.read_bytes() == before
