@@ -2,8 +2,8 @@
 
 Run as a script (`python worker.py WORKDIR`) by any interpreter that has numpy and the engine:
 the main virtualenv for onnxruntime, `.venv-deepsparse` for DeepSparse. It imports nothing
-from sparsify (that interpreter may not have sparsify's dependencies) except timing.py and deepsparse_graph.py, loaded
-by path. Requests come on stdin; replies go to the original stdout, while anything the engine
+from sparsify (that interpreter may not have sparsify's dependencies) except timing.py and
+deepsparse_graph.py, loaded by path. Requests come on stdin; replies go to the original stdout, while anything the engine
 prints (DeepSparse's C++ banner included) is sent to stderr, so it cannot corrupt the protocol.
 Arrays travel as .npz files inside WORKDIR.
 
