@@ -107,3 +107,36 @@ def test_engines_share_threads_and_inputs(tiny_run: list[str], threads: int) -> 
     assert {tuple(map(tuple, r["input_shapes"])) for r in runs if r["batch_size"] == 4} == {
         ((4, 3, 16, 16),)
     }
+
+
+def test_transformer_runs_whole_on_deepsparse(tmp_path: Path, deepsparse_python: Path) -> None:
+    """A tiny BERT's INT8 package on DeepSparse: LayerNormalization spelled out by the worker
+    and the attention scores float, so every op but the embeddings' Gathers runs compiled;
+    DeepSparse's accuracy and the deployed Pipeline agree with ONNX Runtime's."""
+    pytest.importorskip("transformers")
+    from sparsify.deploy import Pipeline
+    from tests.fixtures.hf_models import make_tiny_bert
+    from tests.fixtures.text import make_text_classification
+    from tests.models.test_transformers_family import NLP_RUN
+
+    data = make_text_classification(tmp_path / "data")
+    encoder = make_tiny_bert(tmp_path / "bert")
+    result = sparsify.run(
+        [
+            "use_case=sentiment", f"data.path={data}", f"model={encoder}", "optim_level=0.2",
+            *NLP_RUN, "benchmark.engines=[onnxruntime,deepsparse]",
+            f"benchmark.deepsparse_python={deepsparse_python}", "benchmark.num_threads=1",
+        ],
+        run_dir=tmp_path / "run",
+    )  # fmt: skip
+    bench = _bench(result)["engines"]
+    for name in ("baseline", "sparsified"):
+        ds = bench["deepsparse"][name]
+        assert ds["failures"] == [] and ds["fraction_of_supported_ops"] >= 0.95, ds
+        accuracy = ds["accuracy"]["accuracy"]
+        assert abs(accuracy - bench["onnxruntime"][name]["accuracy"]["accuracy"]) <= 5.0
+    texts = ["the movie was great", "an awful boring film", "it was fine"]
+    on_ds = Pipeline(result.deployment_dir, engine="deepsparse", num_threads=1)
+    on_ort = Pipeline(result.deployment_dir)
+    for got, expected in zip(on_ds(texts), on_ort(texts), strict=True):
+        assert got.label == expected.label and abs(got.score - expected.score) < 0.05
