@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from sparsify.benchmark.timing import time_runs
+from sparsify.benchmark.worker import ORT_DISABLED_OPTIMIZERS
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
@@ -26,11 +27,8 @@ ORT_DTYPES: dict[str, type[np.generic]] = {
 }
 
 
-# Graph fusions left off. SkipLayerNormFusion merges a transformer's bias Add, residual Add and
-# LayerNormalization into one SkipLayerNormalization kernel, which on INT8 graphs is slower
-# than the ops it replaces (MiniLM-L6 INT8, batch 16, 2 cores: 177 -> 155 ms/batch QOperator,
-# 157 -> 145 ms QDQ with it off; FP32 graphs do not get it). worker.py's OrtModel: the same.
-DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+# Graph fusions left off, the same as in the worker's sessions (why there).
+DISABLED_OPTIMIZERS = ORT_DISABLED_OPTIMIZERS
 
 
 class OnnxRuntimeEngine:

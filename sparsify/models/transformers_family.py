@@ -136,8 +136,7 @@ class TransformersFamily:
         float: DeepSparse 1.8 compiles it (with the mask Add and Softmax) when float, but runs
         its QLinearMatMul in a slow naive subgraph. MiniLM-L6, 90 % block4 sparse + INT8,
         batch 16, 2 cores: 63 -> 52 ms/batch (deepsparse.benchmark), supported ops 0.97 ->
-        0.99.
-        ONNX Runtime's formats (qdq, dynamic) quantize it."""
+        0.99. ONNX Runtime's formats (qdq, dynamic) quantize it."""
         return attention_score_matmuls(model) if fmt == "qoperator" else []
 
     def arch_problems(self, arch: str) -> list[Problem]:

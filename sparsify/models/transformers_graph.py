@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from sparsify.algorithms.quantization import constant_names
+
 # elementwise ops that may sit between the Q.K^T MatMul and its Softmax: the 1/sqrt(d) scale,
 # the additive mask (or masked_fill's Where), a dtype Cast
 _SCORE_PATH_OPS = {"Mul", "Div", "Add", "Sub", "Where", "Cast"}
@@ -17,8 +19,7 @@ def attention_score_matmuls(model: Any) -> list[str]:
     elementwise ops above, each its only consumer. The MatMul after the Softmax (probs.V)
     does not qualify."""
     graph = model.graph
-    constants = {t.name for t in graph.initializer}
-    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    constants = constant_names(model)
     consumers: dict[str, list[Any]] = defaultdict(list)
     for node in graph.node:
         for name in node.input:
