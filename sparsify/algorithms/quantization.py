@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from sparsify.algorithms.ort_fusions import FUSED_OP, fuse_matmul_bias_file
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
@@ -28,9 +29,10 @@ QUANT_TYPES = ("int8", "uint8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 WEIGHT_ROUNDINGS = ("gptq", "nearest")
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-# Ops emitted by the QOperator and dynamic formats in place of a float op (the dynamic
-# format's DynamicQuantizeLinear only converts an activation: not counted).
-INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger"})
+# Ops emitted by the QOperator and dynamic formats in place of a float op, and by the qdq
+# format's ONNX Runtime fusion (the dynamic format's DynamicQuantizeLinear only converts an
+# activation: not counted).
+INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger", FUSED_OP})
 
 
 def _calibration_reader(calibration: list[dict[str, np.ndarray]]) -> Any:
@@ -210,6 +212,14 @@ def _kept_fp32(
     return excluded
 
 
+def apply_ort_fusions(path: Path) -> int:
+    """ONNX Runtime's fused MatMul+bias INT8 kernel written into the QDQ file at `path`."""
+    count = fuse_matmul_bias_file(path)
+    if count:
+        log.info("Fused %d MatMul+bias pairs into ONNX Runtime's MatMulIntegerToFloat", count)
+    return count
+
+
 def _publish(tmp: Path, out_path: Path, fp32_path: Path, fmt: str) -> dict[str, Any]:
     """Move the quantized `tmp` onto `out_path`; its INT8 summary, logged."""
     summary = summarize_quantized_graph(onnx.load(str(tmp), load_external_data=False), fmt)
@@ -307,6 +317,7 @@ def quantize_onnx_static(
     calibration_method: str = "minmax",
     percentile: float = 99.99,
     keep_float: FloatNodes | None = None,
+    ort_fusions: bool = False,
 ) -> dict[str, Any]:
     """Quantize `fp32_path` to INT8 with MinMax calibration and write it to `out_path`.
 
@@ -315,7 +326,8 @@ def quantize_onnx_static(
     also keeps depthwise (grouped) convolutions FP32, and `keep_float(model)` the node names it
     returns for the model actually quantized (after pre-processing). `calibration_method`:
     minmax, or percentile (activation ranges clipped at `percentile` of the observed values),
-    or entropy.
+    or entropy. `ort_fusions` (qdq only) writes ONNX Runtime's MatMul+bias INT8 kernel into
+    the graph (`ort_fusions.fuse_matmul_bias`); the file then needs ONNX Runtime.
 
     Returns a description of what was applied, suitable for the run's metrics/manifest.
     """
@@ -387,6 +399,7 @@ def quantize_onnx_static(
                 calibrate_method=method,
                 extra_options=extra,
             )
+            fused = apply_ort_fusions(tmp) if ort_fusions and fmt == "qdq" else 0
             summary = _publish(tmp, out_path, fp32_path, fmt)
         finally:
             pre.unlink(missing_ok=True)
@@ -402,5 +415,6 @@ def quantize_onnx_static(
         "fp32_depthwise": fp32_depthwise,
         "calibration_samples": len(calibration),
         "preprocessed": source == pre,
+        "ort_fused_matmuls": fused,
         **summary,
     }

@@ -21,6 +21,7 @@ WEIGHT_INPUTS: dict[str, tuple[tuple[int, int | None], ...]] = {
     "QLinearConv": ((3, 5),),
     "QLinearMatMul": ((0, 2), (3, 5)),
     "QGemm": ((0, 2), (3, 5)),
+    "MatMulIntegerToFloat": ((0, 4), (1, 5)),
 }
 
 

@@ -26,6 +26,7 @@ from sparsify.algorithms.pruning import PRUNABLE_TYPES, log_sparsity
 from sparsify.algorithms.qat import fold_weight_quantizers, strip_qat
 from sparsify.algorithms.quantization import (
     FloatNodes,
+    apply_ort_fusions,
     quantize_onnx_dynamic,
     quantize_onnx_static,
 )
@@ -144,6 +145,7 @@ def _quantize(
         calibration_method=str(q.calibration),
         percentile=float(q.percentile),
         keep_float=_float_nodes(family, str(q.format)),
+        ort_fusions=bool(q.ort_fusions),
     )
 
 
@@ -208,6 +210,8 @@ def _train(
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             family.export(model, final, ctx)  # fake-quant -> QuantizeLinear/DequantizeLinear
         ctx.log.info("QAT graph: %d weights stored as int8", fold_weight_quantizers(final))
+        if ctx.cfg.quantization.ort_fusions:
+            result["ort_fused_matmuls"] = apply_ort_fusions(final)
         qat_exported = True
     if stats.get("qat"):
         result["qat_input_ranges"] = strip_qat(model)
@@ -272,7 +276,11 @@ class SparsifyStage:
 
         if qat_exported:
             ctx.log.info("INT8 model: the QAT fake-quant graph exported as QDQ")
-            result["quantization"] = {"format": "qdq", "source": "qat"}
+            result["quantization"] = {
+                "format": "qdq",
+                "source": "qat",
+                "ort_fused_matmuls": result.pop("ort_fused_matmuls", 0),
+            }
             applied.append(quant)  # type: ignore[arg-type]
         elif quantize:
             how = "of the QAT-trained weights" if result.get("qat") else "post-training"

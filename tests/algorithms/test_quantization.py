@@ -324,3 +324,30 @@ def test_qdq_leaves_matmul_outputs_float(tmp_path: Path) -> None:
     expected = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     got, ref = session.run(None, {"input": x})[0], expected.run(None, {"input": x})[0]
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+def test_qdq_with_ort_fusions_writes_the_bias_into_the_int8_kernel(tmp_path: Path) -> None:
+    """ort_fusions: each Linear's DQ -> MatMul -> Add becomes one MatMulIntegerToFloat with
+    the bias inside; same outputs as the plain QDQ graph. QOperator graphs are not touched."""
+    fp32 = _tiny_token_mlp(tmp_path / "fp32.onnx")
+    x = np.random.default_rng(0).standard_normal((64, 5, 16), np.float32)
+    calibration = [{"input": x[i : i + 1]} for i in range(16)]
+    plain, fused = tmp_path / "qdq.onnx", tmp_path / "fused.onnx"
+    quantize_onnx_static(fp32, plain, calibration, fmt="qdq", op_types=["MatMul"])
+    info = quantize_onnx_static(
+        fp32, fused, calibration, fmt="qdq", op_types=["MatMul"], ort_fusions=True
+    )
+    assert info["ort_fused_matmuls"] == 2
+    assert info["quantized_op_types"] == {"MatMulIntegerToFloat": 2}
+    ops = [n.op_type for n in onnx.load(str(fused)).graph.node]
+    assert "MatMul" not in ops and ops.count("Add") == 1  # the GELU's 1 + erf only
+    runs = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        for p in (plain, fused)
+    ]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-4, atol=1e-4)
+
+    qop = quantize_onnx_static(
+        fp32, tmp_path / "qop.onnx", calibration, fmt="qoperator", ort_fusions=True
+    )
+    assert qop["ort_fused_matmuls"] == 0 and "QLinearMatMul" in qop["quantized_op_types"]

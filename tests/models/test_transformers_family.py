@@ -242,3 +242,35 @@ def test_attention_scores_stay_float_in_qoperator_only(encoder: Path, tmp_path: 
     assert [n.op_type for n in final].count("QLinearMatMul") == 2 * 7
     family = TransformersFamily()
     assert family.int8_float_nodes(fp32, "qdq") == family.int8_float_nodes(fp32, "dynamic") == []
+
+
+@pytest.mark.parametrize(
+    ("experiment", "fused"),
+    [("one_shot", True), ("one_shot", False), ("training_aware", True)],
+)
+def test_qdq_writes_onnx_runtimes_matmul_bias_kernel(
+    encoder: Path, tmp_path: Path, experiment: str, fused: bool
+) -> None:
+    """QDQ (post-training, and QAT's exported graph): each encoder Linear is one
+    MatMulIntegerToFloat with its bias inside; `quantization.ort_fusions=false` keeps the
+    pure-ONNX QDQ graph. Either way the package deploys and keeps its sparsity."""
+    result = _sentiment_run(
+        encoder,
+        tmp_path,
+        f"experiment={experiment}",
+        "optim_level=0.5",
+        "quantization.format=qdq",
+        f"quantization.ort_fusions={str(fused).lower()}",
+    )
+    produced = result.outputs["sparsify"]["quantization"]
+    model = onnx.load(str(result.deployment_dir / "model.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    linears = 2 * 6  # per layer: Q, K, V, attention output, 2 FFN
+    assert produced["ort_fused_matmuls"] == ops.count("MatMulIntegerToFloat")
+    assert ops.count("MatMulIntegerToFloat") == (linears if fused else 0)
+    assert ops.count("MatMul") == (2 * 2 if fused else linears + 2 * 2)  # Q.K^T, probs.V
+    assert any(op.domain == "com.microsoft" for op in model.opset_import) == fused
+    sparsity = onnx_weight_sparsity(result.deployment_dir / "model.onnx")["sparsity"]
+    assert sparsity > 0.45, sparsity
+    out = Pipeline(result.deployment_dir)("the movie was great")
+    assert isinstance(out, Classification)
