@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from sparsify.benchmark.onnx_stats import constant_values
+
 MS_DOMAIN = "com.microsoft"
 FUSED_OP = "MatMulIntegerToFloat"
 
@@ -32,15 +34,6 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
             if name:
                 consumers[name].append(node)
     return consumers
-
-
-def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Initializers and Constant-node outputs (torch's QAT export writes scales as Constants)."""
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
 
 
 def _vector_size(values: dict[str, np.ndarray], name: str) -> int | None:
@@ -132,7 +125,7 @@ def fuse_matmul_bias(model: onnx.ModelProto) -> int:
     lost; a transposed weight is stored transposed. Nodes left without consumers are removed.
     """
     graph = model.graph
-    values = _constant_values(graph)
+    values = constant_values(graph)
     producers = {out: node for node in graph.node for out in node.output}
     consumers = _consumers(graph)
     graph_outputs = {o.name for o in graph.output}

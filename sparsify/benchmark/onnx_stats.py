@@ -35,7 +35,8 @@ def file_size_mb(path: Path) -> float:
     return size / 2**20
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs of `graph`, by name, as arrays."""
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant":
@@ -95,7 +96,7 @@ def onnx_weight_sparsity(path: Path) -> dict[str, Any]:
     A quantized weight counts as zero where it equals its zero point, i.e. dequantizes to 0.
     """
     graph = onnx.load(str(path)).graph
-    consts = _constants(graph)
+    consts = constant_values(graph)
     producers = {out: node for node in graph.node for out in node.output}
     per_tensor: dict[str, float] = {}
     zeros = params = 0

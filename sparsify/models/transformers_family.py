@@ -18,7 +18,7 @@ from torch import nn
 
 from sparsify.context import RunContext
 from sparsify.errors import Problem, SparsifyError
-from sparsify.models.transformers_graph import attention_score_matmuls
+from sparsify.models.transformers_graph import attention_score_matmuls, fold_attention_scale
 
 log = logging.getLogger("sparsify")
 
@@ -316,6 +316,11 @@ class TransformersFamily:
                 output_names=outputs,
                 dynamic_axes=axes,
             )
+        import onnx
+
+        exported = onnx.load(str(path))
+        if fold_attention_scale(exported):  # the same for the baseline and every result
+            onnx.save(exported, str(path))
         return path
 
     def calibration_feeds(self, ctx: RunContext, n: int) -> list[dict[str, np.ndarray]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
 from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
 from sparsify.deploy import Answer, Classification, Pipeline
 from sparsify.models.transformers_family import TransformersFamily, load_hf
-from sparsify.models.transformers_graph import attention_score_matmuls
+from sparsify.models.transformers_graph import attention_score_matmuls, fold_attention_scale
 from tests.fixtures.hf_models import make_tiny_bert
 from tests.fixtures.text import make_qa, make_text_classification, make_token_classification
 
@@ -274,3 +275,46 @@ def test_qdq_writes_onnx_runtimes_matmul_bias_kernel(
     assert sparsity > 0.45, sparsity
     out = Pipeline(result.deployment_dir)("the movie was great")
     assert isinstance(out, Classification)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_attention_scale_is_folded_into_the_projections(tmp_path: Path, masked: bool) -> None:
+    """torch's attention scale Muls are gone from the exported graph (the projections'
+    weights and biases scaled instead) and the outputs are unchanged, with and without a
+    padding mask."""
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(
+        make_tiny_bert(tmp_path / "bert", head="text-classification")
+    ).eval()
+    ids = torch.randint(5, 30, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0
+    inputs = {"input_ids": ids, **({"attention_mask": mask} if masked else {})}
+    torch.onnx.export(
+        model, tuple(inputs.values()), str(tmp_path / "m.onnx"), dynamo=False,
+        opset_version=17, input_names=list(inputs), output_names=["logits"],
+    )  # fmt: skip
+    exported = onnx.load(str(tmp_path / "m.onnx"))
+
+    def run(m: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
+
+    before = run(exported)
+    scores = attention_score_matmuls(exported)
+
+    def around_scores(graph: onnx.GraphProto) -> list[str]:
+        """The op types feeding and reading the 2 layers' Q.K^T MatMuls."""
+        matmuls = [n for n in graph.node if n.name in scores]
+        made = {o: n.op_type for n in graph.node for o in n.output}
+        ins = [made[i] for m in matmuls for i in m.input]
+        outs = {m.output[0] for m in matmuls}
+        return ins + [n.op_type for n in graph.node if set(n.input) & outs]
+
+    scales = around_scores(exported.graph).count("Mul")
+    assert scales in (2, 4)  # per layer: after Q.K^T, or on Q and on K (torch picks)
+    assert fold_attention_scale(exported) == scales
+    assert "Mul" not in around_scores(exported.graph)
+    np.testing.assert_allclose(run(exported), before, rtol=1e-5, atol=1e-5)
+    assert fold_attention_scale(exported) == 0  # nothing left to fold
