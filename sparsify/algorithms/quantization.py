@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sparsify.algorithms.ort_fusions import FUSED_OP, fuse_matmul_bias_file
+from sparsify.algorithms.ort_fusions import FUSED_OP, apply_to_file
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
@@ -212,12 +212,17 @@ def _kept_fp32(
     return excluded
 
 
-def apply_ort_fusions(path: Path) -> int:
-    """ONNX Runtime's fused MatMul+bias INT8 kernel written into the QDQ file at `path`."""
-    count = fuse_matmul_bias_file(path)
-    if count:
-        log.info("Fused %d MatMul+bias pairs into ONNX Runtime's MatMulIntegerToFloat", count)
-    return count
+def apply_ort_fusions(path: Path) -> dict[str, int]:
+    """ONNX Runtime's fused MatMul+bias INT8 kernel, and float inputs for the ops that stay
+    float, written into the QDQ file at `path` (`ort_fusions.apply_to_file`)."""
+    counts = apply_to_file(path)
+    log.info(
+        "ONNX Runtime fusions: %d MatMul+bias pairs -> MatMulIntegerToFloat, %d float-op "
+        "inputs read before their QuantizeLinear",
+        counts["ort_fused_matmuls"],
+        counts["ort_float_inputs"],
+    )
+    return counts
 
 
 def _publish(tmp: Path, out_path: Path, fp32_path: Path, fmt: str) -> dict[str, Any]:
@@ -399,7 +404,7 @@ def quantize_onnx_static(
                 calibrate_method=method,
                 extra_options=extra,
             )
-            fused = apply_ort_fusions(tmp) if ort_fusions and fmt == "qdq" else 0
+            fused = apply_ort_fusions(tmp) if ort_fusions and fmt == "qdq" else {}
             summary = _publish(tmp, out_path, fp32_path, fmt)
         finally:
             pre.unlink(missing_ok=True)
@@ -415,6 +420,7 @@ def quantize_onnx_static(
         "fp32_depthwise": fp32_depthwise,
         "calibration_samples": len(calibration),
         "preprocessed": source == pre,
-        "ort_fused_matmuls": fused,
+        "ort_fused_matmuls": fused.get("ort_fused_matmuls", 0),
+        "ort_float_inputs": fused.get("ort_float_inputs", 0),
         **summary,
     }

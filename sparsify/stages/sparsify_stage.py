@@ -211,7 +211,7 @@ def _train(
             family.export(model, final, ctx)  # fake-quant -> QuantizeLinear/DequantizeLinear
         ctx.log.info("QAT graph: %d weights stored as int8", fold_weight_quantizers(final))
         if ctx.cfg.quantization.ort_fusions:
-            result["ort_fused_matmuls"] = apply_ort_fusions(final)
+            result["ort_fusions"] = apply_ort_fusions(final)
         qat_exported = True
     if stats.get("qat"):
         result["qat_input_ranges"] = strip_qat(model)
@@ -279,7 +279,7 @@ class SparsifyStage:
             result["quantization"] = {
                 "format": "qdq",
                 "source": "qat",
-                "ort_fused_matmuls": result.pop("ort_fused_matmuls", 0),
+                **(result.pop("ort_fusions", None) or {"ort_fused_matmuls": 0}),
             }
             applied.append(quant)  # type: ignore[arg-type]
         elif quantize:

@@ -10,7 +10,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sparsify.algorithms.ort_fusions import FUSED_OP, fuse_matmul_bias, fuse_matmul_bias_file
+from sparsify.algorithms.ort_fusions import (
+    FUSED_OP,
+    apply_to_file,
+    float_for_float_ops,
+    fuse_matmul_bias,
+)
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
 
 K, N = 16, 8
@@ -18,8 +23,9 @@ K, N = 16, 8
 
 def _qdq_linear(
     *,
+    n: int = N,
     per_column: bool = False,
-    bias_shape: tuple[int, ...] = (N,),
+    bias_shape: tuple[int, ...] | None = None,
     also_output: bool = False,
     weight_zeros: int = 0,
     transposed: bool = False,
@@ -29,10 +35,10 @@ def _qdq_linear(
     `transposed`: W stored [N, K] (per-channel along its rows) -> DQ -> Transpose, as torch's
     QAT export writes a Linear."""
     rng = np.random.default_rng(0)
-    w = rng.integers(-127, 128, (K, N)).astype(np.int8)
+    w = rng.integers(-127, 128, (K, n)).astype(np.int8)
     w.flat[:weight_zeros] = 0
     w_scale = (
-        rng.uniform(0.001, 0.01, N).astype(np.float32)
+        rng.uniform(0.001, 0.01, n).astype(np.float32)
         if per_column
         else np.array(0.004, np.float32)
     )
@@ -43,7 +49,7 @@ def _qdq_linear(
         numpy_helper.from_array(w_zp, "w_zp"),
         numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
         numpy_helper.from_array(np.array(128, np.uint8), "x_zp"),
-        numpy_helper.from_array(rng.standard_normal(bias_shape).astype(np.float32), "bias"),
+        numpy_helper.from_array(rng.standard_normal(bias_shape or (n,)).astype(np.float32), "bias"),
     ]
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"]),
@@ -56,9 +62,9 @@ def _qdq_linear(
         inits[0] = numpy_helper.from_array(np.ascontiguousarray(w.T), "w_q")
         nodes[2] = helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w_t"], axis=0)
         nodes.insert(3, helper.make_node("Transpose", ["w_t"], ["w_dq"], perm=[1, 0]))
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, N])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, n])]
     if also_output:
-        outputs.append(helper.make_tensor_value_info("mm", TensorProto.FLOAT, ["batch", 3, N]))
+        outputs.append(helper.make_tensor_value_info("mm", TensorProto.FLOAT, ["batch", 3, n]))
     graph = helper.make_graph(
         nodes,
         "qdq_linear",
@@ -123,8 +129,62 @@ def test_weight_sparsity_reads_the_fused_kernel(tmp_path: Path) -> None:
     path = tmp_path / "m.onnx"
     onnx.save(_qdq_linear(weight_zeros=K * N // 2), str(path))
     before = onnx_weight_sparsity(path)
-    assert fuse_matmul_bias_file(path) == 1
+    assert apply_to_file(path) == {"ort_fused_matmuls": 1, "ort_float_inputs": 0}
     after = onnx_weight_sparsity(path)
     assert FUSED_OP in {n.op_type for n in onnx.load(str(path)).graph.node}
     assert (after["params"], after["sparsity"]) == (before["params"], before["sparsity"])
     assert after["sparsity"] >= 0.5
+
+
+def _with_residual(both_dequantized: bool) -> onnx.ModelProto:
+    """A square QDQ Linear plus `out = y + x_dq` (a residual reading the dequantized input;
+    with `both_dequantized` it reads a quantized y too) and `shape = Shape(x_dq)`."""
+    model = _qdq_linear(n=K)
+    graph, y = model.graph, "y"
+    if both_dequantized:
+        graph.node.extend(
+            [
+                helper.make_node("QuantizeLinear", ["y", "x_scale", "x_zp"], ["y_q"]),
+                helper.make_node("DequantizeLinear", ["y_q", "x_scale", "x_zp"], ["y_dq"]),
+            ]
+        )
+        y = "y_dq"
+    graph.node.extend(
+        [
+            helper.make_node("Add", [y, "x_dq"], ["out"], name="residual"),
+            helper.make_node("Shape", ["x_dq"], ["shape"], name="shape"),
+        ]
+    )
+    del graph.output[:]
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 3, K]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [3]),
+        ]
+    )
+    return model
+
+
+def test_float_ops_read_the_float_source_of_a_quantized_tensor() -> None:
+    """The residual Add (its other input float) and the Shape read x, not DQ(Q(x)): no
+    dequantized copy is left, and the residual adds x exactly where it added its rounding."""
+    x = np.random.default_rng(1).standard_normal((4, 3, K)).astype(np.float32)
+    model = _with_residual(both_dequantized=False)
+    before = _run(model, x)
+    assert fuse_matmul_bias(model) == 1
+    assert float_for_float_ops(model) == 2
+    ops = [n.op_type for n in model.graph.node]
+    assert "DequantizeLinear" not in ops and ops.count("QuantizeLinear") == 1
+    after = _run(model, x)
+    round_trip = (np.clip(np.round(x / 0.02) + 128, 0, 255) - 128) * np.float32(0.02)
+    np.testing.assert_allclose(after[0] - before[0], x - round_trip, atol=1e-4)
+    np.testing.assert_array_equal(after[1], before[1])
+
+
+def test_an_add_of_two_dequantized_tensors_stays_for_the_int8_kernel() -> None:
+    """ONNX Runtime runs DQ, DQ -> Add as QLinearAdd (YOLO's residuals in QDQ): untouched;
+    only the Shape reads the float."""
+    model = _with_residual(both_dequantized=True)
+    assert float_for_float_ops(model) == 1
+    residual = next(n for n in model.graph.node if n.name == "residual")
+    assert list(residual.input) == ["y_dq", "x_dq"]
