@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -51,6 +52,7 @@ from sparsify.benchmark.onnx_stats import onnx_weight_sparsity  # noqa: E402
 from sparsify.config.schema import QuantizationConfig  # noqa: E402
 from sparsify.models.image_classifier_adapter import ImageClassifierFamily  # noqa: E402
 from sparsify.models.transformers_family import TransformersFamily  # noqa: E402
+from sparsify.models.transformers_graph import fold_attention_scale  # noqa: E402
 
 SPARSITY = 0.9
 YOLO_ARCH = "yolov8n"  # --yolo
@@ -194,6 +196,9 @@ def bert() -> tuple[nn.Module, Callable, dict[str, np.ndarray], str]:
 
     def exporter(m: nn.Module, out: Path, feeds: dict[str, np.ndarray]) -> None:
         export(Logits(m), out, feeds, ["logits"])
+        graph = onnx.load(str(out))
+        if fold_attention_scale(graph):  # as the family's export does
+            onnx.save(graph, str(out))
 
     note = "MiniLM-L6 (all-MiniLM-L6-v2 encoder) + new 2-class head, seq 128"
     return model, exporter, feeds, note
@@ -239,6 +244,7 @@ def build(
             weight_type=q.weight_type,
             op_types=[*q.ops, *(extra if fmt == "qoperator" else [])],
             fp32_depthwise=q.fp32_depthwise and not q.per_channel, keep_float=keep_float(fmt),
+            ort_fusions=q.ort_fusions,
         )  # fmt: skip
         try:
             quantize_onnx_static(

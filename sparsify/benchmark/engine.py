@@ -33,9 +33,14 @@ class Engine(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
     def benchmark(
-        self, feeds: dict[str, np.ndarray], warmup_s: float, time_s: float
+        self,
+        feeds: dict[str, np.ndarray],
+        warmup_s: float,
+        time_s: float,
+        keep_latencies: bool = False,
     ) -> dict[str, Any]:
-        """deepsparse.benchmark-style result (items_per_sec, median, ... in ms/batch)."""
+        """deepsparse.benchmark-style result (items_per_sec, median, ... in ms/batch);
+        `keep_latencies` adds each call's (`latencies_ms`, for `timing.merge_rounds`)."""
         ...
 
     def close(self) -> None: ...

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from sparsify.benchmark.engine import EngineFailure
+from sparsify.benchmark.engine import EngineFailure, batch_size_of
 from sparsify.benchmark.engines import open_engine
 from sparsify.benchmark.onnx_stats import file_size_mb, onnx_weight_sparsity
 from sparsify.benchmark.subprocess_engine import SubprocessEngine
+from sparsify.benchmark.timing import merge_rounds
 from sparsify.progress import progress
 
 log = logging.getLogger("sparsify")
@@ -53,66 +54,19 @@ def _failure(step: str, exc: EngineFailure) -> dict[str, Any]:
     return {"step": step, **exc.to_dict()}
 
 
-def measure_model(
-    engine: str,
-    path: Path,
-    feeds_by_batch: dict[int, dict[str, np.ndarray]],
-    *,
-    opener: Opener,
-    warmup_s: float,
-    time_s: float,
-    evaluate: Evaluator | None = None,
-    rel: Callable[[Path], str] = str,
-) -> dict[str, Any]:
-    """Size, sparsity, a benchmark per batch size and (with `evaluate`) accuracy on `engine`."""
-    sparsity = onnx_weight_sparsity(path)
-    out: dict[str, Any] = {
+def _static(path: Path, rel: Callable[[Path], str]) -> dict[str, Any]:
+    """What a model's file says without running it: size and weight sparsity."""
+    return {
         "model_path": rel(path),
         "size_mb": round(file_size_mb(path), 4),
-        "sparsity": round(sparsity["sparsity"], 6),
+        "sparsity": round(onnx_weight_sparsity(path)["sparsity"], 6),
         "benchmarks": [],
         "failures": [],
         "flags": [],
     }
-    worker = _Worker(engine, path, opener)
-    try:
-        bar = progress(
-            feeds_by_batch.items(), total=len(feeds_by_batch), desc=f"{engine} {path.name}"
-        )
-        for batch, feeds in bar:
-            step = f"benchmark batch {batch}"
-            try:
-                live = worker.get()
-                result = live.benchmark(feeds, warmup_s=warmup_s, time_s=time_s)
-            except EngineFailure as exc:
-                out["failures"].append(_failure(step, exc))
-                worker.drop()
-                continue
-            out["benchmarks"].append(
-                {
-                    "engine": engine,
-                    "engine_version": live.version,
-                    "model_path": rel(path),
-                    "batch_size": int(batch),
-                    "input_shapes": [list(v.shape) for v in feeds.values()],
-                    "num_cores": live.num_threads or os.cpu_count(),
-                    "scenario": "sync",
-                    "seconds_to_run": float(time_s),
-                    "benchmark_result": result,
-                    **live.analysis,
-                }
-            )
-        if evaluate is not None:
-            try:
-                out["accuracy"] = evaluate(worker.get())
-                out["accuracy_engine"] = engine
-            except EngineFailure as exc:
-                out["accuracy"] = None
-                out["failures"].append(_failure("accuracy", exc))
-                worker.drop()
-    finally:
-        worker.drop()
 
+
+def _flag(out: dict[str, Any]) -> None:
     fractions = [
         r["fraction_of_supported_ops"]
         for r in out["benchmarks"]
@@ -125,7 +79,109 @@ def measure_model(
             out["flags"].append(NO_SUPPORTED_OPS)
     if out["failures"]:
         out["flags"].append(FAILED)
-    return out
+
+
+def _timed_rounds(
+    workers: dict[str, _Worker],
+    outs: dict[str, dict[str, Any]],
+    feeds: dict[str, np.ndarray],
+    warmup_s: float,
+    time_s: float,
+    rounds: int,
+) -> dict[str, dict[str, Any]]:
+    """Each model's benchmark at one batch size, its `time_s` cut into `rounds` taken in
+    turn with the other models' (so a slow spell of the machine hits them alike); merged."""
+    step = f"benchmark batch {batch_size_of(feeds)}"
+    taken: dict[str, list[dict[str, Any]]] = {name: [] for name in workers}
+    failed: set[str] = set()
+    for _ in range(rounds):
+        for name, worker in workers.items():
+            if name in failed:
+                continue
+            try:
+                taken[name].append(
+                    worker.get().benchmark(
+                        feeds,
+                        warmup_s=warmup_s,
+                        time_s=time_s / rounds,
+                        keep_latencies=rounds > 1,
+                    )
+                )
+            except EngineFailure as exc:
+                outs[name]["failures"].append(_failure(step, exc))
+                worker.drop()
+                failed.add(name)
+    results = {}
+    for name, runs in taken.items():
+        if name not in failed:
+            first = {k: v for k, v in runs[0].items() if k != "latencies_ms"}
+            results[name] = first if rounds == 1 else {**first, **merge_rounds(runs)}
+    return results
+
+
+def measure_models(
+    engine: str,
+    paths: dict[str, Path],
+    feeds_by_batch: dict[int, dict[str, np.ndarray]],
+    *,
+    opener: Opener,
+    warmup_s: float,
+    time_s: float,
+    rounds: int = 1,
+    evaluate: Evaluator | None = None,
+    rel: Callable[[Path], str] = str,
+) -> dict[str, dict[str, Any]]:
+    """Per model (name -> ONNX file): size, sparsity, a benchmark per batch size and (with
+    `evaluate`) accuracy on `engine`. The models' timings at a batch size are taken in
+    `rounds` interleaved rounds of `time_s / rounds` each (after a `warmup_s` each)."""
+    if rounds < 1:
+        raise ValueError(f"benchmark rounds must be >= 1, got {rounds}")
+    outs = {name: _static(path, rel) for name, path in paths.items()}
+    workers = {name: _Worker(engine, path, opener) for name, path in paths.items()}
+    try:
+        bar = progress(
+            feeds_by_batch.items(),
+            total=len(feeds_by_batch),
+            desc=f"{engine} {', '.join(p.name for p in paths.values())}",
+        )
+        for batch, feeds in bar:
+            for name, result in _timed_rounds(
+                workers, outs, feeds, warmup_s, time_s, rounds
+            ).items():
+                live = workers[name].get()
+                outs[name]["benchmarks"].append(
+                    {
+                        "engine": engine,
+                        "engine_version": live.version,
+                        "model_path": rel(paths[name]),
+                        "batch_size": int(batch),
+                        "input_shapes": [list(v.shape) for v in feeds.values()],
+                        "num_cores": live.num_threads or os.cpu_count(),
+                        "scenario": "sync",
+                        "seconds_to_run": float(time_s),
+                        "benchmark_result": result,
+                        **live.analysis,
+                    }
+                )
+        for name, worker in workers.items() if evaluate is not None else ():
+            try:
+                outs[name]["accuracy"] = evaluate(worker.get())  # type: ignore[misc]
+                outs[name]["accuracy_engine"] = engine
+            except EngineFailure as exc:
+                outs[name]["accuracy"] = None
+                outs[name]["failures"].append(_failure("accuracy", exc))
+                worker.drop()
+    finally:
+        for worker in workers.values():
+            worker.drop()
+    for out in outs.values():
+        _flag(out)
+    return outs
+
+
+def measure_model(engine: str, path: Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """`measure_models` for one model."""
+    return measure_models(engine, {"model": path}, *args, **kwargs)["model"]
 
 
 def engine_opener(cfg: Any) -> Opener:

@@ -89,7 +89,11 @@ class OnnxRuntimeEngine:
         return self.session.run(None, feeds)
 
     def benchmark(
-        self, feeds: dict[str, np.ndarray], warmup_s: float, time_s: float
+        self,
+        feeds: dict[str, np.ndarray],
+        warmup_s: float,
+        time_s: float,
+        keep_latencies: bool = False,
     ) -> dict[str, Any]:
         """Warm up for `warmup_s`, then time back-to-back runs for `time_s` (>= 3 runs).
 
@@ -105,7 +109,7 @@ class OnnxRuntimeEngine:
         result = {
             "engine": self.name,
             "num_threads": self.num_threads,
-            **time_runs(once, batch_size, warmup_s, time_s),
+            **time_runs(once, batch_size, warmup_s, time_s, keep_latencies),
         }
         log.info(
             "%s batch %d: %.2f items/s, median %.3f ms over %d iterations",

@@ -113,14 +113,25 @@ class SubprocessEngine(ModelInputs):
             outputs.unlink(missing_ok=True)
 
     def benchmark(
-        self, feeds: dict[str, np.ndarray], warmup_s: float, time_s: float
+        self,
+        feeds: dict[str, np.ndarray],
+        warmup_s: float,
+        time_s: float,
+        keep_latencies: bool = False,
     ) -> dict[str, Any]:
+        """A deepsparse.benchmark-style result; `keep_latencies` adds each call's ms."""
         inputs, _ = self._paths()
         np.savez(inputs, **feeds)
         batch = batch_size_of(feeds)
         try:
             reply = self._request(
-                {"op": "benchmark", "inputs": str(inputs), "warmup_s": warmup_s, "time_s": time_s},
+                {
+                    "op": "benchmark",
+                    "inputs": str(inputs),
+                    "warmup_s": warmup_s,
+                    "time_s": time_s,
+                    "keep_latencies": keep_latencies,
+                },
                 f"benchmarking at batch {batch}",
                 extra_s=warmup_s + time_s,
             )

@@ -21,10 +21,12 @@ def time_runs(
     batch_size: int,
     warmup_s: float,
     time_s: float,
+    keep_latencies: bool = False,
 ) -> dict[str, Any]:
     """Call `run` for `warmup_s`, then time back-to-back calls for `time_s` (>= 3 calls).
 
     Keys follow `deepsparse.benchmark`'s benchmark_result; latencies are ms per batch.
+    `keep_latencies` adds every call's latency (`latencies_ms`), for `merge_rounds`.
     """
     start = time.perf_counter()
     while time.perf_counter() - start < warmup_s:
@@ -37,8 +39,15 @@ def time_runs(
         run()
         latencies.append(time.perf_counter() - t0)
     seconds_ran = time.perf_counter() - start
+    result = summarize([t * 1000.0 for t in latencies], batch_size, seconds_ran)
+    if keep_latencies:
+        result["latencies_ms"] = [t * 1000.0 for t in latencies]
+    return result
 
-    ms = np.asarray(latencies) * 1000.0
+
+def summarize(latencies_ms: list[float], batch_size: int, seconds_ran: float) -> dict[str, Any]:
+    """deepsparse.benchmark's summary of per-batch latencies (ms) timed over `seconds_ran`."""
+    ms = np.asarray(latencies_ms, dtype=float)
     result: dict[str, Any] = {
         "scenario": "sync",
         "batch_size": int(batch_size),
@@ -52,3 +61,12 @@ def time_runs(
     for q, value in zip(PERCENTILES, np.percentile(ms, PERCENTILES), strict=True):
         result[f"{q}%"] = float(value)
     return result
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from several `time_runs(keep_latencies=True)` rounds of the same model:
+    all their calls, over the seconds they ran together (the raw latencies are dropped)."""
+    latencies = [t for r in rounds for t in r["latencies_ms"]]
+    merged = summarize(latencies, rounds[0]["batch_size"], sum(r["seconds_ran"] for r in rounds))
+    merged["rounds"] = len(rounds)
+    return merged

@@ -8,7 +8,7 @@ while anything the engine prints (DeepSparse's C++ banner included) is sent to s
 cannot corrupt the protocol. Arrays travel as .npz files inside WORKDIR.
 
 Requests: {"op": "load", "engine", "model", "num_threads"}, {"op": "run", "inputs", "outputs"},
-{"op": "benchmark", "inputs", "warmup_s", "time_s"}, {"op": "exit"}.
+{"op": "benchmark", "inputs", "warmup_s", "time_s", "keep_latencies"}, {"op": "exit"}.
 Replies: {"ok": true, ...} or {"ok": false, "type", "error", "traceback"}.
 """
 
@@ -197,6 +197,7 @@ class Worker:
                 int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1,
                 float(request["warmup_s"]),
                 float(request["time_s"]),
+                keep_latencies=bool(request.get("keep_latencies", False)),
             )
             return {"result": result, **model.analysis(arrays)}
         raise ValueError(f"unknown op {op!r}")

@@ -100,6 +100,12 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
                 "benchmark.time_s", cfg.benchmark.time_s, "must be > 0", "e.g. benchmark.time_s=3"
             )
         )
+    if int(cfg.benchmark.rounds) < 1:
+        problems.append(
+            Problem(
+                "benchmark.rounds", cfg.benchmark.rounds, "must be >= 1", "e.g. benchmark.rounds=3"
+            )
+        )
     problems.extend(_quantization_problems(cfg.quantization))
     family = str(use_case.family)
     done = IMPLEMENTED.get(family, set())

@@ -130,6 +130,9 @@ class BenchmarkConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
     warmup_s: float = 0.5
     time_s: float = 3.0
+    # time_s is cut into this many rounds, baseline and result taken in turn (each round after
+    # its own warm-up), so a slow spell of a shared machine hits both alike
+    rounds: int = 3
     num_threads: int | None = None  # null = all cores; the same for every engine
     accuracy: bool = True  # the use case's metric on the val split, on every engine
     # each engine runs in a worker process; a step (load, one benchmark, one inference call)

@@ -9,7 +9,7 @@ import numpy as np
 
 from sparsify.benchmark.engine import ModelInputs, check_engine_names
 from sparsify.benchmark.engines import deepsparse_python
-from sparsify.benchmark.measure import engine_opener, measure_model
+from sparsify.benchmark.measure import engine_opener, measure_models
 from sparsify.benchmark.onnxruntime_engine import make_random_feeds
 from sparsify.benchmark.table import comparison, format_table
 from sparsify.context import RunContext
@@ -56,19 +56,17 @@ class BenchmarkStage:
         evaluate = (lambda engine: family.evaluate_onnx(engine, ctx)) if cfg.accuracy else None
         report: dict[str, Any] = {"engines": {}}
         for engine in engines:
-            report["engines"][engine] = {
-                name: measure_model(
-                    engine,
-                    paths[name],
-                    feeds,
-                    opener=engine_opener(cfg),
-                    warmup_s=float(cfg.warmup_s),
-                    time_s=float(cfg.time_s),
-                    evaluate=evaluate,
-                    rel=ctx.rel,
-                )
-                for name in MODELS
-            }
+            report["engines"][engine] = measure_models(
+                engine,
+                {name: paths[name] for name in MODELS},
+                feeds,
+                opener=engine_opener(cfg),
+                warmup_s=float(cfg.warmup_s),
+                time_s=float(cfg.time_s),
+                rounds=int(cfg.rounds),
+                evaluate=evaluate,
+                rel=ctx.rel,
+            )
         metrics = _metrics(report, engines)
         metrics["metric"] = str(ctx.cfg.use_case.metric)
         report["table"] = comparison(report)
