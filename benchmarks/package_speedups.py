@@ -114,7 +114,7 @@ def main() -> int:
     parser.add_argument("--sparse-level", type=float, default=1.0)
     parser.add_argument("--mask-type", default="block4")
     parser.add_argument(
-        "--epochs", type=float, default=None, help="training-aware epochs (10; bert 20, yolov8s 30)"
+        "--epochs", type=float, default=None, help="training-aware epochs (10; bert and yolov8s 30)"
     )
     parser.add_argument(
         "--baseline-epochs", type=float, default=None, help="dense fine-tune epochs (4; yolo 15)"
