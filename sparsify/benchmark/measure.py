@@ -7,6 +7,7 @@ fresh worker; the other steps, models and engines are still measured.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Callable
@@ -81,19 +82,22 @@ def _flag(out: dict[str, Any]) -> None:
         out["flags"].append(FAILED)
 
 
+Key = tuple[str, str]  # (engine, model name)
+
+
 def _timed_rounds(
-    workers: dict[str, _Worker],
-    outs: dict[str, dict[str, Any]],
+    workers: dict[Key, _Worker],
+    outs: dict[Key, dict[str, Any]],
     feeds: dict[str, np.ndarray],
     warmup_s: float,
     time_s: float,
     rounds: int,
-) -> dict[str, dict[str, Any]]:
-    """Each model's benchmark at one batch size, its `time_s` cut into `rounds` taken in
-    turn with the other models' (so a slow spell of the machine hits them alike); merged."""
+) -> dict[Key, dict[str, Any]]:
+    """Each worker's benchmark at one batch size, its `time_s` cut into `rounds` taken in
+    turn with the others' (so a slow spell of the machine hits them alike); merged."""
     step = f"benchmark batch {batch_size_of(feeds)}"
-    taken: dict[str, list[dict[str, Any]]] = {name: [] for name in workers}
-    failed: set[str] = set()
+    taken: dict[Key, list[dict[str, Any]]] = {name: [] for name in workers}
+    failed: set[Key] = set()
     for _ in range(rounds):
         for name, worker in workers.items():
             if name in failed:
@@ -120,7 +124,7 @@ def _timed_rounds(
 
 
 def measure_models(
-    engine: str,
+    engines: list[str],
     paths: dict[str, Path],
     feeds_by_batch: dict[int, dict[str, np.ndarray]],
     *,
@@ -130,26 +134,28 @@ def measure_models(
     rounds: int = 1,
     evaluate: Evaluator | None = None,
     rel: Callable[[Path], str] = str,
-) -> dict[str, dict[str, Any]]:
-    """Per model (name -> ONNX file): size, sparsity, a benchmark per batch size and (with
-    `evaluate`) accuracy on `engine`. The models' timings at a batch size are taken in
-    `rounds` interleaved rounds of `time_s / rounds` each (after a `warmup_s` each)."""
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per engine, per model (name -> ONNX file): size, sparsity, a benchmark per batch size
+    and (with `evaluate`) accuracy. At each batch size every (engine, model) is timed in
+    `rounds` rounds of `time_s / rounds` (each after a `warmup_s`), all of them in turn
+    within a round, so speedups across models and engines share the machine's slow spells."""
     if rounds < 1:
         raise ValueError(f"benchmark rounds must be >= 1, got {rounds}")
-    outs = {name: _static(path, rel) for name, path in paths.items()}
-    workers = {name: _Worker(engine, path, opener) for name, path in paths.items()}
+    static = {name: _static(path, rel) for name, path in paths.items()}
+    keys = [(engine, name) for engine in engines for name in paths]
+    outs = {key: copy.deepcopy(static[key[1]]) for key in keys}
+    workers = {key: _Worker(key[0], paths[key[1]], opener) for key in keys}
     try:
         bar = progress(
             feeds_by_batch.items(),
             total=len(feeds_by_batch),
-            desc=f"{engine} {', '.join(p.name for p in paths.values())}",
+            desc=f"{', '.join(engines)}: {', '.join(p.name for p in paths.values())}",
         )
         for batch, feeds in bar:
-            for name, result in _timed_rounds(
-                workers, outs, feeds, warmup_s, time_s, rounds
-            ).items():
-                live = workers[name].get()
-                outs[name]["benchmarks"].append(
+            timed = _timed_rounds(workers, outs, feeds, warmup_s, time_s, rounds)
+            for (engine, name), result in timed.items():
+                live = workers[(engine, name)].get()
+                outs[(engine, name)]["benchmarks"].append(
                     {
                         "engine": engine,
                         "engine_version": live.version,
@@ -163,25 +169,27 @@ def measure_models(
                         **live.analysis,
                     }
                 )
-        for name, worker in workers.items() if evaluate is not None else ():
+        for key, worker in workers.items() if evaluate is not None else ():
             try:
-                outs[name]["accuracy"] = evaluate(worker.get())  # type: ignore[misc]
-                outs[name]["accuracy_engine"] = engine
+                outs[key]["accuracy"] = evaluate(worker.get())  # type: ignore[misc]
+                outs[key]["accuracy_engine"] = key[0]
             except EngineFailure as exc:
-                outs[name]["accuracy"] = None
-                outs[name]["failures"].append(_failure("accuracy", exc))
+                outs[key]["accuracy"] = None
+                outs[key]["failures"].append(_failure("accuracy", exc))
                 worker.drop()
     finally:
         for worker in workers.values():
             worker.drop()
-    for out in outs.values():
+    report: dict[str, dict[str, dict[str, Any]]] = {engine: {} for engine in engines}
+    for (engine, name), out in outs.items():
         _flag(out)
-    return outs
+        report[engine][name] = out
+    return report
 
 
 def measure_model(engine: str, path: Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """`measure_models` for one model."""
-    return measure_models(engine, {"model": path}, *args, **kwargs)["model"]
+    """`measure_models` for one model on one engine."""
+    return measure_models([engine], {"model": path}, *args, **kwargs)[engine]["model"]
 
 
 def engine_opener(cfg: Any) -> Opener:

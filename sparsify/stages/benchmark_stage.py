@@ -54,19 +54,18 @@ class BenchmarkStage:
         feeds = benchmark_feeds(paths["baseline"], ctx)
         family = get_family(str(ctx.cfg.use_case.family))
         evaluate = (lambda engine: family.evaluate_onnx(engine, ctx)) if cfg.accuracy else None
-        report: dict[str, Any] = {"engines": {}}
-        for engine in engines:
-            report["engines"][engine] = measure_models(
-                engine,
-                {name: paths[name] for name in MODELS},
-                feeds,
-                opener=engine_opener(cfg),
-                warmup_s=float(cfg.warmup_s),
-                time_s=float(cfg.time_s),
-                rounds=int(cfg.rounds),
-                evaluate=evaluate,
-                rel=ctx.rel,
-            )
+        engines_report = measure_models(
+            engines,
+            {name: paths[name] for name in MODELS},
+            feeds,
+            opener=engine_opener(cfg),
+            warmup_s=float(cfg.warmup_s),
+            time_s=float(cfg.time_s),
+            rounds=int(cfg.rounds),
+            evaluate=evaluate,
+            rel=ctx.rel,
+        )
+        report: dict[str, Any] = {"engines": engines_report}
         metrics = _metrics(report, engines)
         metrics["metric"] = str(ctx.cfg.use_case.metric)
         report["table"] = comparison(report)

@@ -70,9 +70,9 @@ def _measure(
 
     feeds = {2: {"input": np.zeros((2, 3, 16, 16), np.float32)}}
     out = measure_models(
-        "fake", paths, feeds, opener=opener, warmup_s=0.0, time_s=0.9, rounds=rounds
+        ["fake"], paths, feeds, opener=opener, warmup_s=0.0, time_s=0.9, rounds=rounds
     )  # type: ignore[arg-type]
-    return out, calls
+    return out["fake"], calls
 
 
 def test_models_are_timed_in_turn_and_their_rounds_merged(
@@ -123,3 +123,25 @@ def test_zero_rounds_is_a_config_error(tiny_run: list[str]) -> None:
     result = sparsify.run([*tiny_run, "benchmark.rounds=0"])
     assert result.status == "failed"
     assert "benchmark.rounds" in str(result.error)
+
+
+def test_engines_take_their_rounds_in_turn_too(tmp_path: Path, cnn_models: dict[str, Path]) -> None:
+    """With two engines every (engine, model) is timed once per round, so the speedup over
+    dense ONNX Runtime compares numbers taken in the same spells of the machine."""
+    paths = {"baseline": tmp_path / "slow.onnx", "sparsified": tmp_path / "fast.onnx"}
+    for path in paths.values():
+        shutil.copy(cnn_models["fp32"], path)
+    calls: list[tuple[str, float, bool]] = []
+
+    def opener(engine: str, path: Path) -> _FakeEngine:
+        return _FakeEngine(f"{engine}:{path.name}", calls, None)
+
+    feeds = {2: {"input": np.zeros((2, 3, 16, 16), np.float32)}}
+    out = measure_models(
+        ["a", "b"], paths, feeds, opener=opener, warmup_s=0.0, time_s=0.4, rounds=2
+    )  # type: ignore[arg-type]
+    one_round = ["a:slow.onnx", "a:fast.onnx", "b:slow.onnx", "b:fast.onnx"]
+    assert [name for name, _, _ in calls] == one_round * 2
+    assert list(out) == ["a", "b"] and list(out["b"]) == ["baseline", "sparsified"]
+    assert out["b"]["sparsified"]["benchmarks"][0]["engine"] == "b"
+    assert out["a"]["baseline"] is not out["b"]["baseline"]
