@@ -19,26 +19,21 @@ does every QDQ graph); `quantization.ort_fusions=false` keeps a pure-ONNX QDQ gr
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from sparsify.benchmark.onnx_stats import constant_values
+from sparsify.onnx_graph import (
+    constant_names,
+    constant_values,
+    consumers,
+    drop_unused_initializers,
+)
 
 MS_DOMAIN = "com.microsoft"
 FUSED_OP = "MatMulIntegerToFloat"
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            if name:
-                consumers[name].append(node)
-    return consumers
 
 
 def _vector_size(values: dict[str, np.ndarray], name: str) -> int | None:
@@ -115,9 +110,7 @@ def _drop_dead(graph: onnx.GraphProto, weights: set[str]) -> None:
             break
         for n in dead:
             graph.node.remove(n)
-    used = {name for n in graph.node for name in n.input} | outputs
-    for init in [i for i in graph.initializer if i.name in weights and i.name not in used]:
-        graph.initializer.remove(init)
+    drop_unused_initializers(graph, among=weights)
 
 
 def fuse_matmul_bias(model: onnx.ModelProto) -> int:
@@ -131,7 +124,7 @@ def fuse_matmul_bias(model: onnx.ModelProto) -> int:
     graph = model.graph
     values = constant_values(graph)
     producers = {out: node for node in graph.node for out in node.output}
-    consumers = _consumers(graph)
+    readers = consumers(graph)
     graph_outputs = {o.name for o in graph.output}
 
     # id(Add) -> fused node, written where the Add was (all its inputs are defined by then)
@@ -145,7 +138,7 @@ def fuse_matmul_bias(model: onnx.ModelProto) -> int:
         if a_dq is None or a_dq.op_type != "DequantizeLinear" or found is None:
             continue
         w_dq, transposed = found
-        users = consumers[node.output[0]]
+        users = readers[node.output[0]]
         if node.output[0] in graph_outputs or len(users) != 1 or users[0].op_type != "Add":
             continue
         add = users[0]
@@ -193,7 +186,7 @@ def float_for_float_ops(model: onnx.ModelProto) -> int:
     DequantizeLinear nodes left without consumers are removed. Returns the inputs rewired."""
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
-    constants = set(constant_values(graph))
+    constants = constant_names(graph)
     rewired = 0
     for node in graph.node:
         is_shape = node.op_type == "Shape"

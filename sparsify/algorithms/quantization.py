@@ -18,6 +18,7 @@ import onnx
 
 from sparsify.algorithms.ort_fusions import FUSED_OP, apply_to_file
 from sparsify.errors import SparsifyError
+from sparsify.onnx_graph import constant_names
 
 log = logging.getLogger("sparsify")
 
@@ -98,14 +99,6 @@ def _preprocess(fp32_path: Path, out_path: Path) -> Path:
         return fp32_path
 
 
-def constant_names(model: onnx.ModelProto) -> set[str]:
-    """Names of the tensors of `model` that are constants: initializers and Constant outputs."""
-    names = {init.name for init in model.graph.initializer}
-    return names | {
-        o for node in model.graph.node if node.op_type == "Constant" for o in node.output
-    }
-
-
 def summarize_quantized_graph(model: onnx.ModelProto, fmt: str = "qdq") -> dict[str, Any]:
     """Counts the nodes that compute in INT8.
 
@@ -113,7 +106,7 @@ def summarize_quantized_graph(model: onnx.ModelProto, fmt: str = "qdq") -> dict[
     inputs come from a DequantizeLinear, which ORT fuses into an INT8 kernel. In a QOperator
     graph the float ops after a DequantizeLinear run in float, so that rule applies to QDQ only.
     """
-    constants = constant_names(model)
+    constants = constant_names(model.graph)
     producers = {out: node for node in model.graph.node for out in node.output}
     quantized: Counter[str] = Counter()
     qdq = 0

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+
+from sparsify.onnx_graph import constant_values
 
 # op type -> (weight input index, its zero-point input index or None) for each input that may
 # hold a weight; activations are skipped because they are not initializers.
@@ -33,17 +34,6 @@ def file_size_mb(path: Path) -> float:
     if data.is_file():
         size += data.stat().st_size
     return size / 2**20
-
-
-def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Initializers and Constant-node outputs of `graph`, by name, as arrays."""
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    return values
 
 
 def _zero_point_like(zp: np.ndarray | None, weight: np.ndarray, axis: int) -> np.ndarray | int:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
+from onnx import numpy_helper
 
-from sparsify.algorithms.quantization import constant_names
+from sparsify.onnx_graph import (
+    constant_names,
+    constant_values,
+    consumers,
+    drop_unused_initializers,
+)
 
 # elementwise ops that may sit between the Q.K^T MatMul and its Softmax: the 1/sqrt(d) scale,
 # the additive mask (or masked_fill's Where), a dtype Cast
@@ -21,18 +26,15 @@ def attention_score_matmuls(model: Any) -> list[str]:
     elementwise ops above, each its only consumer. The MatMul after the Softmax (probs.V)
     does not qualify."""
     graph = model.graph
-    constants = constant_names(model)
-    consumers: dict[str, list[Any]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    constants = constant_names(graph)
+    readers = consumers(graph)
     found = []
     for node in graph.node:
         if node.op_type != "MatMul" or not node.name or any(i in constants for i in node.input):
             continue
         tensor = node.output[0]
         for _ in range(_MAX_HOPS + 1):
-            users = consumers.get(tensor, [])
+            users = readers.get(tensor, [])
             if len(users) != 1:
                 break
             if users[0].op_type == "Softmax":
@@ -77,41 +79,41 @@ def _constant(name: str, producers: dict[str, Any], values: dict) -> np.ndarray 
 
 
 def _projection(
-    name: str, producers: dict[str, Any], consumers: dict[str, list[Any]], values: dict
+    name: str, producers: dict[str, Any], readers: dict[str, list[Any]], values: dict
 ) -> list[tuple[Any, int]] | None:
     """[(MatMul, weight input index), (Add, bias input index)] of the `x @ W + b` whose
     head-split output `name` is, when each tensor on the way has that one consumer."""
     node = producers.get(name)
     while node is not None and node.op_type in _HEAD_SPLIT_OPS:
-        if len(consumers[node.output[0]]) != 1:
+        if len(readers[node.output[0]]) != 1:
             return None
         node = producers.get(node.input[0])
-    if node is None or node.op_type != "Add" or len(consumers[node.output[0]]) != 1:
+    if node is None or node.op_type != "Add" or len(readers[node.output[0]]) != 1:
         return None
     for k in (0, 1):
         bias, matmul = _constant(node.input[k], producers, values), producers.get(node.input[1 - k])
         if bias is None or bias.ndim != 1 or matmul is None or matmul.op_type != "MatMul":
             continue
         weight = _constant(matmul.input[1], producers, values)
-        if weight is None or weight.ndim != 2 or len(consumers[matmul.output[0]]) != 1:
+        if weight is None or weight.ndim != 2 or len(readers[matmul.output[0]]) != 1:
             return None
         return [(matmul, 1), (node, k)]
     return None
 
 
 def _score_scales(
-    matmul: Any, consumers: dict[str, list[Any]], producers: dict[str, Any], values: dict
+    matmul: Any, readers: dict[str, list[Any]], producers: dict[str, Any], values: dict
 ) -> list[tuple[Any, float, str, str]]:
     """(Mul/Div node, factor, the projection output it scales, the tensor replacing its
     output) for the constant scales around one Q.K^T: torch writes `(Q.K^T) * c` with an
     attention mask, `(Q * sqrt(c)).(K^T * sqrt(c))` without."""
     found = []
-    users = consumers[matmul.output[0]]
+    users = readers[matmul.output[0]]
     if len(users) == 1 and (c := _scale_of(users[0], values, matmul.output[0])) is not None:
         found.append((users[0], c, matmul.input[0], matmul.output[0]))
     for side in matmul.input:
         node = producers.get(side)
-        if node is None or len(consumers[side]) != 1:
+        if node is None or len(readers[side]) != 1:
             continue
         data = next((i for i in node.input if _scalar(values, i) is None), "")
         if (c := _scale_of(node, values, data)) is not None:
@@ -128,24 +130,17 @@ def fold_attention_scale(model: Any) -> int:
     which ONNX Runtime fuses into its float MatMul but not into an INT8 one (MiniLM-L6,
     batch 16, sequence 128: 6 Muls over 3.1 M floats each). Returns how many were folded.
     """
-    from onnx import numpy_helper
-
-    from sparsify.benchmark.onnx_stats import constant_values
-
     graph = model.graph
     values = constant_values(graph)
     producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[Any]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    readers = consumers(graph)
     by_name = {node.name: node for node in graph.node}
     folded = 0
     for score_name in attention_score_matmuls(model):
         for mul, scale, side, replacement in _score_scales(
-            by_name[score_name], consumers, producers, values
+            by_name[score_name], readers, producers, values
         ):
-            found = _projection(side, producers, consumers, values)
+            found = _projection(side, producers, readers, values)
             if found is None:
                 continue
             for node, k in found:  # a scaled copy: the original may be shared
@@ -155,19 +150,11 @@ def fold_attention_scale(model: Any) -> int:
                     numpy_helper.from_array((value * np.float32(scale)).astype(value.dtype), name)
                 )
                 node.input[k] = name
-            for user in consumers[mul.output[0]]:
+            for user in readers[mul.output[0]]:
                 user.input[:] = [replacement if i == mul.output[0] else i for i in user.input]
-                consumers[replacement].append(user)
+                readers[replacement].append(user)
             graph.node.remove(mul)
             folded += 1
     if folded:
-        _drop_unused_initializers(graph)
+        drop_unused_initializers(graph)
     return folded
-
-
-def _drop_unused_initializers(graph: Any) -> None:
-    """Remove the initializers no node reads any more (nor the graph returns)."""
-    used = {name for node in graph.node for name in node.input}
-    used |= {o.name for o in graph.output}
-    for init in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(init)

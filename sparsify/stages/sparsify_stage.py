@@ -279,7 +279,7 @@ class SparsifyStage:
             result["quantization"] = {
                 "format": "qdq",
                 "source": "qat",
-                **(result.pop("ort_fusions", None) or {"ort_fused_matmuls": 0}),
+                **result.pop("ort_fusions", {"ort_fused_matmuls": 0, "ort_float_inputs": 0}),
             }
             applied.append(quant)  # type: ignore[arg-type]
         elif quantize:
