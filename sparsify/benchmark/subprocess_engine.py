@@ -45,6 +45,8 @@ class SubprocessEngine(ModelInputs):
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = engine
+        # DeepSparse compiles one engine per input shape (callers with a choice keep shapes fixed)
+        self.static_shapes = engine == "deepsparse"
         self.model_path = Path(model_path).resolve()
         if not self.model_path.is_file():
             raise SparsifyError(f"cannot load ONNX model {self.model_path}: no such file")

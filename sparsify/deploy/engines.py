@@ -35,6 +35,7 @@ class SerializedEngine:
     def __init__(self, engine: Any) -> None:
         self.inner = engine
         self.name = str(getattr(engine, "name", "engine"))
+        self.static_shapes = bool(getattr(engine, "static_shapes", False))
         self._lock = threading.Lock()
 
     @property
