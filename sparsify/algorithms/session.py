@@ -105,12 +105,12 @@ class RecipeSession:
 
     def _pruner(self, modifier: Modifier, ignore: list[str]) -> _Pruner:
         kw = modifier.kwargs
-        layers = select_layers(
-            self.model, kw.get("targets", "__ALL_PRUNABLE__"), [*(kw.get("ignore") or []), *ignore]
-        )
+        ignore = [*(kw.get("ignore") or []), *ignore]
+        layers = select_layers(self.model, kw.get("targets", "__ALL_PRUNABLE__"), ignore)
         if not layers:
             raise SparsifyError(
-                f"{modifier.name}: no prunable layer matches targets={kw.get('targets')!r}"
+                f"{modifier.name}: no prunable layer matches targets={kw.get('targets')!r} "
+                f"(ignore={ignore}, the recipe's and the model family's)"
             )
         start, end = self.recipe.window(modifier)
         pruner = _Pruner(modifier, layers, start, end)

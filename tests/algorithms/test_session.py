@@ -145,3 +145,12 @@ def test_has_training_and_bad_sessions(tmp_path: Path) -> None:
     )
     with pytest.raises(SparsifyError, match="batch"):
         RecipeSession(recipe(tmp_path, GMP), mlp(), steps_per_epoch=0)
+
+
+def test_targets_the_family_ignores_name_both_ignores(tmp_path: Path) -> None:
+    """A recipe whose targets all lie in the model family's ignores says so."""
+    text = GMP.replace("params: __ALL_PRUNABLE__", "params: ['re:3']")
+    with pytest.raises(SparsifyError, match=r"targets=\['re:3'\] \(ignore=\['3'\], the recipe's"):
+        RecipeSession(recipe(tmp_path, text), mlp(), steps_per_epoch=4, default_ignore=["3"])
+    session = RecipeSession(recipe(tmp_path, text), mlp(), steps_per_epoch=4)
+    assert list(session.pruners[0].layers) == ["3"]
