@@ -26,6 +26,11 @@ def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return values
 
 
+def producers_by_output(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Tensor name -> the node writing it (graph inputs and initializers have none)."""
+    return {out: node for node in graph.node for out in node.output}
+
+
 def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     """Tensor name -> the nodes reading it (a defaultdict: unread names give [])."""
     readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)

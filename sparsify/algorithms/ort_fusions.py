@@ -30,6 +30,7 @@ from sparsify.onnx_graph import (
     constant_values,
     consumers,
     drop_unused_initializers,
+    producers_by_output,
 )
 
 MS_DOMAIN = "com.microsoft"
@@ -123,7 +124,7 @@ def fuse_matmul_bias(model: onnx.ModelProto) -> int:
     """
     graph = model.graph
     values = constant_values(graph)
-    producers = {out: node for node in graph.node for out in node.output}
+    producers = producers_by_output(graph)
     readers = consumers(graph)
     graph_outputs = {o.name for o in graph.output}
 
@@ -185,7 +186,7 @@ def float_for_float_ops(model: onnx.ModelProto) -> int:
     kernel takes them). They then read the exact float instead of its INT8 round trip, and
     DequantizeLinear nodes left without consumers are removed. Returns the inputs rewired."""
     graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
+    producers = producers_by_output(graph)
     constants = constant_names(graph)
     rewired = 0
     for node in graph.node:

@@ -18,7 +18,7 @@ import onnx
 
 from sparsify.algorithms.ort_fusions import FUSED_OP, apply_to_file
 from sparsify.errors import SparsifyError
-from sparsify.onnx_graph import constant_names
+from sparsify.onnx_graph import constant_names, producers_by_output
 
 log = logging.getLogger("sparsify")
 
@@ -107,7 +107,7 @@ def summarize_quantized_graph(model: onnx.ModelProto, fmt: str = "qdq") -> dict[
     graph the float ops after a DequantizeLinear run in float, so that rule applies to QDQ only.
     """
     constants = constant_names(model.graph)
-    producers = {out: node for node in model.graph.node for out in node.output}
+    producers = producers_by_output(model.graph)
     quantized: Counter[str] = Counter()
     qdq = 0
     for node in model.graph.node:

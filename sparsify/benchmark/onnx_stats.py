@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sparsify.onnx_graph import constant_values
+from sparsify.onnx_graph import constant_values, producers_by_output
 
 # op type -> (weight input index, its zero-point input index or None) for each input that may
 # hold a weight; activations are skipped because they are not initializers.
@@ -87,7 +87,7 @@ def onnx_weight_sparsity(path: Path) -> dict[str, Any]:
     """
     graph = onnx.load(str(path)).graph
     consts = constant_values(graph)
-    producers = {out: node for node in graph.node for out in node.output}
+    producers = producers_by_output(graph)
     per_tensor: dict[str, float] = {}
     zeros = params = 0
     for node in graph.node:

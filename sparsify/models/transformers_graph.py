@@ -12,6 +12,7 @@ from sparsify.onnx_graph import (
     constant_values,
     consumers,
     drop_unused_initializers,
+    producers_by_output,
 )
 
 # elementwise ops that may sit between the Q.K^T MatMul and its Softmax: the 1/sqrt(d) scale,
@@ -132,7 +133,7 @@ def fold_attention_scale(model: Any) -> int:
     """
     graph = model.graph
     values = constant_values(graph)
-    producers = {out: node for node in graph.node for out in node.output}
+    producers = producers_by_output(graph)
     readers = consumers(graph)
     by_name = {node.name: node for node in graph.node}
     folded = 0
