@@ -31,12 +31,23 @@ from sparsify.algorithms.masks import magnitude_layer_masks, parse_mask_type
 from sparsify.algorithms.pruning import layer_sparsity, overall_sparsity, select_layers
 from sparsify.algorithms.qat import freeze_batchnorm, freeze_observers, prepare_qat
 from sparsify.algorithms.schedules import lr_at, sparsity_at, update_epochs
+from sparsify.algorithms.structured import (
+    FFNPair,
+    apply_neuron_masks,
+    ffn_pairs,
+    neuron_masks,
+    start_statistics,
+    stop_statistics,
+    thin,
+)
 from sparsify.errors import SparsifyError
 from sparsify.recipes.recipe import Modifier, Recipe
+from sparsify.recipes.schema import STRUCTURES
 
 log = logging.getLogger("sparsify")
 
 TRAINING_PRUNERS = ("GMPruningModifier", "ConstantPruningModifier")
+STRUCTURED = "StructuredPruningModifier"
 
 
 @dataclass
@@ -54,10 +65,25 @@ class _Pruner:
         return self.modifier.name == "ConstantPruningModifier"
 
 
+@dataclass
+class _Structured:
+    """A StructuredPruningModifier: neurons masked on a schedule, then removed at its end."""
+
+    modifier: Modifier
+    pairs: list[FFNPair]
+    start: float
+    end: float
+    width: int
+    updates: list[float] = field(default_factory=list)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    sparsity: float = 0.0
+    thinned: bool = False
+
+
 def has_training(recipe: Recipe) -> bool:
     """Whether a recipe asks for training (training-aware or sparse-transfer)."""
     return bool(recipe.find("EpochRangeModifier")) or any(
-        m.name in TRAINING_PRUNERS for m in recipe.pruning()
+        m.name in (*TRAINING_PRUNERS, STRUCTURED) for m in recipe.pruning()
     )
 
 
@@ -94,6 +120,11 @@ class RecipeSession:
             for m in recipe.pruning()
             if m.name in TRAINING_PRUNERS
         ]
+        self.structured = [
+            self._structured(m, list(default_ignore or []))
+            for m in recipe.pruning()
+            if m.name == STRUCTURED
+        ]
         quant = recipe.quantization()
         self.quant = quant if quant and quant.kwargs.get("enabled", True) and quantize else None
         self.per_channel = per_channel
@@ -116,6 +147,30 @@ class RecipeSession:
         pruner = _Pruner(modifier, layers, start, end)
         if not pruner.constant:
             pruner.updates = update_epochs(start, end, float(kw.get("update_frequency", 1.0)))
+        return pruner
+
+    def _structured(self, modifier: Modifier, ignore: list[str]) -> _Structured:
+        kw = modifier.kwargs
+        structure = str(kw.get("structure", "ffn_neurons"))
+        if structure not in STRUCTURES:  # the recipe schema refuses it first
+            raise SparsifyError(f"{modifier.name}: unknown structure {structure!r}")
+        pairs = ffn_pairs(self.model, [*(kw.get("ignore") or []), *ignore])
+        if not pairs:
+            raise SparsifyError(
+                f"{modifier.name}: structure ffn_neurons found no transformer feed-forward "
+                "network (two Linear layers hidden -> width -> hidden inside blocks named "
+                "layer.N / layers.N / blocks.N / h.N); it applies to transformer encoders"
+            )
+        widths = {p.width for p in pairs}
+        if len(widths) != 1:
+            raise SparsifyError(
+                f"{modifier.name}: the feed-forward widths differ between blocks "
+                f"({sorted(widths)}); ffn_neurons keeps the same width in every block"
+            )
+        start, end = self.recipe.window(modifier)
+        pruner = _Structured(modifier, pairs, start, end, widths.pop())
+        pruner.updates = update_epochs(start, end, float(kw.get("update_frequency", 1.0)))
+        start_statistics(pairs)
         return pruner
 
     @property
@@ -178,10 +233,22 @@ class RecipeSession:
         return (1.0 - hardness) * loss + hardness * soft
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
+    def after_step(self, step: int, optimizer: Any | None = None) -> None:
         """Recompute masks whose update epoch has passed, then re-apply every mask (the
-        optimizer step may have moved pruned weights)."""
+        optimizer step may have moved pruned weights). A structured pruner whose window has
+        ended removes its neurons, slicing `optimizer`'s state (Adam moments) alike; without
+        the optimizer, that waits for `finish`."""
         epoch = self.epoch_of(step + 1)
+        for structured in self.structured:
+            if structured.thinned:
+                continue
+            due = [e for e in structured.updates if e <= epoch + 1e-9]
+            if due:
+                structured.updates = structured.updates[len(due) :]
+                self._update_neurons(structured, epoch)
+            apply_neuron_masks(structured.pairs, structured.masks)
+            if not structured.updates and optimizer is not None:
+                self._thin(structured, epoch, optimizer)
         for pruner in self.pruners:
             if pruner.constant:
                 self._apply(pruner)
@@ -197,7 +264,15 @@ class RecipeSession:
 
     @torch.no_grad()
     def finish(self) -> dict[str, Any]:
-        """Final masks applied; what the session did, for the run's outputs."""
+        """Final masks applied, masked neurons removed; what the session did, for the run's
+        outputs."""
+        for structured in self.structured:
+            if not structured.thinned:
+                if structured.updates:  # a capped run: reach the target
+                    structured.updates = []
+                    self._update_neurons(structured, structured.end)
+                apply_neuron_masks(structured.pairs, structured.masks)
+                self._thin(structured, structured.end, None)
         for pruner in self.pruners:
             if not pruner.constant and pruner.updates:  # a capped run: reach the target
                 pruner.updates = []
@@ -209,6 +284,11 @@ class RecipeSession:
             "sparsity": overall_sparsity(layers),
             "per_layer_sparsity": layer_sparsity(layers),
             "qat": self.qat_started,
+            **(
+                {"structured": [self._structured_report(s) for s in self.structured]}
+                if self.structured
+                else {}
+            ),
             "events": self.events,
             "steps": self.total_steps,
             "epochs": self.epochs,
@@ -218,6 +298,68 @@ class RecipeSession:
     def _event(self, epoch: float, what: str, **extra: Any) -> None:
         self.events.append({"epoch": round(epoch, 4), "event": what, **extra})
         log.info("epoch %.2f: %s %s", epoch, what, " ".join(f"{k}={v}" for k, v in extra.items()))
+
+    def _update_neurons(self, structured: _Structured, epoch: float) -> None:
+        kw = structured.modifier.kwargs
+        target = sparsity_at(
+            epoch,
+            float(kw.get("init_sparsity", 0.0)),
+            float(kw.get("final_sparsity", 0.0)),
+            structured.start,
+            structured.end,
+            str(kw.get("inter_func", "cubic")),
+        )
+        structured.masks = neuron_masks(structured.pairs, target)
+        structured.sparsity = target
+        kept = int(next(iter(structured.masks.values())).sum())
+        self._event(epoch, "FFN neurons masked", kept=f"{kept}/{structured.width}")
+
+    def _thin(self, structured: _Structured, epoch: float, optimizer: Any | None) -> None:
+        """Remove the masked neurons; unstructured masks on the thinned layers follow."""
+        stop_statistics(structured.pairs)
+        structured.thinned = True
+        if not structured.masks:
+            return
+        kept = thin(self.model, structured.pairs, structured.masks, optimizer)
+        rows = {id(p.up): kept[p.down_name] for p in structured.pairs if p.down_name in kept}
+        cols = {id(p.down): kept[p.down_name] for p in structured.pairs if p.down_name in kept}
+        for pruner in self.pruners:
+            touched = [
+                n
+                for n, m in pruner.layers.items()
+                if id(_layer(m)) in rows or id(_layer(m)) in cols
+            ]
+            for name in touched:
+                if name not in pruner.masks:
+                    continue
+                layer = _layer(pruner.layers[name])
+                if id(layer) in rows:
+                    pruner.masks[name] = pruner.masks[name][rows[id(layer)]]
+                else:
+                    pruner.masks[name] = pruner.masks[name][:, cols[id(layer)]]
+            if touched and pruner.masks and not pruner.constant:
+                # re-chosen on the thinned shapes (block structure along the new columns)
+                kw = pruner.modifier.kwargs
+                mask_type = parse_mask_type(str(kw.get("mask_type", "unstructured")))
+                target = mask_type.implied_sparsity or pruner.sparsity
+                fresh = magnitude_layer_masks(
+                    {n: pruner.layers[n] for n in touched}, target, mask_type
+                )
+                pruner.masks.update(fresh)
+                self._apply(pruner)
+        width = next(iter(kept.values())).numel()
+        self._event(epoch, "FFN neurons removed", width=f"{structured.width} -> {width}")
+
+    @staticmethod
+    def _structured_report(structured: _Structured) -> dict[str, Any]:
+        kept = structured.pairs[0].width
+        return {
+            "structure": str(structured.modifier.kwargs.get("structure", "ffn_neurons")),
+            "blocks": len(structured.pairs),
+            "width": structured.width,
+            "kept": kept,
+            "sparsity": round(1.0 - kept / structured.width, 4),
+        }
 
     def _hold_current(self, pruner: _Pruner) -> None:
         pruner.masks = {n: m.weight.detach() != 0 for n, m in pruner.layers.items()}
@@ -277,3 +419,8 @@ class RecipeSession:
         if not self.bn_frozen and freeze_bn is not None and epoch >= float(freeze_bn):
             self._event(epoch, "BatchNorm statistics frozen", count=freeze_batchnorm(self.model))
             self.bn_frozen = True
+
+
+def _layer(module: nn.Module) -> nn.Module:
+    """The layer itself (a QAT wrapper's wrapped layer)."""
+    return getattr(module, "layer", module)

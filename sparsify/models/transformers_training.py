@@ -59,7 +59,8 @@ def train_with_trainer(
                 self.lr = float(lr)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            session.after_step(int(state.global_step) - 1)  # global_step already counts it
+            # global_step already counts this step; the optimizer lets thinning slice its state
+            session.after_step(int(state.global_step) - 1, kw.get("optimizer"))
             events.scalars(int(state.global_step), sparsity=session.sparsity)
 
         def on_log(

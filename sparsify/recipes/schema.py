@@ -19,6 +19,8 @@ from sparsify.errors import Problem
 INTER_FUNCS = ["linear", "cubic", "inverse_cubic"]
 LR_FUNCS = ["linear", "cosine", "cyclic_linear", "step"]
 # unstructured | blockN (SparseML's `block` = 4 weights in a row) | N:M (e.g. 2:4)
+# StructuredPruningModifier's structures: ffn_neurons = transformer feed-forward neurons
+STRUCTURES = ["ffn_neurons"]
 MASK_PATTERN = r"^(unstructured|block([1-9][0-9]*)?|[1-9][0-9]*:[1-9][0-9]*)$"
 
 _TARGETS = {
@@ -141,6 +143,21 @@ MODIFIERS: dict[str, dict[str, Any]] = {
         # (one partial forward pass per layer); false: every Hessian from one dense pass
         "sequential_update": _BOOL,
     },
+    "StructuredPruningModifier": {
+        "structure": {
+            "enum": STRUCTURES,
+            "description": "ffn_neurons: whole feed-forward neurons of every transformer block, "
+            "the same number per block, removed from the model when end_epoch is reached",
+        },
+        "init_sparsity": _SPARSITY,
+        "final_sparsity": _SPARSITY,
+        "start_epoch": _START,
+        "end_epoch": _END,
+        "update_frequency": _GRADUAL["update_frequency"],
+        "inter_func": _GRADUAL["inter_func"],
+        "ignore": _IGNORE,
+        "log_types": _LOG_TYPES,
+    },
     "ConstantPruningModifier": {
         "targets": _TARGETS,
         "params": _TARGETS,
@@ -201,6 +218,7 @@ GROUPS: dict[str, str] = {
     "GlobalMagnitudePruningModifier": "pruning_modifiers",
     "SparseGPTModifier": "pruning_modifiers",
     "ConstantPruningModifier": "pruning_modifiers",
+    "StructuredPruningModifier": "pruning_modifiers",
     "QuantizationModifier": "quantization_modifiers",
     "LearningRateFunctionModifier": "training_modifiers",
     "EpochRangeModifier": "training_modifiers",

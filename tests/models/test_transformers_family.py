@@ -153,6 +153,60 @@ def test_dynamic_int8_end_to_end(encoder: Path, tmp_path: Path) -> None:
     assert isinstance(out, Classification)
 
 
+def ffn_recipe(tmp_path: Path, sparsity: float) -> Path:
+    """The built-in training-aware recipe plus FFN-neuron pruning over its first 30 %."""
+    from importlib import resources
+
+    text = (resources.files("sparsify.builtin_recipes") / "training_aware.yaml").read_text()
+    structured = (
+        "  pruning_modifiers:\n"
+        "    StructuredPruningModifier:\n"
+        "      structure: ffn_neurons\n"
+        f"      final_sparsity: {sparsity}\n"
+        "      start_epoch: 0.0\n"
+        "      end_epoch: eval(0.3 * num_epochs)\n"
+        "      update_frequency: eval(0.05 * num_epochs)\n"
+    )
+    assert text.count("  pruning_modifiers:\n") == 1
+    path = tmp_path / "ffn.yaml"
+    path.write_text(text.replace("  pruning_modifiers:\n", structured))
+    return path
+
+
+def test_ffn_neurons_removed_end_to_end(encoder: Path, tmp_path: Path) -> None:
+    """Half the feed-forward neurons leave every block during training: the checkpoint, the
+    ONNX models and the package are the narrower model, and it still deploys."""
+    from transformers import AutoModelForSequenceClassification
+
+    result = _sentiment_run(
+        encoder,
+        tmp_path,
+        "experiment=training_aware",
+        "optim_level=0.5",
+        f"recipe={ffn_recipe(tmp_path, 0.5)}",
+    )
+    sparsify_out = result.outputs["sparsify"]
+    assert sparsify_out["structured"] == [
+        {"structure": "ffn_neurons", "blocks": 2, "width": 64, "kept": 32, "sparsity": 0.5}
+    ]
+    model = AutoModelForSequenceClassification.from_pretrained(
+        result.run_dir / "sparsify" / "model.pth"
+    )
+    assert model.config.intermediate_size == 32
+    assert model.bert.encoder.layer[1].output.dense.weight.shape == (32, 32)
+    shapes = {
+        tuple(init.dims)
+        for init in onnx.load(str(result.deployment_dir / "model.onnx")).graph.initializer
+    }
+    assert (32, 64) not in shapes and (64, 32) not in shapes  # no full-width FFN weight left
+    assert (32, 32) in shapes
+    # optim_level 0.5 prunes 70 % (docs/levels) of what the thinning left
+    assert all(abs(v - 0.7) < 0.01 for v in sparsify_out["per_layer_sparsity"].values())
+    table = {row["model"]: row for row in result.table}
+    assert table["sparsified"]["accuracy"] is not None
+    assert isinstance(Pipeline(result.deployment_dir)("the movie was great"), Classification)
+
+
 def test_model_folder_problems_are_clear(tmp_path: Path) -> None:
     data = make_text_classification(tmp_path / "data")
     (tmp_path / "empty").mkdir()

@@ -404,6 +404,10 @@ pruning_modifiers:
   - !ConstantPruningModifier
     params: __ALL_PRUNABLE__
     start_epoch: 0.0
+  - !StructuredPruningModifier
+    structure: ffn_neurons
+    final_sparsity: 0.5
+    end_epoch: 4.0
 
 modifiers:
   - !QuantizationModifier
@@ -437,6 +441,7 @@ def test_legacy_tag_form_parses_every_modifier(tmp_path: Path) -> None:
         "MagnitudePruningModifier",
         "SparseGPTModifier",
         "ConstantPruningModifier",
+        "StructuredPruningModifier",
     ]
 
 
