@@ -300,15 +300,7 @@ class RecipeSession:
         log.info("epoch %.2f: %s %s", epoch, what, " ".join(f"{k}={v}" for k, v in extra.items()))
 
     def _update_neurons(self, structured: _Structured, epoch: float) -> None:
-        kw = structured.modifier.kwargs
-        target = sparsity_at(
-            epoch,
-            float(kw.get("init_sparsity", 0.0)),
-            float(kw.get("final_sparsity", 0.0)),
-            structured.start,
-            structured.end,
-            str(kw.get("inter_func", "cubic")),
-        )
+        target = _scheduled(structured.modifier, epoch, structured.start, structured.end)
         structured.masks = neuron_masks(structured.pairs, target)
         structured.sparsity = target
         kept = int(next(iter(structured.masks.values())).sum())
@@ -372,14 +364,7 @@ class RecipeSession:
         if mask_type.implied_sparsity is not None:
             target = mask_type.implied_sparsity
         else:
-            target = sparsity_at(
-                epoch,
-                float(kw.get("init_sparsity", 0.0)),
-                float(kw.get("final_sparsity", 0.0)),
-                pruner.start,
-                pruner.end,
-                str(kw.get("inter_func", "cubic")),
-            )
+            target = _scheduled(pruner.modifier, epoch, pruner.start, pruner.end)
         pruner.masks = magnitude_layer_masks(pruner.layers, target, mask_type)
         pruner.sparsity = target
         self._event(epoch, "masks updated", sparsity=f"{target:.4f}")
@@ -424,3 +409,16 @@ class RecipeSession:
 def _layer(module: nn.Module) -> nn.Module:
     """The layer itself (a QAT wrapper's wrapped layer)."""
     return getattr(module, "layer", module)
+
+
+def _scheduled(modifier: Modifier, epoch: float, start: float, end: float) -> float:
+    """A gradual modifier's sparsity at `epoch` (init_sparsity -> final_sparsity)."""
+    kw = modifier.kwargs
+    return sparsity_at(
+        epoch,
+        float(kw.get("init_sparsity", 0.0)),
+        float(kw.get("final_sparsity", 0.0)),
+        start,
+        end,
+        str(kw.get("inter_func", "cubic")),
+    )
