@@ -122,6 +122,16 @@ def _measured_how(benchmark: dict[str, Any] | None) -> str:
     )
 
 
+def _structured(config: dict[str, Any]) -> str:
+    """A sentence per structured pruning the model went through (empty when none)."""
+    return "".join(
+        f"\nIts {s['blocks']} blocks' feed-forward layers were narrowed from {s['width']} to "
+        f"{s['kept']} neurons (structured pruning; the zeros above are of what is left)."
+        for s in config.get("structured") or []
+        if s.get("structure") == "ffn_neurons"
+    )
+
+
 def render_model_card(
     config: dict[str, Any],
     benchmark: dict[str, Any] | None,
@@ -144,7 +154,7 @@ def render_model_card(
 
 **What**: a `{task}` model, produced by `sparsify`
 ({config["experiment"]}, optim level {config["optim_level"]:.2f}) from {source}:
-{config.get("sparsity", 0.0):.1%} of its prunable weights are zero, {"INT8-quantized" if config.get("quantized") else "not quantized (fp32)"}.
+{config.get("sparsity", 0.0):.1%} of its prunable weights are zero, {"INT8-quantized" if config.get("quantized") else "not quantized (fp32)"}.{_structured(config)}
 Labels ({len(labels)}): {shown or "none"}.
 
 | file | what |

@@ -91,6 +91,7 @@ class PackageStage:
             optim_level=ctx.level,
             sparsity=produced.get("sparsity", 0.0),
             quantized=bool(produced.get("quantization")),
+            **({"structured": produced["structured"]} if produced.get("structured") else {}),
         )
         atomic_write_json(out / "config.json", config)
         source = str(ctx.outputs["fetch"].get("source", "?"))

@@ -205,6 +205,10 @@ def test_ffn_neurons_removed_end_to_end(encoder: Path, tmp_path: Path) -> None:
     table = {row["model"]: row for row in result.table}
     assert table["sparsified"]["accuracy"] is not None
     assert isinstance(Pipeline(result.deployment_dir)("the movie was great"), Classification)
+    config = json.loads((result.deployment_dir / "config.json").read_text())
+    assert config["structured"] == sparsify_out["structured"]
+    card = (result.deployment_dir / "README.md").read_text()
+    assert "feed-forward layers were narrowed from 64 to 32 neurons" in card
 
 
 def test_model_folder_problems_are_clear(tmp_path: Path) -> None:
