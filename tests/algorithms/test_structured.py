@@ -219,7 +219,8 @@ def train(session: RecipeSession, model: nn.Module, pass_optimizer: bool) -> lis
         optimizer.step()
         optimizer.zero_grad()
         session.after_step(step, optimizer if pass_optimizer else None)
-        widths.append(model.bert.encoder.layer[0].intermediate.dense.out_features)
+        up = model.bert.encoder.layer[0].intermediate.dense
+        widths.append(getattr(up, "layer", up).out_features)  # through a QAT wrapper
     return widths
 
 
@@ -273,3 +274,25 @@ def test_the_schema_names_the_structures(tmp_path: Path) -> None:
     path.write_text(SESSION.format(ignore="x").replace("ffn_neurons", "attention_heads"))
     with pytest.raises(SparsifyError, match="ffn_neurons"):
         load_recipe(str(path), {"optim_level": 0.5, "derived": {}})
+
+
+def test_removal_after_qat_started_narrows_the_wrapped_layers(tmp_path: Path) -> None:
+    """QAT wraps the Linear layers before the structured window ends: the wrapped layers are
+    narrowed in place and the fake-quantized model still trains and runs."""
+    from sparsify.algorithms.qat import wrappers
+
+    path = tmp_path / "r.yaml"
+    text = SESSION.format(ignore=f"'{OUTSIDE_BLOCKS}'") + (
+        "  quantization_modifiers:\n    QuantizationModifier: {start_epoch: 1.0}\n"
+    )
+    path.write_text(text)
+    recipe = load_recipe(str(path), {"optim_level": 0.5, "derived": {}})
+    model = tiny_bert()
+    session = RecipeSession(recipe, model, steps_per_epoch=4)
+    widths = train(session, model, pass_optimizer=True)
+    assert widths[-1] == 32
+    wrapped = wrappers(model)
+    down = "bert.encoder.layer.0.output.dense"
+    assert down in wrapped and wrapped[down].layer.in_features == 32
+    assert session.finish()["structured"][0]["kept"] == 32
+    assert torch.isfinite(logits(model, batch())).all()
