@@ -177,8 +177,10 @@ def _train(
             p.requires_grad_(False)
 
     q = ctx.cfg.quantization
-    # ONNX Runtime re-quantizes the QAT weights (qdq exports the QAT graph itself)
-    requantized = str(q.format) in ("qoperator", "dynamic")
+    # ONNX Runtime re-quantizes the QAT weights; qdq exports the QAT graph itself, unless the
+    # family's QAT graph leaves ops float that post-training QDQ quantizes (transformers)
+    export_qat = str(q.format) == "qdq" and getattr(family, "export_qat_graph", True)
+    requantized = not export_qat
     fp32_depthwise = _fp32_depthwise(q)
 
     def session_for(
@@ -205,7 +207,7 @@ def _train(
     result.update(stats)
     applied.extend(m for m in recipe.modifiers if m.name != "QuantizationModifier")
     qat_exported = False
-    if stats.get("qat") and str(ctx.cfg.quantization.format) == "qdq":
+    if stats.get("qat") and export_qat:
         with warnings.catch_warnings():  # the fake-quant scales are constants by design
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             family.export(model, final, ctx)  # fake-quant -> QuantizeLinear/DequantizeLinear

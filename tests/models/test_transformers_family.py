@@ -384,9 +384,10 @@ def test_attention_scores_stay_float_in_qoperator_only(encoder: Path, tmp_path: 
 def test_qdq_writes_onnx_runtimes_matmul_bias_kernel(
     encoder: Path, tmp_path: Path, experiment: str, fused: bool
 ) -> None:
-    """QDQ (post-training, and QAT's exported graph): each encoder Linear is one
-    MatMulIntegerToFloat with its bias inside; `quantization.ort_fusions=false` keeps the
-    pure-ONNX QDQ graph. Either way the package deploys and keeps its sparsity."""
+    """QDQ (post-training, also of QAT-trained weights): each encoder Linear is one
+    MatMulIntegerToFloat with its bias inside, and the attention MatMuls (Q.K^T, probs.V)
+    read INT8 inputs too; `quantization.ort_fusions=false` keeps the pure-ONNX QDQ graph.
+    Either way the package deploys and keeps its sparsity."""
     result = _sentiment_run(
         encoder,
         tmp_path,
@@ -403,6 +404,13 @@ def test_qdq_writes_onnx_runtimes_matmul_bias_kernel(
     assert ops.count("MatMulIntegerToFloat") == (linears if fused else 0)
     assert ops.count("MatMul") == (2 * 2 if fused else linears + 2 * 2)  # Q.K^T, probs.V
     assert any(op.domain == "com.microsoft" for op in model.opset_import) == fused
+    # QAT's own graph would leave attention float: transformers re-quantize after QAT
+    assert produced.get("source") != "qat"
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    scores = set(attention_score_matmuls(model))
+    assert len(scores) == 2  # one Q.K^T per layer
+    for node in (n for n in model.graph.node if n.name in scores):
+        assert [producers.get(i) for i in node.input] == ["DequantizeLinear"] * 2
     sparsity = block_sparsity(result.deployment_dir / "model.onnx")
     assert sparsity > 0.5, sparsity
     out = Pipeline(result.deployment_dir)("the movie was great")
