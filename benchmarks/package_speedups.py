@@ -21,12 +21,14 @@ INT8 (training-aware at `--sparse-level`, 0.9 = 90 %, 1.0 = 95 %, with `--mask-t
 block4 is what DeepSparse's INT8 kernels skip). The text model gets one more: the same with
 `--ffn-sparsity` of every block's feed-forward neurons removed (StructuredPruningModifier) at
 `--ffn-level` (0.7: 80 % of the rest pruned), held to both targets since narrower layers run
-faster on every engine. Numbers measured with it: docs/benchmark.md. Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16,
+faster on every engine, and the same FFN removal with INT8 QDQ only (at `--int8-level`, no
+block sparsity: ONNX Runtime's package). Numbers measured with it: docs/benchmark.md. Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16,
 DeepSparse sparse + INT8 >= 5x.
 
 .venv/bin/python benchmarks/package_speedups.py [--models cnn,bert,yolo] [--cnn mobilenet_v2]
     [--image-size 96] [--yolo-size 160] [--sparse-level 1.0]
     [--mask-type block4] [--ffn-sparsity 0.5] [--ffn-level 0.7]
+    [--packages qoperator,qdq,dynamic,sparse,ffn,ffn-qdq]
     [--epochs 10] [--batch 16] [--time 3] [--out DIR]
 """
 
@@ -92,11 +94,16 @@ def pick(given: float | None, model_default: float | None, default: float) -> fl
     return given if given is not None else (model_default or default)
 
 
+PACKAGES = ("qoperator", "qdq", "dynamic", "sparse", "ffn", "ffn-qdq")
+
+
 def packages(
     args: argparse.Namespace, out: Path, setup: Setup, kind: str
 ) -> list[tuple[str, str, list[str]]]:
-    """(label, kind, overrides) of every package built per model (the first run trains the
-    dense baseline, the others start from it); the text model also gets dynamic INT8."""
+    """(label, kind, overrides) of the packages built per model, those of `args.packages`
+    (the first, INT8 QOperator, always: its run trains the dense baseline the others start
+    from); the text model also gets dynamic INT8 and, with `--ffn-sparsity`, its two
+    FFN-pruned packages."""
     both = "benchmark.engines=[onnxruntime,deepsparse]"
     int8 = [
         "experiment=one_shot",
@@ -106,25 +113,34 @@ def packages(
     ]
     dynamic = [("INT8 (dynamic)", "int8", [*int8, "quantization.format=dynamic"])]
 
-    def sparse(ffn: float, level: float) -> list[str]:
+    def sparse(ffn: float, level: float, *extra: str) -> list[str]:
         return [
             "experiment=training_aware",
             f"optim_level={level}",
             f"experiment.train.epochs={pick(args.epochs, setup.epochs, 10)}",
             f"experiment.train.lr={setup.ta_lr}",
             f"recipe={block_recipe(out, args.mask_type, ffn)}",
-            both,
+            *(extra or [both]),
         ]
 
+    ffn = f"ffn{round(100 * args.ffn_sparsity)}"
     structured = [
-        (f"ffn{round(100 * args.ffn_sparsity)} + {args.mask_type} + INT8", "structured", sparse(args.ffn_sparsity, args.ffn_level))
+        ("ffn", f"{ffn} + {args.mask_type} + INT8", "structured", sparse(args.ffn_sparsity, args.ffn_level)),
+        # no block sparsity (ONNX Runtime cannot use it): the narrower FFN, QAT, then ONNX
+        # Runtime's post-training QDQ of the trained weights
+        ("ffn-qdq", f"{ffn} + INT8 (QDQ)", "int8", sparse(args.ffn_sparsity, args.int8_level, "quantization.format=qdq")),
     ]  # fmt: skip
-    return [
-        ("INT8 (QOperator)", "int8", [*int8, both]),
-        ("INT8 (QDQ)", "int8", [*int8, "quantization.format=qdq"]),
-        *(dynamic if kind == "bert" else []),
-        (f"{args.mask_type} sparse + INT8", "sparse", sparse(0.0, args.sparse_level)),
+    every = [
+        ("qoperator", "INT8 (QOperator)", "int8", [*int8, both]),
+        ("qdq", "INT8 (QDQ)", "int8", [*int8, "quantization.format=qdq"]),
+        *([("dynamic", *dynamic[0])] if kind == "bert" else []),
+        ("sparse", f"{args.mask_type} sparse + INT8", "sparse", sparse(0.0, args.sparse_level)),
         *(structured if kind == "bert" and args.ffn_sparsity > 0 else []),
+    ]
+    return [
+        (label, k, extra)
+        for key, label, k, extra in every
+        if key == "qoperator" or key in args.packages
     ]
 
 
@@ -171,10 +187,21 @@ def main() -> int:
         help="mobilenet_v2 (ImageNet weights, fine-tuned) or a "
         "torchvision arch trained from scratch on digits (resnet18, resnet50, ...)",
     )
+    parser.add_argument(
+        "--packages",
+        type=lambda text: text.split(","),
+        default=list(PACKAGES),
+        help=f"which packages to build, of {','.join(PACKAGES)} (qoperator always: it trains "
+        "the dense baseline)",
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--time", type=float, default=3.0, help="seconds measured per model")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (kept)")
     args = parser.parse_args()
+    if unknown := set(args.packages) - set(PACKAGES):
+        parser.error(
+            f"--packages: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PACKAGES)}"
+        )
     out = args.out or Path(tempfile.mkdtemp(prefix="sparsify-packages-"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"{cpu_summary()}; {os.cpu_count()} cores; batch {args.batch}; runs in {out}")
