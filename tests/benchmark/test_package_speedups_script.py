@@ -95,3 +95,11 @@ def test_packages_select_keeps_the_baseline_run(script, tmp_path: Path) -> None:
     assert [label for label, _, _ in script.packages(args, tmp_path, _setup(script), "bert")] == [
         "INT8 (QOperator)"
     ]
+
+
+def test_unknown_package_is_refused(script, monkeypatch, capsys) -> None:  # noqa: ANN001
+    monkeypatch.setattr(sys, "argv", ["package_speedups.py", "--packages", "qdq,ffn-qd"])
+    with pytest.raises(SystemExit) as exc:
+        script.main()
+    assert exc.value.code == 2
+    assert "unknown ffn-qd" in capsys.readouterr().err
