@@ -19,7 +19,6 @@ from torch import nn
 from sparsify.context import RunContext
 from sparsify.errors import Problem, SparsifyError
 from sparsify.models.transformers_graph import attention_score_matmuls, fold_attention_scale
-from sparsify.onnx_graph import decompose_layer_norms
 
 log = logging.getLogger("sparsify")
 
@@ -333,11 +332,7 @@ class TransformersFamily:
         import onnx
 
         exported = onnx.load(str(path))
-        # the same for the baseline and every result. LayerNorm decomposed: DeepSparse runs
-        # the opset-17 op in naive subgraphs. MiniLM-L6 with a quarter of its FFN, 80 % block4
-        # + INT8, batch 16, Intel Xeon: 52 -> 40 ms per batch; ONNX Runtime (which fuses it
-        # back) and DeepSparse's dense run unchanged (docs/benchmark.md)
-        if fold_attention_scale(exported) + decompose_layer_norms(exported):
+        if fold_attention_scale(exported):  # the same for the baseline and every result
             onnx.save(exported, str(path))
         return path
 
