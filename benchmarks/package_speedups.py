@@ -22,8 +22,9 @@ block4 is what DeepSparse's INT8 kernels skip). The text model gets one more: th
 `--ffn-sparsity` of every block's feed-forward neurons removed (StructuredPruningModifier) at
 `--ffn-level` (0.7: 80 % of the rest pruned), held to both targets since narrower layers run
 faster on every engine, and the same FFN removal with INT8 QDQ only (at `--int8-level`, no
-block sparsity: ONNX Runtime's package). Numbers measured with it: docs/benchmark.md. Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16,
-DeepSparse sparse + INT8 >= 5x.
+block sparsity: ONNX Runtime's package). Numbers measured with it: docs/benchmark.md.
+Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16, DeepSparse sparse + INT8
+>= 5x.
 
 .venv/bin/python benchmarks/package_speedups.py [--models cnn,bert,yolo] [--cnn mobilenet_v2]
     [--image-size 96] [--yolo-size 160] [--sparse-level 1.0]
@@ -111,7 +112,6 @@ def packages(
         f"experiment.train.epochs={pick(args.baseline_epochs, setup.baseline_epochs, 4)}",
         f"experiment.train.lr={setup.lr}",
     ]
-    dynamic = [("INT8 (dynamic)", "int8", [*int8, "quantization.format=dynamic"])]
 
     def sparse(ffn: float, level: float, *extra: str) -> list[str]:
         return [
@@ -123,17 +123,21 @@ def packages(
             *(extra or [both]),
         ]
 
-    ffn = f"ffn{round(100 * args.ffn_sparsity)}"
+    ffn_tag = f"ffn{round(100 * args.ffn_sparsity)}"
     structured = [
-        ("ffn", f"{ffn} + {args.mask_type} + INT8", "structured", sparse(args.ffn_sparsity, args.ffn_level)),
+        ("ffn", f"{ffn_tag} + {args.mask_type} + INT8", "structured", sparse(args.ffn_sparsity, args.ffn_level)),
         # no block sparsity (ONNX Runtime cannot use it): the narrower FFN, QAT, then ONNX
         # Runtime's post-training QDQ of the trained weights
-        ("ffn-qdq", f"{ffn} + INT8 (QDQ)", "int8", sparse(args.ffn_sparsity, args.int8_level, "quantization.format=qdq")),
+        ("ffn-qdq", f"{ffn_tag} + INT8 (QDQ)", "int8", sparse(args.ffn_sparsity, args.int8_level, "quantization.format=qdq")),
     ]  # fmt: skip
     every = [
         ("qoperator", "INT8 (QOperator)", "int8", [*int8, both]),
         ("qdq", "INT8 (QDQ)", "int8", [*int8, "quantization.format=qdq"]),
-        *([("dynamic", *dynamic[0])] if kind == "bert" else []),
+        *(
+            [("dynamic", "INT8 (dynamic)", "int8", [*int8, "quantization.format=dynamic"])]
+            if kind == "bert"
+            else []
+        ),
         ("sparse", f"{args.mask_type} sparse + INT8", "sparse", sparse(0.0, args.sparse_level)),
         *(structured if kind == "bert" and args.ffn_sparsity > 0 else []),
     ]
@@ -154,7 +158,8 @@ def rows(result: Any) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (`sys.argv` when `argv` is None); an unknown package is an error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="cnn,bert,yolo")
     parser.add_argument("--int8-level", type=float, default=0.2)
@@ -197,11 +202,16 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--time", type=float, default=3.0, help="seconds measured per model")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (kept)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if unknown := set(args.packages) - set(PACKAGES):
         parser.error(
             f"--packages: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PACKAGES)}"
         )
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="sparsify-packages-"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"{cpu_summary()}; {os.cpu_count()} cores; batch {args.batch}; runs in {out}")

@@ -51,18 +51,9 @@ def test_targets_per_package_kind(script) -> None:  # noqa: ANN001
     assert script.target_of("structured", "deepsparse") == 5.0
 
 
-def _args(script, tmp_path: Path, *argv: str):  # noqa: ANN001, ANN202
-    """The script's own parser on `argv` (parse_args reads sys.argv)."""
-    import argparse
-
-    ns = argparse.Namespace(
-        int8_level=0.2, sparse_level=1.0, mask_type="block4", ffn_sparsity=0.5, ffn_level=0.7,
-        epochs=None, baseline_epochs=None, packages=list(script.PACKAGES),
-    )  # fmt: skip
-    for arg in argv:
-        key, value = arg.split("=")
-        setattr(ns, key, value.split(",") if key == "packages" else float(value))
-    return ns
+def _args(script, *argv: str):  # noqa: ANN001, ANN202
+    """The script's own command line, parsed."""
+    return script.parse_args(list(argv))
 
 
 def _setup(script):  # noqa: ANN001, ANN202
@@ -70,7 +61,7 @@ def _setup(script):  # noqa: ANN001, ANN202
 
 
 def test_text_model_gets_both_ffn_packages(script, tmp_path: Path) -> None:  # noqa: ANN001
-    built = script.packages(_args(script, tmp_path), tmp_path, _setup(script), "bert")
+    built = script.packages(_args(script), tmp_path, _setup(script), "bert")
     labels = [label for label, _, _ in built]
     assert labels == [
         "INT8 (QOperator)", "INT8 (QDQ)", "INT8 (dynamic)", "block4 sparse + INT8",
@@ -83,15 +74,15 @@ def test_text_model_gets_both_ffn_packages(script, tmp_path: Path) -> None:  # n
     recipe = next(o.split("=", 1)[1] for o in overrides if o.startswith("recipe="))
     assert Path(recipe).name == "training_aware_block4_ffn50.yaml"
     # a CNN gets neither
-    cnn = script.packages(_args(script, tmp_path), tmp_path, _setup(script), "cnn")
+    cnn = script.packages(_args(script), tmp_path, _setup(script), "cnn")
     assert [label for label, _, _ in cnn] == labels[:2] + labels[3:4]
 
 
 def test_packages_select_keeps_the_baseline_run(script, tmp_path: Path) -> None:  # noqa: ANN001
-    args = _args(script, tmp_path, "packages=ffn-qdq")
+    args = _args(script, "--packages", "ffn-qdq")
     built = script.packages(args, tmp_path, _setup(script), "bert")
     assert [label for label, _, _ in built] == ["INT8 (QOperator)", "ffn50 + INT8 (QDQ)"]
-    args = _args(script, tmp_path, "packages=ffn-qdq", "ffn_sparsity=0")
+    args = _args(script, "--packages", "ffn-qdq", "--ffn-sparsity", "0")
     assert [label for label, _, _ in script.packages(args, tmp_path, _setup(script), "bert")] == [
         "INT8 (QOperator)"
     ]
@@ -100,6 +91,6 @@ def test_packages_select_keeps_the_baseline_run(script, tmp_path: Path) -> None:
 def test_unknown_package_is_refused(script, monkeypatch, capsys) -> None:  # noqa: ANN001
     monkeypatch.setattr(sys, "argv", ["package_speedups.py", "--packages", "qdq,ffn-qd"])
     with pytest.raises(SystemExit) as exc:
-        script.main()
+        script.main()  # reads sys.argv
     assert exc.value.code == 2
     assert "unknown ffn-qd" in capsys.readouterr().err
