@@ -20,11 +20,13 @@ does every QDQ graph); `quantization.ort_fusions=false` keeps a pure-ONNX QDQ gr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from sparsify.errors import SparsifyError
 from sparsify.onnx_graph import (
     constant_names,
     constant_values,
@@ -223,3 +225,87 @@ def apply_to_file(path: Path) -> dict[str, int]:
     if any(counts.values()):
         onnx.save(model, str(path))
     return counts
+
+
+CONV_WEIGHT_ZERO_POINTS = ("auto", "zero", "offset")
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX INT8 tiles (Linux: the amx_int8 flag of /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(
+        line.startswith("flags") and "amx_int8" in line.split() for line in text.splitlines()
+    )
+
+
+def offset_conv_weights(model: onnx.ModelProto) -> int:
+    """Store each symmetric INT8 conv weight with zero point -1 (every value minus 1; +1 and
+    plus 1 where a value is -128): the same dequantized numbers, so the same model.
+
+    Why: ONNX Runtime runs a QLinearConv whose weight zero point is 0 with its direct
+    "symmetric conv" kernels (AVX-512 VNNI), and any other with im2col + its INT8 GEMM, which
+    uses AMX tiles where the CPU has them. On an Intel Xeon with AMX, batch 16, 2 threads:
+    a 3x3 128 -> 128 conv at 40x40 8.1 -> 5.2 ms, identical output; YOLOv8s QDQ at 160 px
+    44.1 -> 40.0 ms. Returns how many weights were rewritten (weights that use the whole
+    -128..127 range, or feed anything but Conv, are left alone)."""
+    graph = model.graph
+    values = constant_values(graph)
+    inits = {init.name: init for init in graph.initializer}
+    readers = consumers(graph)
+    touched: set[str] = set()
+    rewritten = 0
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or len(node.input) < 3:
+            continue
+        weight, zero = values.get(node.input[0]), values.get(node.input[2])
+        if (
+            weight is None
+            or zero is None
+            or weight.dtype != np.int8
+            or weight.ndim < 3
+            or np.any(zero != 0)
+            or node.input[0] not in inits
+            or not all(
+                r.op_type == "Conv" and r.input[1] == node.output[0]
+                for r in readers[node.output[0]]
+            )
+        ):
+            continue
+        if weight.min() > -128:
+            shift = -1
+        elif weight.max() < 127:
+            shift = 1
+        else:
+            continue
+        shifted = (weight.astype(np.int16) + shift).astype(np.int8)
+        names = []
+        for name, array in ((node.input[0], shifted), (node.input[2], np.full_like(zero, shift))):
+            new = f"{name}_zp{shift:+d}_{node.name or rewritten}"
+            graph.initializer.append(numpy_helper.from_array(array, new))
+            names.append(new)
+            touched.add(name)
+        node.input[0], node.input[2] = names
+        rewritten += 1
+    drop_unused_initializers(graph, touched)
+    return rewritten
+
+
+def apply_conv_weight_zero_point(path: Path, mode: str) -> dict[str, Any]:
+    """`offset_conv_weights` on the QDQ file at `path` when `mode` is offset, or auto on a CPU
+    with AMX (`cpu_has_amx`); zero leaves the file as it is."""
+    if mode not in CONV_WEIGHT_ZERO_POINTS:
+        raise SparsifyError(
+            f"quantization.conv_weight_zero_point = {mode!r} is not a valid choice; use one of: "
+            f"{', '.join(CONV_WEIGHT_ZERO_POINTS)}"
+        )
+    chosen = "offset" if mode == "offset" or (mode == "auto" and cpu_has_amx()) else "zero"
+    count = 0
+    if chosen == "offset":
+        model = onnx.load(str(path))
+        count = offset_conv_weights(model)
+        if count:
+            onnx.save(model, str(path))
+    return {"conv_weight_zero_point": chosen, "offset_conv_weights": count}

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sparsify.algorithms.ort_fusions import FUSED_OP, apply_to_file
+from sparsify.algorithms.concat_ranges import shared_concat_ranges
+from sparsify.algorithms.ort_fusions import FUSED_OP, apply_conv_weight_zero_point, apply_to_file
 from sparsify.errors import SparsifyError
 from sparsify.onnx_graph import constant_names, producers_by_output
 
@@ -316,6 +317,8 @@ def quantize_onnx_static(
     percentile: float = 99.99,
     keep_float: FloatNodes | None = None,
     ort_fusions: bool = False,
+    share_concat_ranges: bool = True,
+    conv_weight_zero_point: str = "zero",
 ) -> dict[str, Any]:
     """Quantize `fp32_path` to INT8 with MinMax calibration and write it to `out_path`.
 
@@ -326,6 +329,11 @@ def quantize_onnx_static(
     minmax, or percentile (activation ranges clipped at `percentile` of the observed values),
     or entropy. `ort_fusions` (qdq only) writes ONNX Runtime's MatMul+bias INT8 kernel into
     the graph (`ort_fusions.fuse_matmul_bias`); the file then needs ONNX Runtime.
+    `share_concat_ranges` (minmax calibration, Concat quantized) gives each Concat's inputs
+    its output's range, so ONNX Runtime copies their bytes (`concat_ranges`).
+    `conv_weight_zero_point` (qdq only): offset stores conv weights with zero point -1, the
+    same numbers, so ONNX Runtime runs them on its INT8 GEMM (AMX where the CPU has it;
+    `ort_fusions.offset_conv_weights`); auto does so on a CPU with AMX; zero leaves them.
 
     Returns a description of what was applied, suitable for the run's metrics/manifest.
     """
@@ -384,6 +392,15 @@ def quantize_onnx_static(
             source = _preprocess(fp32_path, pre)
             graph = onnx.load(str(source), load_external_data=False)
             excluded = _kept_fp32(graph, ignore, fp32_depthwise, keep_float)
+            overrides = (
+                shared_concat_ranges(source, calibration, Path.cwd(), excluded, op_types)
+                if share_concat_ranges
+                and calibration_method == "minmax"
+                and (op_types is None or "Concat" in op_types)
+                else {}
+            )
+            if overrides:
+                extra["TensorQuantOverrides"] = overrides
             quantize_static(
                 str(source),
                 str(tmp),
@@ -398,6 +415,11 @@ def quantize_onnx_static(
                 extra_options=extra,
             )
             fused = apply_ort_fusions(tmp) if ort_fusions and fmt == "qdq" else {}
+            offset = (
+                apply_conv_weight_zero_point(tmp, conv_weight_zero_point)
+                if fmt == "qdq"
+                else {"conv_weight_zero_point": "zero", "offset_conv_weights": 0}
+            )
             summary = _publish(tmp, out_path, fp32_path, fmt)
         finally:
             pre.unlink(missing_ok=True)
@@ -412,8 +434,10 @@ def quantize_onnx_static(
         "ignored_nodes": excluded,
         "fp32_depthwise": fp32_depthwise,
         "calibration_samples": len(calibration),
+        "shared_concat_ranges": len(overrides),
         "preprocessed": source == pre,
         "ort_fused_matmuls": fused.get("ort_fused_matmuls", 0),
         "ort_float_inputs": fused.get("ort_float_inputs", 0),
+        **offset,
         **summary,
     }

@@ -126,6 +126,7 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
 
 def _quantization_problems(q: DictConfig) -> list[Problem]:
     """The quantizer's choices, checked now: a typo must not wait for the end of training."""
+    from sparsify.algorithms.ort_fusions import CONV_WEIGHT_ZERO_POINTS
     from sparsify.algorithms.quantization import (
         CALIBRATION_METHODS,
         FORMATS,
@@ -140,6 +141,7 @@ def _quantization_problems(q: DictConfig) -> list[Problem]:
         ("weight_type", QUANT_TYPES),
         ("calibration", CALIBRATION_METHODS),
         ("weight_rounding", WEIGHT_ROUNDINGS),
+        ("conv_weight_zero_point", CONV_WEIGHT_ZERO_POINTS),
     ):
         value = str(q[key])
         if value.lower().strip() not in choices:

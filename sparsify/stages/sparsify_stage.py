@@ -22,6 +22,7 @@ from sparsify.algorithms.one_shot import (
     torch_batches,
 )
 from sparsify.algorithms.onnx_pruning import prune_onnx
+from sparsify.algorithms.ort_fusions import apply_conv_weight_zero_point
 from sparsify.algorithms.pruning import PRUNABLE_TYPES, log_sparsity
 from sparsify.algorithms.qat import fold_weight_quantizers, strip_qat
 from sparsify.algorithms.quantization import (
@@ -146,6 +147,7 @@ def _quantize(
         percentile=float(q.percentile),
         keep_float=_float_nodes(family, str(q.format)),
         ort_fusions=bool(q.ort_fusions),
+        conv_weight_zero_point=str(q.conv_weight_zero_point),
     )
 
 
@@ -214,6 +216,9 @@ def _train(
         ctx.log.info("QAT graph: %d weights stored as int8", fold_weight_quantizers(final))
         if ctx.cfg.quantization.ort_fusions:
             result["ort_fusions"] = apply_ort_fusions(final)
+        result["conv_zero_point"] = apply_conv_weight_zero_point(
+            final, str(ctx.cfg.quantization.conv_weight_zero_point)
+        )
         qat_exported = True
     if stats.get("qat"):
         result["qat_input_ranges"] = strip_qat(model)
@@ -282,6 +287,7 @@ class SparsifyStage:
                 "format": "qdq",
                 "source": "qat",
                 **result.pop("ort_fusions", {"ort_fused_matmuls": 0, "ort_float_inputs": 0}),
+                **result.pop("conv_zero_point"),
             }
             applied.append(quant)  # type: ignore[arg-type]
         elif quantize:

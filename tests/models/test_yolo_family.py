@@ -161,10 +161,25 @@ def test_export_matches_torch(detect_run: dict[str, Any], tmp_path: Path) -> Non
     ]
     assert dims == [["batch", 4 + 2, 64 + 16 + 4]]  # xywh + 2 classes, anchors of 3 strides
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # not fused in place
+    # the DFL's softmax is spelled out over the bin axis in place: no Softmax, no Transpose
+    assert not [n for n in graph.node if n.op_type in ("Softmax", "Transpose")]
     x = _val_input()
     (onnx_out,) = OnnxRuntimeEngine(path).run({"images": x})
     (torch_out,) = _torch_head(model, x)
     np.testing.assert_allclose(onnx_out, torch_out, rtol=1e-3, atol=1e-3)
+
+
+@needs_ultralytics
+def test_dfl_expectation_is_ultralytics_dfl() -> None:
+    from ultralytics.nn.modules import DFL
+
+    from sparsify.models.yolo_model import _dfl_expectation
+
+    dfl = DFL(16).eval()
+    x = torch.randn(2, 64, 30) * 4
+    x[0, :16, 0] += 500.0  # large logits: exp must not overflow
+    with torch.no_grad():
+        torch.testing.assert_close(_dfl_expectation(dfl, x), dfl(x), rtol=1e-5, atol=1e-5)
 
 
 @needs_ultralytics
