@@ -19,16 +19,17 @@ Per model: INT8 only (one-shot at `--int8-level`, QOperator: DeepSparse's format
 in QDQ (and, for the text model, dynamic; both measured on ONNX Runtime only), and sparse +
 INT8 (training-aware at `--sparse-level`, 0.9 = 90 %, 1.0 = 95 %, with `--mask-type` masks;
 block4 is what DeepSparse's INT8 kernels skip). The text model gets one more: the same with
-`--ffn-sparsity` of every block's feed-forward neurons removed (StructuredPruningModifier) at
-`--ffn-level` (0.7: 80 % of the rest pruned), held to both targets since narrower layers run
-faster on every engine, and the same FFN removal with INT8 QDQ only (at `--int8-level`, no
+`--ffn-sparsity` of every block's feed-forward neurons and `--head-sparsity` of its attention
+heads removed (StructuredPruningModifier) at `--ffn-level` (0.7: 80 % of the rest pruned), held
+to both targets since narrower layers run faster on every engine, and the same FFN removal
+(no heads) with INT8 QDQ only (at `--int8-level`, no
 block sparsity: ONNX Runtime's package). Numbers measured with it: docs/benchmark.md.
 Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16, DeepSparse sparse + INT8
 >= 5x.
 
 .venv/bin/python benchmarks/package_speedups.py [--models cnn,bert,yolo] [--cnn mobilenet_v2]
     [--image-size 96] [--yolo-size 160] [--sparse-level 1.0]
-    [--mask-type block4] [--ffn-sparsity 0.5] [--ffn-level 0.7]
+    [--mask-type block4] [--ffn-sparsity 0.5] [--head-sparsity 0.5] [--ffn-level 0.7]
     [--packages qoperator,qdq,dynamic,sparse,ffn,ffn-qdq]
     [--epochs 10] [--batch 16] [--time 3] [--out DIR]
 """
@@ -63,10 +64,11 @@ def target_of(kind: str, engine: str) -> float | None:
     return TARGETS[kind] if (engine == "deepsparse") == (kind == "sparse") else None
 
 
-def block_recipe(out: Path, mask_type: str, ffn: float = 0.0) -> Path:
+def block_recipe(out: Path, mask_type: str, ffn: float = 0.0, heads: float = 0.0) -> Path:
     """The built-in training-aware recipe with `mask_type` masks; with `ffn` > 0, that
-    fraction of every transformer block's feed-forward neurons is removed as well, over the
-    first 30 % of training (before the unstructured pruning ends)."""
+    fraction of every transformer block's feed-forward neurons is removed as well, and with
+    `heads` > 0 that fraction of its attention heads, over the first 30 % of training (before
+    the unstructured pruning ends)."""
     source = resources.files("sparsify.builtin_recipes") / "training_aware.yaml"
     text = source.read_text(encoding="utf-8")
     group = "  pruning_modifiers:\n"
@@ -74,16 +76,24 @@ def block_recipe(out: Path, mask_type: str, ffn: float = 0.0) -> Path:
         raise SystemExit(f"{source} no longer has one unstructured GMP group; update this script")
     text = text.replace("mask_type: unstructured", f"mask_type: {mask_type}")
     name = f"training_aware_{mask_type.replace(':', 'of')}"
-    if ffn > 0:
-        name = f"{name}_ffn{round(100 * ffn)}"
-        text = text.replace(
-            group,
+
+    def structured(group: str, structure: str, sparsity: float) -> str:
+        return (
             f"{group}    StructuredPruningModifier:\n"
-            "      structure: ffn_neurons\n"
-            f"      final_sparsity: {ffn}\n"
+            f"      structure: {structure}\n"
+            f"      final_sparsity: {sparsity}\n"
             "      start_epoch: 0.0\n"
             "      end_epoch: eval(0.3 * num_epochs)\n"
-            "      update_frequency: eval(0.05 * num_epochs)\n",
+            "      update_frequency: eval(0.05 * num_epochs)\n"
+        )
+
+    if ffn > 0:
+        name = f"{name}_ffn{round(100 * ffn)}"
+        text = text.replace(group, structured(group, "ffn_neurons", ffn))
+    if heads > 0:  # a second group: one name per group
+        name = f"{name}_heads{round(100 * heads)}"
+        text = text.replace(
+            group, structured("  pruning_2_modifiers:\n", "attention_heads", heads) + group
         )
     path = out / f"{name}.yaml"
     path.write_text(text)
@@ -113,19 +123,21 @@ def packages(
         f"experiment.train.lr={setup.lr}",
     ]
 
-    def sparse(ffn: float, level: float, *extra: str) -> list[str]:
+    def sparse(ffn: float, level: float, *extra: str, heads: float = 0.0) -> list[str]:
         return [
             "experiment=training_aware",
             f"optim_level={level}",
             f"experiment.train.epochs={pick(args.epochs, setup.epochs, 10)}",
             f"experiment.train.lr={setup.ta_lr}",
-            f"recipe={block_recipe(out, args.mask_type, ffn)}",
+            f"recipe={block_recipe(out, args.mask_type, ffn, heads)}",
             *(extra or [both]),
         ]
 
     ffn_tag = f"ffn{round(100 * args.ffn_sparsity)}"
+    heads_tag = f"h{round(100 * args.head_sparsity)} + " if args.head_sparsity > 0 else ""
     structured = [
-        ("ffn", f"{ffn_tag} + {args.mask_type} + INT8", "structured", sparse(args.ffn_sparsity, args.ffn_level)),
+        ("ffn", f"{ffn_tag} + {heads_tag}{args.mask_type} + INT8", "structured",
+         sparse(args.ffn_sparsity, args.ffn_level, heads=args.head_sparsity)),
         # no block sparsity (ONNX Runtime cannot use it): the narrower FFN, QAT, then ONNX
         # Runtime's post-training QDQ of the trained weights
         ("ffn-qdq", f"{ffn_tag} + INT8 (QDQ)", "int8", sparse(args.ffn_sparsity, args.int8_level, "quantization.format=qdq")),
@@ -171,6 +183,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.5,
         help="bert: one more package that also removes this fraction of the feed-forward "
         "neurons (StructuredPruningModifier); 0 = none",
+    )
+    parser.add_argument(
+        "--head-sparsity",
+        type=float,
+        default=0.5,
+        help="bert: that package also removes this fraction of every block's attention heads "
+        "(0 = none)",
     )
     parser.add_argument(
         "--ffn-level",

@@ -35,6 +35,7 @@ from sparsify.algorithms.structured import (
     FFNPair,
     apply_neuron_masks,
     ffn_pairs,
+    head_groups,
     neuron_masks,
     start_statistics,
     stop_statistics,
@@ -67,7 +68,8 @@ class _Pruner:
 
 @dataclass
 class _Structured:
-    """A StructuredPruningModifier: neurons masked on a schedule, then removed at its end."""
+    """A StructuredPruningModifier: units (FFN neurons or attention heads) masked on a
+    schedule, then removed at its end; `width` counts units per block."""
 
     modifier: Modifier
     pairs: list[FFNPair]
@@ -78,6 +80,11 @@ class _Structured:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     sparsity: float = 0.0
     thinned: bool = False
+
+
+def _units(structured: _Structured) -> str:
+    """What a structured pruner removes, for its events."""
+    return "attention heads" if structured.pairs[0].owner is not None else "FFN neurons"
 
 
 def has_training(recipe: Recipe) -> bool:
@@ -154,21 +161,31 @@ class RecipeSession:
         structure = str(kw.get("structure", "ffn_neurons"))
         if structure not in STRUCTURES:  # the recipe schema refuses it first
             raise SparsifyError(f"{modifier.name}: unknown structure {structure!r}")
-        pairs = ffn_pairs(self.model, [*(kw.get("ignore") or []), *ignore])
-        if not pairs:
-            raise SparsifyError(
-                f"{modifier.name}: structure ffn_neurons found no transformer feed-forward "
-                "network (two Linear layers hidden -> width -> hidden inside blocks named "
-                "layer.N / layers.N / blocks.N / h.N); it applies to transformer encoders"
+        ignore = [*(kw.get("ignore") or []), *ignore]
+        if structure == "attention_heads":
+            pairs = head_groups(self.model, ignore)
+            found = (
+                "no BERT-style self-attention (query / key / value Linear layers in a module "
+                "named ....self with attention_head_size, and the sibling output.dense); it "
+                "applies to BERT, RoBERTa, MiniLM and other BERT-style encoders"
             )
-        widths = {p.width for p in pairs}
+        else:
+            pairs = ffn_pairs(self.model, ignore)
+            found = (
+                "no transformer feed-forward network (two Linear layers hidden -> width -> "
+                "hidden inside blocks named layer.N / layers.N / blocks.N / h.N); it applies "
+                "to transformer encoders"
+            )
+        if not pairs:
+            raise SparsifyError(f"{modifier.name}: structure {structure} found {found}")
+        widths = {(p.units, p.unit) for p in pairs}
         if len(widths) != 1:
             raise SparsifyError(
-                f"{modifier.name}: the feed-forward widths differ between blocks "
-                f"({sorted(widths)}); ffn_neurons keeps the same width in every block"
+                f"{modifier.name}: the blocks differ in size ({sorted(widths)} units, unit "
+                f"size); {structure} keeps the same number in every block"
             )
         start, end = self.recipe.window(modifier)
-        pruner = _Structured(modifier, pairs, start, end, widths.pop())
+        pruner = _Structured(modifier, pairs, start, end, widths.pop()[0])
         pruner.updates = update_epochs(start, end, float(kw.get("update_frequency", 1.0)))
         start_statistics(pairs)
         return pruner
@@ -303,8 +320,9 @@ class RecipeSession:
         target = _scheduled(structured.modifier, epoch, structured.start, structured.end)
         structured.masks = neuron_masks(structured.pairs, target)
         structured.sparsity = target
-        kept = int(next(iter(structured.masks.values())).sum())
-        self._event(epoch, "FFN neurons masked", kept=f"{kept}/{structured.width}")
+        unit = structured.pairs[0].unit
+        kept = int(next(iter(structured.masks.values())).sum()) // unit
+        self._event(epoch, f"{_units(structured)} masked", kept=f"{kept}/{structured.width}")
 
     def _thin(self, structured: _Structured, epoch: float, optimizer: Any | None) -> None:
         """Remove the masked neurons; unstructured masks on the thinned layers follow."""
@@ -313,7 +331,12 @@ class RecipeSession:
         if not structured.masks:
             return
         kept = thin(self.model, structured.pairs, structured.masks, optimizer)
-        rows = {id(p.up): kept[p.down_name] for p in structured.pairs if p.down_name in kept}
+        rows = {
+            id(layer): kept[p.down_name]
+            for p in structured.pairs
+            if p.down_name in kept
+            for layer in p.rows
+        }
         cols = {id(p.down): kept[p.down_name] for p in structured.pairs if p.down_name in kept}
         for pruner in self.pruners:
             touched = [
@@ -339,12 +362,12 @@ class RecipeSession:
                 )
                 pruner.masks.update(fresh)
                 self._apply(pruner)
-        width = next(iter(kept.values())).numel()
-        self._event(epoch, "FFN neurons removed", width=f"{structured.width} -> {width}")
+        width = structured.pairs[0].units
+        self._event(epoch, f"{_units(structured)} removed", width=f"{structured.width} -> {width}")
 
     @staticmethod
     def _structured_report(structured: _Structured) -> dict[str, Any]:
-        kept = structured.pairs[0].width
+        kept = structured.pairs[0].units
         return {
             "structure": str(structured.modifier.kwargs.get("structure", "ffn_neurons")),
             "blocks": len(structured.pairs),

@@ -124,11 +124,16 @@ def _measured_how(benchmark: dict[str, Any] | None) -> str:
 
 def _structured(config: dict[str, Any]) -> str:
     """A sentence per structured pruning the model went through (empty when none)."""
+    what = {
+        "ffn_neurons": "feed-forward layers were narrowed from {width} to {kept} neurons",
+        "attention_heads": "self-attention layers were cut from {width} to {kept} heads",
+    }
     return "".join(
-        f"\nIts {s['blocks']} blocks' feed-forward layers were narrowed from {s['width']} to "
-        f"{s['kept']} neurons (structured pruning; the zeros above are of what is left)."
+        f"\nIts {s['blocks']} blocks' "
+        + what[s["structure"]].format(width=s["width"], kept=s["kept"])
+        + " (structured pruning; the zeros above are of what is left)."
         for s in config.get("structured") or []
-        if s.get("structure") == "ffn_neurons"
+        if s.get("structure") in what
     )
 
 

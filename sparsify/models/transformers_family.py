@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsify.algorithms.structured import HEADS_FIELD, set_attention_heads
 from sparsify.context import RunContext
 from sparsify.errors import Problem, SparsifyError
 from sparsify.models.transformers_graph import attention_score_matmuls, fold_attention_scale
@@ -93,7 +94,12 @@ def load_hf(
             label2id={label: i for i, label in enumerate(labels)},
             ignore_mismatched_sizes=True,
         )
-    model, info = auto.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    config = transformers.AutoConfig.from_pretrained(str(path))
+    heads = getattr(config, HEADS_FIELD, None)
+    if heads:  # attention heads were removed: shapes the stock loader cannot build
+        model, info = _load_head_pruned(auto, path, config, int(heads), kwargs)
+    else:
+        model, info = auto.from_pretrained(str(path), output_loading_info=True, **kwargs)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     if not getattr(tokenizer, "is_fast", False):
         raise SparsifyError(f"{path}: a fast tokenizer (tokenizer.json) is needed for offsets")
@@ -101,6 +107,49 @@ def load_hf(
         m[0] if isinstance(m, tuple) else m for m in info.get("mismatched_keys", [])
     ]
     return model.eval(), tokenizer, fresh
+
+
+def _state_dict_files(path: Path) -> list[Path]:
+    """The weight files of a save_pretrained folder: safetensors (sharded or not), else bin."""
+    for pattern in ("model*.safetensors", "pytorch_model*.bin"):
+        found = sorted(path.glob(pattern))
+        if found:
+            return found
+    raise SparsifyError(f"{path}: no model.safetensors or pytorch_model.bin to load weights from")
+
+
+def _load_head_pruned(
+    auto: Any, path: Path, config: Any, heads: int, kwargs: dict[str, Any]
+) -> tuple[nn.Module, dict[str, list]]:
+    """A checkpoint saved after attention_heads pruning: the model built from its config,
+    each self-attention thinned to `heads` heads (`set_attention_heads`), then its weights
+    loaded. Like `from_pretrained(ignore_mismatched_sizes=True)`, weights whose shape differs
+    (a head for other labels) stay freshly initialised and are reported as mismatched."""
+    for key in ("num_labels", "id2label", "label2id"):
+        if key in kwargs:
+            setattr(config, key, kwargs[key])
+    model = auto.from_config(config, attn_implementation=kwargs["attn_implementation"])
+    set_attention_heads(model, heads)
+    state: dict[str, torch.Tensor] = {}
+    for file in _state_dict_files(Path(path)):
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state.update(load_file(str(file)))
+        else:
+            state.update(torch.load(file, map_location="cpu", weights_only=True))
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if mismatched and not kwargs.get("ignore_mismatched_sizes"):
+        raise SparsifyError(
+            f"{path}: weights {mismatched[:3]} do not fit a model with {heads} attention heads "
+            "per block (config.sparsify_attention_heads); the checkpoint is inconsistent"
+        )
+    missing, _unexpected = model.load_state_dict(
+        {k: v for k, v in state.items() if k not in mismatched}, strict=False
+    )
+    missing = [k for k in missing if k not in mismatched]  # reported once, as mismatched
+    return model, {"missing_keys": missing, "mismatched_keys": mismatched}
 
 
 class _Features(torch.utils.data.Dataset):

@@ -19,8 +19,8 @@ from sparsify.errors import Problem
 INTER_FUNCS = ["linear", "cubic", "inverse_cubic"]
 LR_FUNCS = ["linear", "cosine", "cyclic_linear", "step"]
 # unstructured | blockN (SparseML's `block` = 4 weights in a row) | N:M (e.g. 2:4)
-# StructuredPruningModifier's structures: ffn_neurons = transformer feed-forward neurons
-STRUCTURES = ["ffn_neurons"]
+# StructuredPruningModifier's structures: transformer feed-forward neurons, BERT-style attention heads
+STRUCTURES = ["ffn_neurons", "attention_heads"]
 MASK_PATTERN = r"^(unstructured|block([1-9][0-9]*)?|[1-9][0-9]*:[1-9][0-9]*)$"
 
 _TARGETS = {
@@ -146,8 +146,9 @@ MODIFIERS: dict[str, dict[str, Any]] = {
     "StructuredPruningModifier": {
         "structure": {
             "enum": STRUCTURES,
-            "description": "ffn_neurons: whole feed-forward neurons of every transformer block, "
-            "the same number per block, removed from the model when end_epoch is reached",
+            "description": "ffn_neurons: whole feed-forward neurons of every transformer block; "
+            "attention_heads: whole self-attention heads of every BERT-style block; the same "
+            "number per block, removed from the model when end_epoch is reached",
         },
         "init_sparsity": _SPARSITY,
         "final_sparsity": _SPARSITY,

@@ -12,8 +12,10 @@ from sparsify.algorithms.session import RecipeSession, has_training
 from sparsify.algorithms.structured import (
     apply_neuron_masks,
     ffn_pairs,
+    head_groups,
     kept_width,
     neuron_masks,
+    set_attention_heads,
     start_statistics,
     thin,
 )
@@ -24,13 +26,13 @@ from sparsify.recipes.recipe import load_recipe
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_bert(width: int = 64) -> nn.Module:
+def tiny_bert(width: int = 64, heads: int = 2) -> nn.Module:
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=50,
         hidden_size=32,
         num_hidden_layers=2,
-        num_attention_heads=2,
+        num_attention_heads=heads,
         intermediate_size=width,
         max_position_embeddings=32,
         num_labels=2,
@@ -271,8 +273,8 @@ def test_a_model_without_transformer_blocks_is_refused(tmp_path: Path) -> None:
 
 def test_the_schema_names_the_structures(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
-    path.write_text(SESSION.format(ignore="x").replace("ffn_neurons", "attention_heads"))
-    with pytest.raises(SparsifyError, match="ffn_neurons"):
+    path.write_text(SESSION.format(ignore="x").replace("ffn_neurons", "embedding_dims"))
+    with pytest.raises(SparsifyError, match="'ffn_neurons', 'attention_heads'"):
         load_recipe(str(path), {"optim_level": 0.5, "derived": {}})
 
 
@@ -296,3 +298,115 @@ def test_removal_after_qat_started_narrows_the_wrapped_layers(tmp_path: Path) ->
     assert down in wrapped and wrapped[down].layer.in_features == 32
     assert session.finish()["structured"][0]["kept"] == 32
     assert torch.isfinite(logits(model, batch())).all()
+
+
+def test_head_groups_are_each_blocks_self_attention() -> None:
+    groups = head_groups(tiny_bert(heads=4))
+    prefix = "bert.encoder.layer.{}.attention"
+    assert [(g.up_name, g.down_name) for g in groups] == [
+        (prefix.format(i) + ".self.value", prefix.format(i) + ".output.dense") for i in range(2)
+    ]
+    assert all((g.unit, g.units, g.width, len(g.rows)) == (8, 4, 32, 3) for g in groups)
+    assert [g.block for g in head_groups(tiny_bert(), [r"re:.*layer\.0\..*"])] == [
+        "bert.encoder.layer.1"
+    ]
+    assert head_groups(nn.Sequential(nn.Linear(4, 4))) == []
+
+
+def test_head_masks_keep_whole_heads_by_importance() -> None:
+    model = tiny_bert(heads=4)
+    groups = head_groups(model)
+    with torch.no_grad():
+        for group in groups:
+            group.down.weight.mul_(0.01)
+            group.down.weight[:, 16:24] *= 100.0  # head 2 matters most
+    masks = neuron_masks(groups, 0.7)  # 4 heads -> 1
+    for group in groups:
+        assert masks[group.down_name].nonzero().flatten().tolist() == list(range(16, 24))
+    assert kept_width(12, 0.5, unit=32) == 6  # heads are not rounded to ALIGN
+    assert kept_width(12, 0.99, unit=32) == 1
+
+
+def test_removing_heads_keeps_the_outputs_and_reloads(tmp_path: Path) -> None:
+    from sparsify.models.transformers_family import load_hf
+
+    model = tiny_bert(heads=4)
+    feeds = batch()
+    groups = head_groups(model)
+    masks = neuron_masks(groups, 0.5)
+    apply_neuron_masks(groups, masks)
+    masked = logits(model, feeds)
+    thin(model, groups, masks)
+    attention = model.bert.encoder.layer[1].attention
+    assert attention.self.query.weight.shape == attention.self.key.weight.shape == (16, 32)
+    assert attention.self.value.bias.shape == (16,)
+    assert attention.output.dense.weight.shape == (32, 16)
+    assert attention.self.num_attention_heads == 2 and attention.self.all_head_size == 16
+    assert model.config.sparsify_attention_heads == 2 and model.config.num_attention_heads == 4
+    torch.testing.assert_close(logits(model, feeds), masked, atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path / "thin")
+    _tokenizer(tmp_path / "thin")  # load_hf reads a tokenizer too
+    again, _, fresh = load_hf(tmp_path / "thin", "text-classification")
+    assert fresh == []
+    torch.testing.assert_close(logits(again, feeds), masked, atol=1e-5, rtol=1e-5)
+    # a head for other labels is fresh, as with from_pretrained(ignore_mismatched_sizes)
+    _, _, fresh = load_hf(tmp_path / "thin", "text-classification", ["a", "b", "c"])
+    assert sorted(fresh) == ["classifier.bias", "classifier.weight"]
+    config = tmp_path / "thin" / "config.json"
+    config.write_text(
+        config.read_text().replace('"sparsify_attention_heads": 2', '"sparsify_attention_heads": 1')
+    )
+    with pytest.raises(SparsifyError, match="do not fit a model with 1 attention heads"):
+        load_hf(tmp_path / "thin", "text-classification")
+
+
+def _tokenizer(folder: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{f"w{i}": i for i in range(4, 50)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]",
+    )  # fmt: skip
+    fast.save_pretrained(folder)
+
+
+def test_set_attention_heads_refuses_what_does_not_fit() -> None:
+    with pytest.raises(SparsifyError, match="has 2 heads"):
+        set_attention_heads(tiny_bert(), 3)
+    with pytest.raises(SparsifyError, match="no BERT-style self-attention"):
+        set_attention_heads(nn.Sequential(nn.Linear(4, 4)), 1)
+
+
+def test_session_removes_heads(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        SESSION.format(ignore=f"'{OUTSIDE_BLOCKS}'").replace("ffn_neurons", "attention_heads")
+    )
+    recipe = load_recipe(str(path), {"optim_level": 0.5, "derived": {}})
+    model = tiny_bert(heads=4)
+    session = RecipeSession(recipe, model, steps_per_epoch=4)
+    train(session, model, pass_optimizer=True)
+    report = session.finish()
+    assert report["structured"] == [
+        {"structure": "attention_heads", "blocks": 2, "width": 4, "kept": 2, "sparsity": 0.5}
+    ]
+    events = [e["event"] for e in report["events"]]
+    assert "attention heads masked" in events and "attention heads removed" in events
+    query = model.bert.encoder.layer[0].attention.self.query
+    assert getattr(query, "layer", query).weight.shape == (16, 32)
+    # block4 masks of the GMP pruner were sliced and re-chosen on the thinned shapes
+    assert all(abs(v - 0.75) < 1e-6 for v in report["per_layer_sparsity"].values())
+    assert torch.isfinite(logits(model, batch())).all()
+
+
+def test_a_model_without_bert_attention_is_refused_for_heads(tmp_path: Path) -> None:
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, 2))
+    path = tmp_path / "r.yaml"
+    text = SESSION.split("    GMPruningModifier")[0].format()
+    path.write_text(text.replace("ffn_neurons", "attention_heads"))
+    recipe = load_recipe(str(path), {"optim_level": 0.5, "derived": {}})
+    with pytest.raises(SparsifyError, match="no BERT-style self-attention"):
+        RecipeSession(recipe, cnn, steps_per_epoch=4)

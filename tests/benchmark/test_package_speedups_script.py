@@ -27,19 +27,18 @@ def script():  # noqa: ANN201
         sys.path.remove(str(SCRIPT.parent))
 
 
-@pytest.mark.parametrize("ffn", [0.0, 0.5])
-def test_block_recipes_load(script, tmp_path: Path, ffn: float) -> None:  # noqa: ANN001
-    path = script.block_recipe(tmp_path, "block4", ffn)
+@pytest.mark.parametrize(("ffn", "heads"), [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5)])
+def test_block_recipes_load(script, tmp_path: Path, ffn: float, heads: float) -> None:  # noqa: ANN001
+    path = script.block_recipe(tmp_path, "block4", ffn, heads)
     recipe = load_recipe(str(path), run_variables("training_aware", 0.9))
     gmp = recipe.find("GMPruningModifier").kwargs
     assert gmp["mask_type"] == "block4" and gmp["final_sparsity"] == pytest.approx(0.9)
-    structured = recipe.find("StructuredPruningModifier")
-    if not ffn:
-        assert structured is None
-        return
-    kw = structured.kwargs
-    assert kw["structure"] == "ffn_neurons" and kw["final_sparsity"] == 0.5
-    assert recipe.window(structured) == (0.0, pytest.approx(0.3 * recipe.epochs()))
+    structured = [m for m in recipe.modifiers if m.name == "StructuredPruningModifier"]
+    expected = [("attention_heads", heads)] if heads else []
+    expected += [("ffn_neurons", ffn)] if ffn else []
+    assert [(m.kwargs["structure"], m.kwargs["final_sparsity"]) for m in structured] == expected
+    for modifier in structured:
+        assert recipe.window(modifier) == (0.0, pytest.approx(0.3 * recipe.epochs()))
 
 
 def test_targets_per_package_kind(script) -> None:  # noqa: ANN001
@@ -65,14 +64,20 @@ def test_text_model_gets_both_ffn_packages(script, tmp_path: Path) -> None:  # n
     labels = [label for label, _, _ in built]
     assert labels == [
         "INT8 (QOperator)", "INT8 (QDQ)", "INT8 (dynamic)", "block4 sparse + INT8",
-        "ffn50 + block4 + INT8", "ffn50 + INT8 (QDQ)",
+        "ffn50 + h50 + block4 + INT8", "ffn50 + INT8 (QDQ)",
     ]  # fmt: skip
     _, kind, overrides = built[-1]
     assert kind == "int8"  # held to ONNX Runtime's INT8 target
     assert "optim_level=0.2" in overrides and "quantization.format=qdq" in overrides
     assert not any(o.startswith("benchmark.engines") for o in overrides)  # QDQ: ORT only
     recipe = next(o.split("=", 1)[1] for o in overrides if o.startswith("recipe="))
-    assert Path(recipe).name == "training_aware_block4_ffn50.yaml"
+    assert Path(recipe).name == "training_aware_block4_ffn50.yaml"  # no heads removed
+    _, _, overrides = built[-2]
+    recipe = next(o.split("=", 1)[1] for o in overrides if o.startswith("recipe="))
+    assert Path(recipe).name == "training_aware_block4_ffn50_heads50.yaml"
+    args = _args(script, "--head-sparsity", "0")
+    no_heads = script.packages(args, tmp_path, _setup(script), "bert")
+    assert no_heads[-2][0] == "ffn50 + block4 + INT8"
     # a CNN gets neither
     cnn = script.packages(_args(script), tmp_path, _setup(script), "cnn")
     assert [label for label, _, _ in cnn] == labels[:2] + labels[3:4]

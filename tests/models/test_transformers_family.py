@@ -153,20 +153,27 @@ def test_dynamic_int8_end_to_end(encoder: Path, tmp_path: Path) -> None:
     assert isinstance(out, Classification)
 
 
-def ffn_recipe(tmp_path: Path, sparsity: float) -> Path:
-    """The built-in training-aware recipe plus FFN-neuron pruning over its first 30 %."""
+def ffn_recipe(tmp_path: Path, sparsity: float, heads: float = 0.0) -> Path:
+    """The built-in training-aware recipe plus FFN-neuron pruning over its first 30 %, and
+    with `heads` > 0 attention-head pruning too (a second group)."""
     from importlib import resources
 
     text = (resources.files("sparsify.builtin_recipes") / "training_aware.yaml").read_text()
-    structured = (
-        "  pruning_modifiers:\n"
-        "    StructuredPruningModifier:\n"
-        "      structure: ffn_neurons\n"
-        f"      final_sparsity: {sparsity}\n"
-        "      start_epoch: 0.0\n"
-        "      end_epoch: eval(0.3 * num_epochs)\n"
-        "      update_frequency: eval(0.05 * num_epochs)\n"
-    )
+
+    def group(name: str, structure: str, level: float) -> str:
+        return (
+            f"  {name}:\n"
+            "    StructuredPruningModifier:\n"
+            f"      structure: {structure}\n"
+            f"      final_sparsity: {level}\n"
+            "      start_epoch: 0.0\n"
+            "      end_epoch: eval(0.3 * num_epochs)\n"
+            "      update_frequency: eval(0.05 * num_epochs)\n"
+        )
+
+    structured = group("pruning_modifiers", "ffn_neurons", sparsity)
+    if heads > 0:
+        structured = group("pruning_2_modifiers", "attention_heads", heads) + structured
     assert text.count("  pruning_modifiers:\n") == 1
     path = tmp_path / "ffn.yaml"
     path.write_text(text.replace("  pruning_modifiers:\n", structured))
@@ -209,6 +216,51 @@ def test_ffn_neurons_removed_end_to_end(encoder: Path, tmp_path: Path) -> None:
     assert config["structured"] == sparsify_out["structured"]
     card = (result.deployment_dir / "README.md").read_text()
     assert "feed-forward layers were narrowed from 64 to 32 neurons" in card
+
+
+def test_attention_heads_removed_end_to_end(encoder: Path, tmp_path: Path) -> None:
+    """Half the heads and half the FFN leave every block: the checkpoint records the head
+    count and reloads (its logits are the exported model's), the package deploys."""
+    result = _sentiment_run(
+        encoder,
+        tmp_path,
+        "experiment=training_aware",
+        "optim_level=0.5",
+        f"recipe={ffn_recipe(tmp_path, 0.5, heads=0.5)}",
+    )
+    assert result.status == "done", result.error
+    sparsify_out = result.outputs["sparsify"]
+    assert sparsify_out["structured"] == [
+        {"structure": "attention_heads", "blocks": 2, "width": 2, "kept": 1, "sparsity": 0.5},
+        {"structure": "ffn_neurons", "blocks": 2, "width": 64, "kept": 32, "sparsity": 0.5},
+    ]
+    checkpoint = result.run_dir / "sparsify" / "model.pth"
+    saved = json.loads((checkpoint / "config.json").read_text())
+    assert saved["sparsify_attention_heads"] == 1 and saved["num_attention_heads"] == 2
+    model, _, fresh = load_hf(checkpoint, "text-classification")
+    assert fresh == []
+    attention = model.bert.encoder.layer[0].attention
+    assert attention.self.query.weight.shape == (16, 32)  # one head of 16
+    assert attention.output.dense.weight.shape == (32, 16)
+    fp32 = result.run_dir / "sparsify" / "model_fp32.onnx"
+    session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    feeds = {
+        "input_ids": np.array([[2, 7, 9, 11, 3]], np.int64),
+        "attention_mask": np.ones((1, 5), np.int64),
+        "token_type_ids": np.zeros((1, 5), np.int64),
+    }
+    feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
+    with torch.no_grad():
+        expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    np.testing.assert_allclose(session.run(None, feeds)[0], expected, rtol=1e-4, atol=1e-4)
+    shapes = {
+        tuple(init.dims)
+        for init in onnx.load(str(result.deployment_dir / "model.onnx")).graph.initializer
+    }
+    assert {(32, 16), (16, 32)} <= shapes  # one-head query / key / value, and output
+    assert isinstance(Pipeline(result.deployment_dir)("the movie was great"), Classification)
+    card = (result.deployment_dir / "README.md").read_text()
+    assert "self-attention layers were cut from 2 to 1 heads" in card
 
 
 def test_model_folder_problems_are_clear(tmp_path: Path) -> None:
