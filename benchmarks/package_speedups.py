@@ -276,7 +276,7 @@ def main() -> int:
             print(f"   [{kind} {label}: {seconds:.0f} s, {result.run_dir}]", flush=True)
         print(f"{kind}: {setup.what}")
     header = (
-        f"{'model':<5} | {'package':<26} | {'engine':<11} | {'sparsity':>8} | {'dense':>6} | "
+        f"{'model':<5} | {'package':<28} | {'engine':<11} | {'sparsity':>8} | {'dense':>6} | "
         f"{'result':>6} | {'delta':>6} | {'vs ORT dense':>12} | {'target':>6} | ok"
     )
     print(header)
@@ -284,7 +284,7 @@ def main() -> int:
     for kind, label, engine, sparsity, dense, acc, speedup, target, notes, _ in lines:
         ok = "" if target is None else ("yes" if speedup and speedup >= target else "NO")
         print(
-            f"{kind:<5} | {label:<26} | {engine:<11} | {100 * (sparsity or 0):7.1f}% | "
+            f"{kind:<5} | {label:<28} | {engine:<11} | {100 * (sparsity or 0):7.1f}% | "
             f"{dense:6.2f} | {acc:6.2f} | {acc - dense:+6.2f} | "
             f"{(f'{speedup:.2f}x' if speedup else '-'):>12} | "
             f"{(f'{target:g}x' if target else ''):>6} | {ok} {notes}"
