@@ -65,6 +65,37 @@ def fp32(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+class _Deep(nn.Module):
+    """stem (3 channels: too shallow for the GEMM) -> 3x3 32 -> 32 at 12 x 12 (moved) -> 3x3
+    32 -> 16 with stride 4 (3 x 3 pixels: too few, kept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.body = nn.Conv2d(32, 32, 3, padding=1)
+        self.tail = nn.Conv2d(32, 16, 3, stride=4, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(torch.relu(self.body(torch.relu(self.stem(x)))))
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("deep") / "model.onnx"
+    torch.onnx.export(
+        _Deep().eval(),
+        (torch.randn(1, 3, 12, 12),),
+        path,
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["out"],
+        dynamic_axes={"input": {0: "batch"}, "out": {0: "batch"}},
+    )
+    return path
+
+
 @pytest.fixture(scope="module")
 def calibration() -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(1)
@@ -162,20 +193,22 @@ def _conv_weights(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def test_offset_conv_weights_are_the_same_numbers(
-    fp32: Path, calibration: list, tmp_path: Path
+    deep: Path, calibration: list, tmp_path: Path
 ) -> None:
     zero, offset = tmp_path / "zero.onnx", tmp_path / "offset.onnx"
-    kwargs = {"fmt": "qdq", "op_types": OPS}
-    info0 = quantize_onnx_static(fp32, zero, calibration, conv_weight_zero_point="zero", **kwargs)
+    kwargs = {"fmt": "qdq", "op_types": ["Conv"]}
+    info0 = quantize_onnx_static(deep, zero, calibration, conv_weight_zero_point="zero", **kwargs)
     info1 = quantize_onnx_static(
-        fp32, offset, calibration, conv_weight_zero_point="offset", **kwargs
+        deep, offset, calibration, conv_weight_zero_point="offset", **kwargs
     )
     assert info0["conv_weight_zero_point"] == "zero" and info0["offset_conv_weights"] == 0
-    assert info1["conv_weight_zero_point"] == "offset" and info1["offset_conv_weights"] == 3
+    assert info1["conv_weight_zero_point"] == "offset" and info1["offset_conv_weights"] == 1
     before, after = _conv_weights(zero), _conv_weights(offset)
     assert before.keys() == after.keys() and len(before) == 3
+    moved = [name for name, (_, zp) in after.items() if np.all(zp == -1)]
+    assert moved == ["/body/Conv"]  # deep enough, 144 pixels; the stem and tail stay
     for name, (real, zp) in before.items():
-        assert np.all(zp == 0) and np.all(after[name][1] == -1)
+        assert np.all(zp == 0)
         np.testing.assert_array_equal(after[name][0], real)
     x = calibration[2]["input"]
     np.testing.assert_allclose(_run(offset, x), _run(zero, x), rtol=0, atol=1e-5)
@@ -197,29 +230,31 @@ def _dq_conv(weight: np.ndarray, consumer: str = "Conv") -> onnx.ModelProto:
 
 def test_offset_direction_follows_the_weights_range() -> None:
     low = np.array([-128, 5, 0, 126]).astype(np.int8).reshape(1, 4, 1, 1)
+    assert offset_conv_weights(_dq_conv(low)) == 0  # 4 deep, pixels unknown: kept
     model = _dq_conv(low)
-    assert offset_conv_weights(model) == 1  # -128 present: every value + 1, zero point + 1
+    assert offset_conv_weights(model, min_depth=0, min_pixels=0) == 1
+    # -128 present: every value + 1, zero point + 1
     values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     dq = model.graph.node[0]
     assert values[dq.input[0]].tolist() == [[[[-127]], [[6]], [[1]], [[127]]]]
     assert values[dq.input[2]].tolist() == [1]
     assert set(values) == {dq.input[0], dq.input[1], dq.input[2]}  # the old ones dropped
     full = np.array([-128, 127]).astype(np.int8).reshape(1, 2, 1, 1)
-    assert offset_conv_weights(_dq_conv(full)) == 0  # no room either way
-    assert offset_conv_weights(_dq_conv(low, consumer="MatMul")) == 0  # convs only
+    assert offset_conv_weights(_dq_conv(full), 0, 0) == 0  # no room either way
+    assert offset_conv_weights(_dq_conv(low, consumer="MatMul"), 0, 0) == 0  # convs only
 
 
 def test_auto_offsets_where_the_cpu_has_amx(
-    fp32: Path, calibration: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    deep: Path, calibration: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "int8.onnx"
-    quantize_onnx_static(fp32, out, calibration, fmt="qdq", op_types=OPS)
+    quantize_onnx_static(deep, out, calibration, fmt="qdq", op_types=["Conv"])
     for amx, chosen in ((True, "offset"), (False, "zero")):
         monkeypatch.setattr(ort_fusions, "cpu_has_amx", lambda amx=amx: amx)
         copy = tmp_path / f"{chosen}.onnx"
         copy.write_bytes(out.read_bytes())
         info = apply_conv_weight_zero_point(copy, "auto")
-        assert info == {"conv_weight_zero_point": chosen, "offset_conv_weights": 3 * amx}
+        assert info == {"conv_weight_zero_point": chosen, "offset_conv_weights": int(amx)}
     with pytest.raises(SparsifyError, match="auto, zero, offset"):
         apply_conv_weight_zero_point(out, "sometimes")
     assert isinstance(cpu_has_amx(), bool)
