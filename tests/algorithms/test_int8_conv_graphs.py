@@ -48,12 +48,11 @@ class _C2fLike(nn.Module):
         return self.head(torch.cat([a, b, c, d], dim=1))
 
 
-@pytest.fixture(scope="module")
-def fp32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _export(module: type[nn.Module], path: Path) -> Path:
+    """A freshly seeded `module` exported with a dynamic batch, input 3 x 12 x 12."""
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("c2f") / "model.onnx"
     torch.onnx.export(
-        _C2fLike().eval(),
+        module().eval(),
         (torch.randn(1, 3, 12, 12),),
         path,
         dynamo=False,
@@ -63,6 +62,11 @@ def fp32(tmp_path_factory: pytest.TempPathFactory) -> Path:
         dynamic_axes={"input": {0: "batch"}, "out": {0: "batch"}},
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(_C2fLike, tmp_path_factory.mktemp("c2f") / "model.onnx")
 
 
 class _Deep(nn.Module):
@@ -81,19 +85,7 @@ class _Deep(nn.Module):
 
 @pytest.fixture(scope="module")
 def deep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("deep") / "model.onnx"
-    torch.onnx.export(
-        _Deep().eval(),
-        (torch.randn(1, 3, 12, 12),),
-        path,
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["out"],
-        dynamic_axes={"input": {0: "batch"}, "out": {0: "batch"}},
-    )
-    return path
+    return _export(_Deep, tmp_path_factory.mktemp("deep") / "model.onnx")
 
 
 @pytest.fixture(scope="module")
