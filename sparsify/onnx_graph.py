@@ -9,6 +9,17 @@ import onnx
 from onnx import numpy_helper
 
 
+def inferred_tensor_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto.Tensor]:
+    """Name -> tensor type (element type and shape) of every graph input, intermediate and
+    output that ONNX shape inference types; empty when shape inference fails."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - callers treat an untyped graph as "nothing known"
+        return {}
+    graph = inferred.graph
+    return {i.name: i.type.tensor_type for i in [*graph.input, *graph.value_info, *graph.output]}
+
+
 def constant_names(graph: onnx.GraphProto) -> set[str]:
     """Names of the tensors of `graph` that are constants: initializers and Constant outputs."""
     names = {init.name for init in graph.initializer}

@@ -32,6 +32,7 @@ from sparsify.onnx_graph import (
     constant_values,
     consumers,
     drop_unused_initializers,
+    inferred_tensor_types,
     producers_by_output,
 )
 
@@ -252,17 +253,14 @@ GEMM_MIN_DEPTH = 256
 GEMM_MIN_PIXELS = 16
 
 
-def _output_pixels(model: onnx.ModelProto) -> dict[str, int | None]:
-    """Spatial size (product of the dims after N, C) of every tensor shape inference knows."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - without shapes no conv qualifies
-        return {}
-    out: dict[str, int | None] = {}
-    for info in [*inferred.graph.value_info, *inferred.graph.output]:
-        dims = info.type.tensor_type.shape.dim[2:]
-        known = [d.dim_value for d in dims if d.HasField("dim_value")]
-        out[info.name] = int(np.prod(known)) if dims and len(known) == len(dims) else None
+def _output_pixels(model: onnx.ModelProto) -> dict[str, int]:
+    """Spatial size (product of the dims after N, C) of every tensor whose shape inference
+    knows it."""
+    out: dict[str, int] = {}
+    for name, tensor in inferred_tensor_types(model).items():
+        dims = tensor.shape.dim[2:]
+        if dims and all(d.HasField("dim_value") for d in dims):
+            out[name] = int(np.prod([d.dim_value for d in dims]))
     return out
 
 
@@ -303,7 +301,7 @@ def offset_conv_weights(
             or node.input[0] not in inits
             or not all(r.op_type == "Conv" and r.input[1] == node.output[0] for r in convs)
             or int(np.prod(weight.shape[1:])) < min_depth
-            or any((pixels.get(r.output[0]) or 0) < min_pixels for r in convs)
+            or any(pixels.get(r.output[0], 0) < min_pixels for r in convs)
         ):
             continue
         if weight.min() > -128:

@@ -394,9 +394,7 @@ def quantize_onnx_static(
             excluded = _kept_fp32(graph, ignore, fp32_depthwise, keep_float)
             overrides = (
                 shared_concat_ranges(source, calibration, Path.cwd(), excluded, op_types)
-                if share_concat_ranges
-                and calibration_method == "minmax"
-                and (op_types is None or "Concat" in op_types)
+                if share_concat_ranges and calibration_method == "minmax"
                 else {}
             )
             if overrides:
@@ -415,10 +413,8 @@ def quantize_onnx_static(
                 extra_options=extra,
             )
             fused = apply_ort_fusions(tmp) if ort_fusions and fmt == "qdq" else {}
-            offset = (
-                apply_conv_weight_zero_point(tmp, conv_weight_zero_point)
-                if fmt == "qdq"
-                else {"conv_weight_zero_point": "zero", "offset_conv_weights": 0}
+            offset = apply_conv_weight_zero_point(
+                tmp, conv_weight_zero_point if fmt == "qdq" else "zero"
             )
             summary = _publish(tmp, out_path, fp32_path, fmt)
         finally:

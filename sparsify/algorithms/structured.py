@@ -295,8 +295,7 @@ def thin(
             pair.owner.all_head_size = pair.width
         kept[pair.down_name] = index
     new = {pair.units for pair in pairs}
-    heads = [pair for pair in pairs if pair.owner is not None]
-    if heads and len(new) == 1:
+    if any(pair.owner is not None for pair in pairs) and len(new) == 1:
         config = getattr(model, "config", None)
         if config is not None:
             setattr(config, HEADS_FIELD, new.pop())
