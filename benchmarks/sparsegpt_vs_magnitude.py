@@ -44,7 +44,7 @@ from sparsify.algorithms.sparsegpt import sparsegpt_prune_model  # noqa: E402
 from sparsify.data.demo import materialize_demo  # noqa: E402
 from sparsify.data.image_folder import ImageFolderDataset, list_samples  # noqa: E402
 from sparsify.deploy.preprocess import ImagePreprocess  # noqa: E402
-from sparsify.models.classifier_training import (  # noqa: E402
+from sparsify.models.classifier.training import (  # noqa: E402
     evaluate_classifier,
     train_classifier,
 )

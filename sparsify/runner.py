@@ -62,7 +62,7 @@ def setup_logging(run_dir: Path, verbose: bool = False) -> logging.Handler:
 def execute(cfg: DictConfig, run_dir: Path) -> RunResult:
     """Run the pipeline for a composed config in `run_dir` (created if needed)."""
     from sparsify.stages import STAGES  # noqa: F401 - registers the stages
-    from sparsify.stages.engine import run_pipeline
+    from sparsify.stages.pipeline import run_pipeline
 
     run_dir = run_dir.expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

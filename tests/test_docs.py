@@ -20,8 +20,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from sparsify.cli import report as report_cli
 from sparsify.cli import serve as serve_cli
 from sparsify.cli import zoo as zoo_cli
+from sparsify.cli.legacy_run import build_parser, to_overrides
 from sparsify.cli.main import SUBCOMMANDS
-from sparsify.cli.seed import build_parser, to_overrides
 from sparsify.config import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]

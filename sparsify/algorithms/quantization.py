@@ -198,7 +198,8 @@ def _kept_fp32(
     if keep_float is not None:
         chosen = keep_float(graph)
         excluded += [n for n in chosen if n not in excluded]
-        log.info("Kept FP32 by the model family: %d nodes", len(chosen))
+        if chosen:
+            log.info("Kept FP32 by the model family: %d nodes", len(chosen))
     if depthwise:
         grouped = grouped_convs(graph)
         excluded += [n for n in grouped if n not in excluded]

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from sparsify.benchmark.engine import EngineFailure, batch_size_of
-from sparsify.benchmark.engines import open_engine
 from sparsify.benchmark.onnx_stats import file_size_mb, onnx_weight_sparsity
-from sparsify.benchmark.subprocess_engine import SubprocessEngine
-from sparsify.benchmark.timing import merge_rounds
+from sparsify.engines.base import EngineFailure, batch_size_of
+from sparsify.engines.registry import open_engine
+from sparsify.engines.timing import merge_rounds
+from sparsify.engines.worker_client import SubprocessEngine
 from sparsify.progress import progress
 
 log = logging.getLogger("sparsify")

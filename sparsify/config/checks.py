@@ -5,12 +5,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from sparsify.config.schema import STAGE_NAMES
+from sparsify.engines.registry import ENGINE_NAMES, engine_name
 from sparsify.errors import Problem, ValidationError
 from sparsify.recipes.levels import normalize_level
 from sparsify.use_cases import known_use_cases
 
 # experiments this version runs end to end, per model family
-BENCHMARK_ENGINES = ("onnxruntime", "deepsparse")
 
 IMPLEMENTED = {
     "image_classifier": {"one_shot", "training_aware", "sparse_transfer"},
@@ -74,14 +74,14 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
             )
         )
     engines = [str(e) for e in cfg.benchmark.engines]
-    unknown_engines = [e for e in engines if e not in BENCHMARK_ENGINES]
+    unknown_engines = [e for e in engines if engine_name(e) is None]
     if unknown_engines or not engines:
         problems.append(
             Problem(
                 "benchmark.engines",
                 engines,
                 f"unknown engine(s) {unknown_engines}" if engines else "no engine given",
-                f"choose from {', '.join(BENCHMARK_ENGINES)}, e.g. benchmark.engines=[onnxruntime,"
+                f"choose from {', '.join(ENGINE_NAMES)}, e.g. benchmark.engines=[onnxruntime,"
                 "deepsparse] (deepsparse after `make deepsparse`)",
             )
         )

@@ -16,7 +16,7 @@ from sparsify.deploy.vision import top_k
 
 def load_tokenizer(directory: Path) -> Any:
     """The tokenizer saved in the deployment folder (never fetched from a hub)."""
-    from sparsify.models.transformers_family import require_transformers
+    from sparsify.models.transformers.family import require_transformers
 
     transformers = require_transformers()
     try:

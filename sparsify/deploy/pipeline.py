@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sparsify.deploy.engines import load_engine
 from sparsify.deploy.inputs import MAX_PIXELS
 from sparsify.deploy.results import Answer, Classification, Detection, Entity
+from sparsify.engines.registry import load_engine
 from sparsify.errors import SparsifyError
 
 IMAGE_TASKS = ("image-classification", "object-detection", "instance-segmentation")

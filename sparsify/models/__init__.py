@@ -21,16 +21,16 @@ def family_available(name: str) -> bool:
 
 
 def _register_builtin() -> None:
-    from sparsify.models.image_classifier_adapter import ImageClassifierFamily
-    from sparsify.models.transformers_family import TransformersFamily
+    from sparsify.models.classifier.family import ImageClassifierFamily
+    from sparsify.models.transformers.family import TransformersFamily
 
     FAMILIES.register("image_classifier", ImageClassifierFamily())
     FAMILIES.register("transformers", TransformersFamily())
 
-    from sparsify.models.yolo_family import YoloFamily  # imports Ultralytics only when used
+    from sparsify.models.yolo.family import YoloFamily  # imports Ultralytics only when used
 
     FAMILIES.register("yolo", YoloFamily())
 
-    from sparsify.models.generic_family import GenericFamily
+    from sparsify.models.generic.family import GenericFamily
 
     FAMILIES.register("generic", GenericFamily())

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from sparsify.benchmark.engine import ModelInputs, check_engine_names
-from sparsify.benchmark.engines import deepsparse_python
 from sparsify.benchmark.measure import engine_opener, measure_models
-from sparsify.benchmark.onnxruntime_engine import make_random_feeds
 from sparsify.benchmark.table import comparison, format_table
 from sparsify.context import RunContext
+from sparsify.engines.base import ModelInputs
+from sparsify.engines.ort import make_random_feeds
+from sparsify.engines.registry import check_engine_names, deepsparse_python
 from sparsify.fileio import atomic_write_json
 from sparsify.models import get_family
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from sparsify.algorithms.pruning import overall_sparsity, select_layers
 from sparsify.context import RunContext
 from sparsify.models import get_family
-from sparsify.stages.engine import path_fingerprint
+from sparsify.stages.pipeline import path_fingerprint
 from sparsify.zoo.checksum import sha256_path
 
 

@@ -35,6 +35,7 @@ from sparsify.algorithms.session import RecipeSession, has_training
 from sparsify.context import RunContext
 from sparsify.errors import SparsifyError
 from sparsify.models import get_family
+from sparsify.models.base import ModelFamily
 from sparsify.recipes.recipe import Modifier, Recipe, load_recipe
 from sparsify.stages.validate import recipe_variables
 
@@ -79,23 +80,25 @@ def _gptq_applies(model: Any, result: dict[str, Any], ctx: RunContext) -> bool:
     )
 
 
-def _quantized_ops(q: Any, family: Any) -> list[str]:
+def _quantized_ops(q: Any, family: ModelFamily) -> list[str]:
     # a family may add ops per format, e.g. classifiers' residual Adds in QOperator (INT8 end
     # to end for DeepSparse), YOLO's activations in QDQ (INT8 end to end on ONNX Runtime)
-    extra = {"qoperator": "extra_quantized_ops", "qdq": "qdq_extra_ops"}.get(str(q.format))
-    extra_ops = list(getattr(family, extra, ())) if extra else []
-    return [*q.ops, *(o for o in extra_ops if o not in q.ops)]
+    return family.int8_ops(list(q.ops), str(q.format))
 
 
-def _float_nodes(family: Any, fmt: str) -> FloatNodes | None:
-    """The family's choice of ONNX nodes `fmt` leaves float (`int8_float_nodes(graph, fmt)`),
-    made by the quantizer on the graph it quantizes; None when the family has no such hook."""
-    hook = getattr(family, "int8_float_nodes", None)
-    return None if hook is None else (lambda graph: hook(graph, fmt))
+def _float_nodes(family: ModelFamily, fmt: str) -> FloatNodes:
+    """The family's choice of ONNX nodes `fmt` leaves float, made by the quantizer on the
+    graph it quantizes."""
+    return lambda graph: family.int8_float_nodes(graph, fmt)
 
 
 def _round_weights(
-    model: nn.Module, out: Path, calibration: Any, ctx: RunContext, modifier: Modifier, family: Any
+    model: nn.Module,
+    out: Path,
+    calibration: Any,
+    ctx: RunContext,
+    modifier: Modifier,
+    family: ModelFamily,
 ) -> tuple[Path | None, dict[str, Any]]:
     """GPTQ: a copy of the model with BatchNorm folded and the weights rounded onto the INT8
     grids ONNX Runtime will use, exported for the quantizer (which then rounds nothing).
@@ -118,7 +121,12 @@ def _round_weights(
 
 
 def _quantize(
-    fp32: Path, final: Path, calibration: Any, ctx: RunContext, modifier: Modifier, family: Any
+    fp32: Path,
+    final: Path,
+    calibration: Any,
+    ctx: RunContext,
+    modifier: Modifier,
+    family: ModelFamily,
 ) -> dict[str, Any]:
     q = ctx.cfg.quantization
     if str(q.format) == "dynamic":  # nothing to calibrate: activation scales come per batch
@@ -154,7 +162,7 @@ def _quantize(
 def _train(
     model: nn.Module,
     recipe: Recipe,
-    family: Any,
+    family: ModelFamily,
     ctx: RunContext,
     result: dict[str, Any],
     applied: list[Modifier],
@@ -167,11 +175,6 @@ def _train(
     trained model: `model` itself, or the one the family's trainer returns under "model" when
     it cannot train in place (Ultralytics with a new head for other classes).
     """
-    if not hasattr(family, "train_sparse"):
-        raise SparsifyError(
-            f"the {family.name} model family cannot train under a recipe in this version; "
-            "use experiment=one_shot"
-        )
     distill = recipe.distillation()
     teacher = copy.deepcopy(model).eval() if distill else None
     if teacher is not None:
@@ -181,7 +184,7 @@ def _train(
     q = ctx.cfg.quantization
     # ONNX Runtime re-quantizes the QAT weights; qdq exports the QAT graph itself, unless the
     # family's QAT graph leaves ops float that post-training QDQ quantizes (transformers)
-    export_qat = str(q.format) == "qdq" and getattr(family, "export_qat_graph", True)
+    export_qat = str(q.format) == "qdq" and family.export_qat_graph
     requantized = not export_qat
     fp32_depthwise = _fp32_depthwise(q)
 
@@ -263,7 +266,7 @@ class SparsifyStage:
         )
         applied: list[Modifier] = []
         result: dict[str, Any] = {"sparsity": 0.0, "per_layer_sparsity": {}}
-        ignore = list(getattr(family, "prune_ignore", []))
+        ignore = list(family.prune_ignore)
         final = out / "model.onnx"
         quant = recipe.quantization()
         quantize = bool(quant and quant.kwargs.get("enabled", True) and ctx.derived.quantize)
@@ -276,8 +279,7 @@ class SparsifyStage:
                     continue
                 result.update(_prune(model, prune, calibration, ctx, ignore))
                 applied.append(prune)
-        # the family's checkpoint name (Ultralytics loads only .pt files)
-        checkpoint = out / getattr(family, "checkpoint_name", "model.pth")
+        checkpoint = out / family.checkpoint_name
         family.save(model, checkpoint, ctx)
         fp32 = family.export(model, out / "model_fp32.onnx", ctx)
 

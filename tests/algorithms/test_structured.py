@@ -20,7 +20,7 @@ from sparsify.algorithms.structured import (
     thin,
 )
 from sparsify.errors import SparsifyError
-from sparsify.models.transformers_family import OUTSIDE_BLOCKS
+from sparsify.models.transformers.family import OUTSIDE_BLOCKS
 from sparsify.recipes.recipe import load_recipe
 
 transformers = pytest.importorskip("transformers")
@@ -328,7 +328,7 @@ def test_head_masks_keep_whole_heads_by_importance() -> None:
 
 
 def test_removing_heads_keeps_the_outputs_and_reloads(tmp_path: Path) -> None:
-    from sparsify.models.transformers_family import load_hf
+    from sparsify.models.transformers.family import load_hf
 
     model = tiny_bert(heads=4)
     feeds = batch()

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from sparsify.algorithms.quantization import quantize_onnx_static
-from sparsify.benchmark.engines import PROJECT_ROOT
+from sparsify.engines.registry import PROJECT_ROOT
 
 DEEPSPARSE_PYTHON = PROJECT_ROOT / ".venv-deepsparse" / "bin" / "python"
 

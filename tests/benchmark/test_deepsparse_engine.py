@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparsify.benchmark.engine import EngineFailure
-from sparsify.benchmark.engines import deepsparse_python as resolve_python
 from sparsify.benchmark.measure import NO_SUPPORTED_OPS, measure_model
-from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine, make_random_feeds
-from sparsify.benchmark.subprocess_engine import SubprocessEngine
 from sparsify.benchmark.table import comparison
+from sparsify.engines.base import EngineFailure
+from sparsify.engines.ort import OnnxRuntimeEngine, make_random_feeds
+from sparsify.engines.registry import deepsparse_python as resolve_python
+from sparsify.engines.worker_client import SubprocessEngine
 
 
 def _open(python: Path):  # noqa: ANN202

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sparsify.benchmark.deepsparse_graph import decompose_layer_norm, for_deepsparse
+from sparsify.engines.deepsparse_graph import decompose_layer_norm, for_deepsparse
 
 WIDTH = 24
 

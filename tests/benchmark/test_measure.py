@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import sparsify
-from sparsify.benchmark.engine import EngineFailure
 from sparsify.benchmark.measure import measure_models
-from sparsify.benchmark.timing import merge_rounds, summarize, time_runs
+from sparsify.engines.base import EngineFailure
+from sparsify.engines.timing import merge_rounds, summarize, time_runs
 
 
 def test_rounds_merge_into_one_summary_of_all_their_calls() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine, make_random_feeds
+from sparsify.engines.ort import OnnxRuntimeEngine, make_random_feeds
 from sparsify.errors import SparsifyError
 from tests.benchmark.conftest import tiny_cnn
 
@@ -120,7 +120,8 @@ def test_sessions_leave_off_the_slow_fusions(
     with the same fusions disabled, so both time the same graph."""
     import onnxruntime as ort
 
-    from sparsify.benchmark import onnxruntime_engine, worker
+    from sparsify.engines import ort as onnxruntime_engine
+    from sparsify.engines import worker
 
     seen: list[list[str]] = []
     real = ort.InferenceSession

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparsify.benchmark.engine import Engine, EngineFailure
-from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine, make_random_feeds
-from sparsify.benchmark.subprocess_engine import SubprocessEngine
+from sparsify.engines.base import Engine, EngineFailure
+from sparsify.engines.ort import OnnxRuntimeEngine, make_random_feeds
+from sparsify.engines.worker_client import SubprocessEngine
 from sparsify.errors import SparsifyError
 
 
@@ -101,8 +101,8 @@ def test_worker_dies_with_its_parent(cnn_models: dict[str, Path], tmp_path: Path
     pid_file = tmp_path / "worker.pid"
     script = f"""
 import sys, time
-from sparsify.benchmark.subprocess_engine import SubprocessEngine
-from sparsify.benchmark.onnxruntime_engine import make_random_feeds
+from sparsify.engines.worker_client import SubprocessEngine
+from sparsify.engines.ort import make_random_feeds
 engine = SubprocessEngine("onnxruntime", {str(cnn_models["fp32"])!r})
 open({str(pid_file)!r}, "w").write(str(engine.pid))
 engine.benchmark(make_random_feeds(engine, 1), warmup_s=0.0, time_s=60.0)

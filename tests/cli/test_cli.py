@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import sparsify
-from sparsify.cli.seed import build_parser, to_overrides
+from sparsify.cli.legacy_run import build_parser, to_overrides
 from sparsify.config import compose_config
 from sparsify.models.tiny import tinynet
 from tests.conftest import TINY_RUN

@@ -15,8 +15,8 @@ from sparsify.config.compose import compose_config
 from sparsify.context import RunContext
 from sparsify.data.yolo import validate_yolo_dataset
 from sparsify.fileio import atomic_write_json
-from sparsify.models.transformers_family import TransformersFamily
-from sparsify.models.yolo_family import YoloFamily
+from sparsify.models.transformers.family import TransformersFamily
+from sparsify.models.yolo.family import YoloFamily
 from sparsify.stages.package import deployment_config
 from tests.fixtures.text import make_tiny_tokenizer
 from tests.fixtures.yolo import make_yolo_dataset

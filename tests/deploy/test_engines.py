@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sparsify.deploy import Pipeline
-from sparsify.deploy.engines import SerializedEngine, load_engine
+from sparsify.engines.registry import SerializedEngine, load_engine
 from sparsify.errors import SparsifyError
 from sparsify.runner import RunResult
 
@@ -26,7 +26,7 @@ def test_onnxruntime_aliases(classifier_run: RunResult) -> None:
 def test_deepsparse_missing_module_is_a_clear_error(
     classifier_run: RunResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "sparsify.benchmark.engines", None)
+    monkeypatch.setitem(sys.modules, "sparsify.engines.registry", None)
     with pytest.raises(SparsifyError, match="engine 'deepsparse' is not available.*onnxruntime"):
         Pipeline(classifier_run.deployment_dir, engine="deepsparse")
 
@@ -35,8 +35,8 @@ def test_deepsparse_is_delegated_and_serialized(
     classifier_run: RunResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whatever sparsify.benchmark opens for "deepsparse" runs the Pipeline, one call at a time."""
-    engines = pytest.importorskip("sparsify.benchmark.engines")
-    from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
+    engines = pytest.importorskip("sparsify.engines.registry")
+    from sparsify.engines.ort import OnnxRuntimeEngine
 
     opened: list[tuple[str, Path, Any]] = []
     busy, overlaps = threading.Lock(), []
@@ -77,7 +77,7 @@ def test_deepsparse_is_delegated_and_serialized(
 def test_deepsparse_unavailable_says_how_to_get_it(
     classifier_run: RunResult, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    pytest.importorskip("sparsify.benchmark.engines")
+    pytest.importorskip("sparsify.engines.registry")
     monkeypatch.setenv("SPARSIFY_DEEPSPARSE_PYTHON", str(tmp_path / "no-python"))
     with pytest.raises(SparsifyError, match="DeepSparse"):
         Pipeline(classifier_run.deployment_dir, engine="deepsparse")

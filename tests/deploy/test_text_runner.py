@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparsify.deploy.engines import SerializedEngine
 from sparsify.deploy.text import TextRunner
+from sparsify.engines.registry import SerializedEngine
 
 pytest.importorskip("transformers")
 

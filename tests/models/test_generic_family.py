@@ -13,7 +13,7 @@ import torch
 import sparsify
 from sparsify.algorithms.onnx_pruning import prune_onnx, weight_initializers
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
-from sparsify.models.generic_family import output_fidelity
+from sparsify.models.generic.family import output_fidelity
 from sparsify.models.tiny import tinynet
 from tests.fixtures.npz import make_npz_folder
 

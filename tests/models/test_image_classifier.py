@@ -9,10 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
+from sparsify.engines.ort import OnnxRuntimeEngine
 from sparsify.errors import SparsifyError
-from sparsify.models.classifier_training import evaluate_classifier, train_classifier
-from sparsify.models.image_classifier import (
+from sparsify.models.classifier.model import (
     available_archs,
     build_model,
     checkpoint_problems,
@@ -22,6 +21,7 @@ from sparsify.models.image_classifier import (
     load_model,
     save_checkpoint,
 )
+from sparsify.models.classifier.training import evaluate_classifier, train_classifier
 
 
 def test_torchvision_and_builtin_archs_are_available() -> None:

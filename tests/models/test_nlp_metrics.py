@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparsify.models.nlp_metrics import (
+from sparsify.models.transformers.metrics import (
     accuracy_f1,
     entities,
     entity_f1,

@@ -13,10 +13,10 @@ import torch
 
 import sparsify
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
-from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
 from sparsify.deploy import Answer, Classification, Pipeline
-from sparsify.models.transformers_family import TransformersFamily, load_hf
-from sparsify.models.transformers_graph import attention_score_matmuls, fold_attention_scale
+from sparsify.engines.ort import OnnxRuntimeEngine
+from sparsify.models.transformers.family import TransformersFamily, load_hf
+from sparsify.models.transformers.graph import attention_score_matmuls, fold_attention_scale
 from tests.fixtures.hf_models import make_tiny_bert
 from tests.fixtures.text import make_qa, make_text_classification, make_token_classification
 
@@ -310,7 +310,7 @@ def test_missing_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     import sys
 
     from sparsify.errors import SparsifyError
-    from sparsify.models.transformers_family import require_transformers
+    from sparsify.models.transformers.family import require_transformers
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # import now raises ImportError
     with pytest.raises(SparsifyError, match=r"pip install 'sparsify\[nlp\]'"):
@@ -385,7 +385,7 @@ def test_only_the_transformer_blocks_are_pruned(
 
 def test_head_pattern_names_what_lies_outside_the_blocks() -> None:
     from sparsify.algorithms.pruning import select_layers
-    from sparsify.models.transformers_family import OUTSIDE_BLOCKS
+    from sparsify.models.transformers.family import OUTSIDE_BLOCKS
 
     names = {
         "bert.encoder.layer.11.attention.self.query": False,

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from sparsify.algorithms.pruning import apply_masks, magnitude_masks, select_layers
-from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
 from sparsify.data.yolo import validate_yolo_dataset
 from sparsify.data.yolo_loader import yolo_samples
+from sparsify.engines.ort import OnnxRuntimeEngine
 from sparsify.errors import SparsifyError
-from sparsify.models.yolo_family import PRUNE_IGNORE, YoloFamily, add_callbacks, arch_task
+from sparsify.models.yolo.family import PRUNE_IGNORE, YoloFamily, add_callbacks, arch_task
 from tests.fixtures.yolo import (  # noqa: F401 - ultralytics_offline is an autouse fixture
     DETECT,
     HAS_ULTRALYTICS,
@@ -173,7 +173,7 @@ def test_export_matches_torch(detect_run: dict[str, Any], tmp_path: Path) -> Non
 def test_dfl_expectation_is_ultralytics_dfl() -> None:
     from ultralytics.nn.modules import DFL
 
-    from sparsify.models.yolo_model import _dfl_expectation
+    from sparsify.models.yolo.model import _dfl_expectation
 
     dfl = DFL(16).eval()
     x = torch.randn(2, 64, 30) * 4
@@ -371,7 +371,7 @@ def test_trainer_metrics_last_epoch_is_not_the_best_checkpoints() -> None:
     nothing about the model returned: `last_epoch` reads the last row of results.csv."""
     from types import SimpleNamespace
 
-    from sparsify.models.yolo_training import trainer_metrics
+    from sparsify.models.yolo.training import trainer_metrics
 
     best = SimpleNamespace(results_dict={"metrics/mAP50(B)": 0.99, "metrics/mAP50-95(B)": 0.95})
     columns = {

@@ -12,8 +12,8 @@ from sparsify.context import RunContext
 from sparsify.data.yolo_loader import yolo_samples
 from sparsify.deploy.detection import letterbox
 from sparsify.deploy.preprocess import load_image
-from sparsify.models.yolo_family import YoloFamily
-from sparsify.models.yolo_metrics import average_precision, match_predictions
+from sparsify.models.yolo.family import YoloFamily
+from sparsify.models.yolo.metrics import average_precision, match_predictions
 from tests.fixtures.yolo import DETECT, SEGMENT, make_ctx, make_yolo_dataset
 
 FAMILY = YoloFamily()

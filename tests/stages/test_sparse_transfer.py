@@ -10,7 +10,7 @@ import torch
 import sparsify
 from sparsify.algorithms.pruning import select_layers
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
-from sparsify.models.image_classifier import load_model
+from sparsify.models.classifier.model import load_model
 from tests.fixtures.images import make_image_folder
 
 

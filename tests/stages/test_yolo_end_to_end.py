@@ -19,7 +19,7 @@ import torch
 
 import sparsify
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
-from sparsify.models.yolo_model import read_checkpoint
+from sparsify.models.yolo.model import read_checkpoint
 from tests.fixtures.yolo import (  # noqa: F401 - ultralytics_offline is an autouse fixture
     DETECT,
     HAS_ULTRALYTICS,
@@ -127,7 +127,7 @@ def test_detection_qdq_quantizes_between_convs_and_keeps_the_decode_float(
 ) -> None:
     """QDQ (ONNX Runtime) YOLO: SiLU, Split/Concat, MaxPool, Resize and Adds INT8 too; the
     head's decode (DFL, box arithmetic, class sigmoid, output Concat) stays float."""
-    from sparsify.models.yolo_family import head_decode_nodes
+    from sparsify.models.yolo.family import head_decode_nodes
 
     data = Path(detection.outputs["validate"]["data_path"])
     result = _run(

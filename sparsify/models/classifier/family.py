@@ -16,12 +16,8 @@ from sparsify.context import RunContext
 from sparsify.data.image_folder import ImageFolderDataset, calibration_arrays, list_samples
 from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_image
 from sparsify.errors import Problem
-from sparsify.models.classifier_training import (
-    evaluate_classifier,
-    train_classifier,
-    train_with_session,
-)
-from sparsify.models.image_classifier import (
+from sparsify.models.base import ModelFamily
+from sparsify.models.classifier.model import (
     available_archs,
     build_model,
     checkpoint_problems,
@@ -29,6 +25,11 @@ from sparsify.models.image_classifier import (
     head_fits,
     load_model,
     save_checkpoint,
+)
+from sparsify.models.classifier.training import (
+    evaluate_classifier,
+    train_classifier,
+    train_with_session,
 )
 from sparsify.models.tensorboard import EventLog
 from sparsify.progress import progress
@@ -55,18 +56,18 @@ def _loader(ctx: RunContext, split: str, train: bool) -> DataLoader:
     )
 
 
-class ImageClassifierFamily:
+class ImageClassifierFamily(ModelFamily):
     name = "image_classifier"
     artifact_name = "model.pth"
     # depthwise convolutions stay dense: measured on ImageNet MobileNetV2 fine-tuned on digits,
     # pruning them too at 50 % drops top-1 from 98.6 to 10 % (95 % with BatchNorm
     # re-estimation) where sparing them keeps 95.0 % (SparseGPT: 96.7 %)
-    prune_ignore = ["__DEPTHWISE__"]
+    prune_ignore = ("__DEPTHWISE__",)
     # residual Adds quantized too (QLinearAdd): DeepSparse then stays INT8 through each block.
     # ResNet-50 90 % sparse, batch 16, 2 cores: 188 -> 258 items/s (3.5x -> 4.8x dense ORT);
     # top-1 on MobileNetV2/digits 95.3 -> 94.7 % one-shot, 98.6 -> 98.6 % training-aware.
     # Not for transformers: DeepSparse did not finish MiniLM with its Adds quantized.
-    extra_quantized_ops = ("Add",)
+    extra_int8_ops = {"qoperator": ("Add",)}
 
     def arch_problems(self, arch: str) -> list[Problem]:
         archs = available_archs()

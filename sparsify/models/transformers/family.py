@@ -19,7 +19,8 @@ from torch import nn
 from sparsify.algorithms.structured import HEADS_FIELD, set_attention_heads
 from sparsify.context import RunContext
 from sparsify.errors import Problem, SparsifyError
-from sparsify.models.transformers_graph import attention_score_matmuls, fold_attention_scale
+from sparsify.models.base import ModelFamily
+from sparsify.models.transformers.graph import attention_score_matmuls, fold_attention_scale
 
 log = logging.getLogger("sparsify")
 
@@ -183,10 +184,10 @@ def _collator(transformers: Any, tokenizer: Any, task: str) -> Any:
     return transformers.DataCollatorWithPadding(tokenizer)
 
 
-class TransformersFamily:
+class TransformersFamily(ModelFamily):
     name = "transformers"
     artifact_name = "model"
-    prune_ignore = [OUTSIDE_BLOCKS]
+    prune_ignore = (OUTSIDE_BLOCKS,)
     # QAT fake-quantizes only the Linear layers, so its exported QDQ graph leaves attention
     # (Q.K^T, Softmax, probs.V) float; ONNX Runtime's post-training QDQ of the QAT-trained
     # weights quantizes it too. MiniLM-L6 with half its FFN, batch 16: 100 against 122 ms per
@@ -301,7 +302,7 @@ class TransformersFamily:
         self, model: nn.Module, ctx: RunContext, session_for: Any, teacher: nn.Module | None
     ) -> dict[str, Any]:
         """Fine-tune under the recipe session through `transformers.Trainer`."""
-        from sparsify.models.transformers_training import train_with_trainer
+        from sparsify.models.transformers.training import train_with_trainer
 
         transformers = require_transformers()
         task, labels = _task(ctx), _labels(ctx)
@@ -423,7 +424,7 @@ class TransformersFamily:
 
     def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
         from sparsify.deploy.text import TextRunner
-        from sparsify.models.nlp_metrics import accuracy_f1, entity_f1, squad_scores
+        from sparsify.models.transformers.metrics import accuracy_f1, entity_f1, squad_scores
 
         records = _records(ctx, "val")
         if ctx.cfg.data.max_eval_samples:

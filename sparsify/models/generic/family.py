@@ -15,6 +15,7 @@ import onnx
 
 from sparsify.context import RunContext
 from sparsify.errors import Problem, SparsifyError
+from sparsify.models.base import ModelFamily
 
 log = logging.getLogger("sparsify")
 
@@ -46,7 +47,7 @@ def output_fidelity(
     return scores
 
 
-class GenericFamily:
+class GenericFamily(ModelFamily):
     name = "generic"
     artifact_name = "model.onnx"
 
@@ -144,7 +145,7 @@ class GenericFamily:
         return _samples(ctx, n)
 
     def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
-        from sparsify.benchmark.onnxruntime_engine import OnnxRuntimeEngine
+        from sparsify.engines.ort import OnnxRuntimeEngine
 
         samples = _samples(ctx, ctx.cfg.data.max_eval_samples)
         baseline = OnnxRuntimeEngine(ctx.artifact(ctx.outputs["sparsify"]["baseline_onnx"]))

@@ -20,7 +20,7 @@ from torch import nn
 
 from sparsify.algorithms.pruning import PRUNABLE_TYPES
 from sparsify.context import RunContext
-from sparsify.models.yolo_model import require_ultralytics
+from sparsify.models.yolo.model import require_ultralytics
 
 log = logging.getLogger("sparsify")
 

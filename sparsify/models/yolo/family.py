@@ -23,9 +23,10 @@ from sparsify.data.yolo_loader import calibration_images, write_ultralytics_data
 from sparsify.deploy.detection import letterbox
 from sparsify.deploy.preprocess import load_image
 from sparsify.errors import Problem, SparsifyError
+from sparsify.models.base import ModelFamily
 from sparsify.models.tensorboard import EventLog
-from sparsify.models.yolo_metrics import EVAL_IOU, MAX_DET, evaluate_yolo
-from sparsify.models.yolo_model import (
+from sparsify.models.yolo.metrics import EVAL_IOU, MAX_DET, evaluate_yolo
+from sparsify.models.yolo.model import (
     arch_task,
     arch_yaml,
     class_names,
@@ -34,7 +35,7 @@ from sparsify.models.yolo_model import (
     require_ultralytics,
     save_checkpoint,
 )
-from sparsify.models.yolo_training import (
+from sparsify.models.yolo.training import (
     BatchHook,
     add_callbacks,
     copy_zeros,
@@ -88,18 +89,18 @@ def head_decode_nodes(model: Any) -> list[str]:
     ]
 
 
-class YoloFamily:
+class YoloFamily(ModelFamily):
     checkpoint_name = "model.pt"  # what the sparsify stage saves: Ultralytics loads only .pt
     name = "yolo"
     artifact_name = "model.pt"
-    prune_ignore = PRUNE_IGNORE
+    prune_ignore = tuple(PRUNE_IGNORE)
     # quantization.format=qdq (ONNX Runtime) also quantizes the ops between convolutions (SiLU
     # = Sigmoid * x, C2f's Split / Concat, SPPF's MaxPool, the neck's Resize and Adds), so
     # tensors stay INT8 from conv to conv. YOLOv8s on generated shapes, 160 px, batch 16,
     # 2 cores with VNNI, GPTQ off: 1.94x -> 2.61x dense ORT, mAP50-95 97.12 -> 97.40 (dense
     # 97.66). Not for qoperator: DeepSparse 1.8 then supports 44 % of YOLOv8n's ops (99.8 %
     # with Conv only) and runs 2x slower.
-    qdq_extra_ops = ("Add", "Mul", "Sigmoid", "Concat", "MaxPool", "Resize", "Split")
+    extra_int8_ops = {"qdq": ("Add", "Mul", "Sigmoid", "Concat", "MaxPool", "Resize", "Split")}
 
     def int8_float_nodes(self, model: Any, fmt: str) -> list[str]:
         """ONNX nodes every INT8 format leaves float (`head_decode_nodes`)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsify.benchmark.engine import EngineFailure, ModelInputs, batch_size_of
+from sparsify.engines.base import EngineFailure, ModelInputs, batch_size_of
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")

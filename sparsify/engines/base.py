@@ -1,4 +1,4 @@
-"""What every inference engine offers the benchmark stage, and how one is picked by name."""
+"""What every inference engine offers (the benchmark stage and deployment Pipelines alike)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from sparsify.errors import SparsifyError
-
-ENGINE_NAMES = ("onnxruntime", "deepsparse")
 
 
 @runtime_checkable
@@ -87,21 +85,6 @@ class EngineFailure(SparsifyError):
         if self.stderr_tail:
             out["stderr_tail"] = self.stderr_tail
         return {**out, **self.details}
-
-
-def check_engine_names(names: list[str]) -> list[str]:
-    """The configured engine names, normalized; an unknown one lists the known ones."""
-    out = []
-    for name in names:
-        key = str(name).lower().replace("-", "").replace("_", "")
-        key = {"ort": "onnxruntime", "ds": "deepsparse"}.get(key, key)
-        if key not in ENGINE_NAMES:
-            raise SparsifyError(
-                f"benchmark.engines: unknown engine {name!r}; known: {', '.join(ENGINE_NAMES)} "
-                "(e.g. benchmark.engines=[onnxruntime,deepsparse])"
-            )
-        out.append(key)
-    return out
 
 
 def batch_size_of(feeds: dict[str, np.ndarray]) -> int:

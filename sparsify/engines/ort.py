@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from sparsify.benchmark.timing import time_runs
-from sparsify.benchmark.worker import ORT_DISABLED_OPTIMIZERS
+from sparsify.engines.timing import time_runs
+from sparsify.engines.worker import ORT_DISABLED_OPTIMIZERS
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
