@@ -23,7 +23,7 @@ block4 is what DeepSparse's INT8 kernels skip). The text model gets one more: th
 heads removed (StructuredPruningModifier) at `--ffn-level` (0.7: 80 % of the rest pruned), held
 to both targets since narrower layers run faster on every engine, and the same FFN removal
 (no heads) with INT8 QDQ only (at `--int8-level`, no
-block sparsity: ONNX Runtime's package). Numbers measured with it: docs/benchmark.md.
+block sparsity: ONNX Runtime's package). Numbers measured with it: benchmarks/RESULTS.md.
 Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16, DeepSparse sparse + INT8
 >= 5x.
 

@@ -1,18 +1,25 @@
-"""Every ```bash command in README.md and docs/*.md still composes, so the docs cannot rot.
+"""The docs cannot rot: their commands compose and their runnable Python runs.
 
-`sparsify ...` commands are composed with `compose_config` (after the same override
-normalization as the CLI), once per job of a `-m` sweep; `sparsify.run ...` goes through
-the seed CLI's mapping; `sparsify report ...` is parsed by its own argument parser; `make X`
-must be a Makefile target; `pip install` lines are not checked. Anything else fails, so a
-new kind of command gets a check here.
+Every ```bash command in README.md and docs/*.md: `sparsify ...` commands are composed with
+`compose_config` (after the same override normalization as the CLI), once per job of a `-m`
+sweep; `sparsify.run ...` goes through the legacy CLI's mapping; `sparsify report ...` is
+parsed by its own argument parser; `make X` must be a Makefile target; `pip install` lines
+are not checked. Anything else fails, so a new kind of command gets a check here.
+
+Every ```python runnable block is executed, in a working directory holding tiny deployment
+folders at the paths the docs use (`SANDBOX`) and a few images, so a snippet that disagrees
+with the code (a method a result does not have, a result of another type) fails.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -23,10 +30,16 @@ from sparsify.cli import zoo as zoo_cli
 from sparsify.cli.legacy_run import build_parser, to_overrides
 from sparsify.cli.main import SUBCOMMANDS
 from sparsify.config import compose_config
+from sparsify.context import RunContext
+from sparsify.fileio import atomic_write_json
+from sparsify.models import get_family
+from sparsify.models.classifier.model import build_model
+from sparsify.stages.package import deployment_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
+RUNNABLE = re.compile(r"^```python runnable\n(.*?)^```", re.S | re.M)
 # flags of the `sparsify` command that do not change what composes
 NO_VALUE_FLAGS = {"-m", "--multirun", "--resolve", "--help", "-h", "--hydra-help"}
 VALUE_FLAGS = {"--cfg", "-c", "--package", "-p"}
@@ -121,3 +134,100 @@ def test_a_wrong_command_does_not_compose() -> None:
     with pytest.raises(Exception, match="no_such_launcher"):
         check_sparsify(["-m", "hydra/launcher=no_such_launcher", "optim_level=0.5"])
     assert len(sweep_jobs(["optim_level=0.0,0.5", "experiment=one_shot,training_aware"])) == 4
+
+
+# -- runnable Python ------------------------------------------------------------------------
+
+# deployment folders the runnable snippets load, by the path they use
+CLASSIFIER_DIR = "sparsify_runs/one_shot_cv-classification/RUN/deployment"
+NLP_DIRS = {
+    "nlp-sentiment_analysis": "sparsify_runs/one_shot_nlp-sentiment_analysis/RUN/deployment",
+    "nlp-question_answering": "sparsify_runs/one_shot_nlp-question_answering/RUN/deployment",
+}
+IMAGES = ("cat.jpg", "a.jpg", "b.jpg")
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+LABELS = ["cat", "dog", "fox"]  # three, so the docs' top_k=3 is allowed
+
+
+def snippets(path: Path) -> list[tuple[int, str]]:
+    """(first line number, code) of every ```python runnable block of `path`."""
+    text = path.read_text(encoding="utf-8")
+    return [(text[: m.start(1)].count("\n") + 1, m.group(1)) for m in RUNNABLE.finditer(text)]
+
+
+SNIPPETS = [
+    pytest.param(doc, line, code, id=f"{doc.name}:{line}")
+    for doc in DOCS
+    for line, code in snippets(doc)
+]
+
+
+def classifier_deployment(out: Path) -> Path:
+    """A random-init tinynet at 16 px, exported and packaged by the family and the package
+    stage's own functions: the Pipeline's return types, not the model's quality, are tested."""
+    import torch
+
+    cfg = compose_config(
+        ["use_case=cv-classification", "model.arch=tinynet", "data.image_size=16"]
+        + ["data.resize_size=16"]
+    )
+    ctx = RunContext(cfg=cfg, run_dir=out.parent / "run")
+    ctx.outputs["validate"] = {"data_path": str(out.parent), "data": {"classes": LABELS}}
+    family = get_family("image_classifier")
+    torch.manual_seed(0)
+    out.mkdir(parents=True)
+    family.export(build_model("tinynet", len(LABELS)).eval(), out / "model.onnx", ctx)
+    part = family.deployment_files(ctx, out)
+    config = deployment_config(
+        out / "model.onnx", "image-classification", "cv-classification", part, experiment="none"
+    )
+    atomic_write_json(out / "config.json", config)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory with the deployment folders and images the snippets name."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("docs_sandbox")
+    classifier_deployment(root / CLASSIFIER_DIR)
+    rng = np.random.default_rng(0)
+    for name in IMAGES:
+        pixels = rng.integers(0, 256, size=(20, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / name)
+    if not HAS_TRANSFORMERS:
+        return root  # the snippets that load a text deployment skip
+    from tests.deploy.builders import nlp_deployment
+
+    for use_case, target in NLP_DIRS.items():
+        built = nlp_deployment(tmp_path_factory.mktemp(use_case), use_case)
+        shutil.copytree(built, root / target)
+    return root
+
+
+@pytest.mark.parametrize(("doc", "line", "code"), SNIPPETS)
+def test_runnable_snippet(
+    doc: Path, line: int, code: str, sandbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not HAS_TRANSFORMERS and any(path in code for path in NLP_DIRS.values()):
+        pytest.skip("transformers not installed (pip install 'sparsify[nlp]')")
+    monkeypatch.chdir(sandbox)
+    # a compiled code object named after the doc, so a traceback points at its line
+    exec(compile("\n" * (line - 1) + code, str(doc), "exec"), {"__name__": "__docs__"})
+
+
+def test_the_docs_have_runnable_snippets() -> None:
+    names = {p.values[0].name for p in SNIPPETS}
+    assert "deployment.md" in names
+
+
+def test_a_wrong_snippet_fails(sandbox: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What docs/deployment.md once said: `to_dict()` on the result of `top_k=3`."""
+    monkeypatch.chdir(sandbox)
+    wrong = (
+        "from sparsify.deploy import Pipeline\n"
+        f"Pipeline({CLASSIFIER_DIR!r})('cat.jpg', top_k=3).to_dict()\n"
+    )
+    with pytest.raises(AttributeError, match="to_dict"):
+        exec(compile(wrong, "wrong", "exec"), {})

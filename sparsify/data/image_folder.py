@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from sparsify.data.counts import log_class_counts
 from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_image
 from sparsify.errors import Problem, SparsifyError
 from sparsify.progress import progress
@@ -223,17 +224,7 @@ def log_summary(summary: ImageFolderSummary, logger: logging.Logger) -> None:
         ", ".join(f"{split}={n} images" for split, n in summary.splits.items()),
     )
     for split, counts in summary.class_counts.items():
-        if len(counts) <= 20:
-            logger.info("  %s: %s", split, ", ".join(f"{c}={n}" for c, n in counts.items()))
-        elif counts:
-            values = sorted(counts.values())
-            logger.info(
-                "  %s: per class min=%d median=%d max=%d",
-                split,
-                values[0],
-                values[len(values) // 2],
-                values[-1],
-            )
+        log_class_counts(logger, split, counts)
     train = summary.class_counts.get("train", {})
     if train:
         smallest, largest = min(train.values()), max(train.values())

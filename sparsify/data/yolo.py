@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from PIL import Image
 
+from sparsify.data.counts import log_class_counts
 from sparsify.errors import Problem
 
 log = logging.getLogger("sparsify")
@@ -471,19 +472,7 @@ def log_summary(summary: YoloSummary, logger: logging.Logger) -> None:
         ),
     )
     for split, counts in summary.instances.items():
-        if len(counts) <= 20:
-            logger.info(
-                "  %s instances: %s", split, ", ".join(f"{c}={n}" for c, n in counts.items())
-            )
-        elif counts:
-            values = sorted(counts.values())
-            logger.info(
-                "  %s instances per class: min=%d median=%d max=%d",
-                split,
-                values[0],
-                values[len(values) // 2],
-                values[-1],
-            )
+        log_class_counts(logger, f"{split} instances", counts)
     empty = [c for c, n in summary.instances.get("train", {}).items() if n == 0]
     if empty:
         logger.warning(

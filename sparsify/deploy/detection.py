@@ -198,19 +198,10 @@ def mask_crops(
     return crops
 
 
-def process_masks(
-    protos: np.ndarray,
-    mask_coeffs: np.ndarray,
-    boxes: np.ndarray,
-    ratio: float,
-    pad: tuple[int, int],
-    orig_size: tuple[int, int],
-    input_size: int,
-) -> np.ndarray:
+def paste_masks(crops: list[MaskCrop], orig_size: tuple[int, int]) -> np.ndarray:
     """Per-detection binary masks (n, h, w) at the original size, zero outside their boxes."""
     width, height = orig_size
-    masks = np.zeros((len(boxes), height, width), dtype=bool)
-    crops = mask_crops(protos, mask_coeffs, boxes, ratio, pad, orig_size, input_size)
+    masks = np.zeros((len(crops), height, width), dtype=bool)
     for i, ((c0, r0, c1, r1), crop) in enumerate(crops):
         masks[i, r0:r1, c0:c1] = crop
     return masks
@@ -239,7 +230,8 @@ def postprocess_detections(
     if protos is not None:
         if input_size is None:
             raise ValueError("input_size is needed to place the mask prototypes")
-        masks = process_masks(protos, coeffs, boxes, ratio, pad, orig_size, input_size)
+        crops = mask_crops(protos, coeffs, boxes, ratio, pad, orig_size, input_size)
+        masks = paste_masks(crops, orig_size)
     return [
         Detection(
             box=[float(v) for v in boxes[i]],

@@ -186,34 +186,20 @@ class TextRunner:
             return []
         tags = self.tag_words([[w for w, _, _ in words]])[0]
         found: list[Entity] = []
-        current: list[Any] | None = None
+        current: list[Any] | None = None  # [kind, start, end, scores] of the open entity
+
+        def close() -> None:
+            if current:
+                kind, start, end, scores = current
+                found.append(Entity(kind, text[start:end], start, end, float(np.mean(scores))))
+
         for (_, start, end), (tag_id, score) in zip(words, tags, strict=True):
             tag = labels[tag_id]
             prefix, _, kind = tag.partition("-") if "-" in tag else (tag, "", "")
             if prefix == "I" and current and current[0] == kind:
                 current[2], current[3] = end, current[3] + [score]
                 continue
-            if current:
-                found.append(
-                    Entity(
-                        current[0],
-                        text[current[1] : current[2]],
-                        current[1],
-                        current[2],
-                        float(np.mean(current[3])),
-                    )
-                )
-                current = None
-            if prefix in ("B", "I"):
-                current = [kind, start, end, [score]]
-        if current:
-            found.append(
-                Entity(
-                    current[0],
-                    text[current[1] : current[2]],
-                    current[1],
-                    current[2],
-                    float(np.mean(current[3])),
-                )
-            )
+            close()
+            current = [kind, start, end, [score]] if prefix in ("B", "I") else None
+        close()
         return found

@@ -14,8 +14,8 @@ from sparsify.deploy.detection import (
     mask_crops,
     mask_to_rle,
     nms,
+    paste_masks,
     postprocess_detections,
-    process_masks,
     scale_boxes,
 )
 
@@ -91,16 +91,17 @@ def test_masks_follow_protos_padding_and_boxes() -> None:
     protos = -np.ones((1, 16, 16), dtype=np.float32)
     protos[0, 4:8, :] = 1.0  # input rows 16..32 = the top half of the original image
     boxes = np.array([[0, 0, 128, 64], [0, 0, 64, 64]], dtype=np.float32)
-    masks = process_masks(protos, np.ones((2, 1), np.float32), boxes, 0.5, (0, 16), (128, 64), 64)
+    crops = mask_crops(protos, np.ones((2, 1), np.float32), boxes, 0.5, (0, 16), (128, 64), 64)
+    masks = paste_masks(crops, (128, 64))
     assert masks.shape == (2, 64, 128) and masks.dtype == bool
     assert masks[0, :28].all() and not masks[0, 36:].any()
     assert abs(int(masks[0].sum()) - 32 * 128) <= 4 * 128  # edge blur of one proto cell
     assert masks[1, :28, :64].all() and not masks[1, :, 64:].any()  # cropped to its box
-    crops = mask_crops(protos, np.ones((2, 1), np.float32), boxes, 0.5, (0, 16), (128, 64), 64)
     assert [window for window, _ in crops] == [(0, 0, 128, 64), (0, 0, 64, 64)]
     assert np.array_equal(crops[1][1], masks[1, :, :64])
-    negative = process_masks(
-        protos, -np.ones((1, 1), np.float32), boxes[:1], 0.5, (0, 16), (128, 64), 64
+    negative = paste_masks(
+        mask_crops(protos, -np.ones((1, 1), np.float32), boxes[:1], 0.5, (0, 16), (128, 64), 64),
+        (128, 64),
     )
     assert negative[0, 36:].all() and not negative[0, :28].any()
 

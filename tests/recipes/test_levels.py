@@ -1,4 +1,4 @@
-"""The optim-level mappings of DESIGN.md."""
+"""The optim-level mappings of docs/experiments.md."""
 
 from __future__ import annotations
 
