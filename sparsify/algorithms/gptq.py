@@ -18,7 +18,6 @@ The weights rounded are those of the exported graph, i.e. with BatchNorm folded 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +34,7 @@ from sparsify.algorithms.hessian import (
 )
 from sparsify.algorithms.masks import from_matrix, to_matrix
 from sparsify.algorithms.obs import obs_update_layer
+from sparsify.matching import match_modules
 
 log = logging.getLogger("sparsify")
 
@@ -146,18 +146,6 @@ def gptq_round_model(
     return stats
 
 
-def _ignored(name: str, ignore: list[str]) -> bool:
-    """A module name covered by a QuantizationModifier `ignore` entry: the name itself, a
-    module above it, or a `re:` pattern found in it (as node names are matched)."""
-    for pattern in ignore:
-        if pattern.startswith("re:"):
-            if re.search(pattern[3:], name):
-                return True
-        elif name == pattern or name.startswith(pattern + "."):
-            return True
-    return False
-
-
 @torch.no_grad()
 def int8_layers(
     model: nn.Module,
@@ -169,10 +157,11 @@ def int8_layers(
     """The Conv/Linear modules whose weights ONNX Runtime will quantize, by the ONNX op they
     export to: Conv -> `Conv`; Linear on 2-D inputs -> `Gemm`, on N-D inputs -> `MatMul`.
 
-    `ignore`d modules are left out, and with `fp32_grouped` grouped and depthwise convolutions
+    Modules `ignore` covers are left out (`sparsify.matching`'s rule, the one the quantizer
+    applies to the exported graph), and with `fp32_grouped` grouped and depthwise convolutions
     (the quantizer keeps them FP32: `quantization.fp32_depthwise`).
     """
-    ignore = list(ignore or [])
+    candidates = match_modules(model, ignore, types=(nn.Conv1d, nn.Conv2d, nn.Linear)).selected
     linear_ranks: dict[nn.Module, int] = {}
 
     def record(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -191,9 +180,7 @@ def int8_layers(
         for handle in handles:
             handle.remove()
     out = {}
-    for name, module in model.named_modules():
-        if _ignored(name, ignore):
-            continue
+    for name, module in candidates.items():
         if isinstance(module, nn.Conv1d | nn.Conv2d):
             if "Conv" in ops and not (fp32_grouped and module.groups > 1):
                 out[name] = module

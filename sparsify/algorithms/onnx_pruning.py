@@ -7,11 +7,12 @@ Gemm nodes with two or more dimensions are pruned layer by layer, as the torch p
 from __future__ import annotations
 
 import logging
-import re
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from sparsify.matching import match_onnx_nodes
 
 log = logging.getLogger("sparsify")
 
@@ -19,18 +20,20 @@ WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "MatMul": 1, "Gemm": 1}  # op -> we
 
 
 def weight_initializers(model: onnx.ModelProto, ignore: list[str] | None = None) -> list[str]:
-    """Names of prunable weight initializers, in graph order (`re:` patterns in `ignore`)."""
+    """Names of prunable weight initializers, in graph order. `ignore` covers nodes under the
+    one rule of `sparsify.matching` (module paths, `re:` patterns, node and weight names); a
+    weight read by an ignored node stays dense."""
     inits = {i.name: i for i in model.graph.initializer}
-    patterns = list(ignore or [])
+    match = match_onnx_nodes(model, ignore)
+    # a weight shared by several nodes stays dense if any of them is ignored
+    kept_dense = {i for node in match.ignored for i in node.input if i in inits}
     names: list[str] = []
     for node in model.graph.node:
         index = WEIGHT_OPS.get(node.op_type)
         if index is None or len(node.input) <= index:
             continue
         name = node.input[index]
-        if name not in inits or len(inits[name].dims) < 2 or name in names:
-            continue
-        if any(name == p or (p.startswith("re:") and re.fullmatch(p[3:], name)) for p in patterns):
+        if name not in inits or len(inits[name].dims) < 2 or name in names or name in kept_dense:
             continue
         names.append(name)
     return names

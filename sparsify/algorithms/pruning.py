@@ -3,54 +3,31 @@
 from __future__ import annotations
 
 import logging
-import re
 
 import torch
 from torch import nn
 
+# the tokens live with the one matcher; re-exported for the modules that import them from here
+from sparsify.matching import ALL_PRUNABLE, match_modules
+from sparsify.matching import DEPTHWISE as DEPTHWISE
+from sparsify.matching import is_depthwise as is_depthwise
+
 log = logging.getLogger("sparsify")
 
-ALL_PRUNABLE = "__ALL_PRUNABLE__"
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-DEPTHWISE = "__DEPTHWISE__"
-
-
-def is_depthwise(module: nn.Module) -> bool:
-    """A convolution with one filter group per input channel (MobileNet-style)."""
-    groups = getattr(module, "groups", 1)
-    return groups > 1 and groups == getattr(module, "in_channels", 0)
 
 
 def select_layers(
     model: nn.Module, targets: str | list[str] = ALL_PRUNABLE, ignore: list[str] | None = None
 ) -> dict[str, nn.Module]:
-    """Prunable layers by name: `__ALL_PRUNABLE__`, exact names, or `re:` patterns.
+    """Prunable (Conv/Linear) layers by name that `targets` name and `ignore` does not, under
+    the one rule of `sparsify.matching` (module paths and what is inside them, `re:` full
+    matches, class names, `__ALL_PRUNABLE__`).
 
     `__DEPTHWISE__` (in `ignore`, usually) stands for every depthwise convolution: with a few
     weights per channel they carry little compute, and pruning them costs much accuracy.
     """
-    patterns = [targets] if isinstance(targets, str) else list(targets)
-    ignore = list(ignore or [])
-
-    def matches(name: str, module: nn.Module, pats: list[str]) -> bool:
-        for pat in pats:
-            if pat == ALL_PRUNABLE or pat == name:
-                return True
-            if pat == DEPTHWISE and is_depthwise(module):
-                return True
-            if pat.startswith("re:") and re.fullmatch(pat[3:], name):
-                return True
-        return False
-
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_TYPES)
-        and matches(name, module, patterns)
-        and not matches(name, module, ignore)
-    }
+    return match_modules(model, ignore, targets, types=PRUNABLE_TYPES).selected
 
 
 @torch.no_grad()

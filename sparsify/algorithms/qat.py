@@ -15,7 +15,7 @@ needs no folding during QAT; its statistics are frozen near the end instead.
 from __future__ import annotations
 
 import logging
-import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsify.algorithms.batchnorm import BATCHNORM_TYPES
-from sparsify.algorithms.pruning import DEPTHWISE, is_depthwise
+from sparsify.matching import match_modules
 
 log = logging.getLogger("sparsify")
 
@@ -106,13 +106,15 @@ class QuantWrapper(nn.Module):
         return layer._conv_forward(x, weight, layer.bias)
 
 
-def _ignored(name: str, ignore: list[str]) -> bool:
-    for pattern in ignore:
-        if pattern == name or (pattern.startswith("re:") and re.fullmatch(pattern[3:], name)):
-            return True
-        if not pattern.startswith("re:") and name.split(".")[-1] == pattern:
-            return True  # SparseML also ignores by class or leaf name, e.g. "classifier"
-    return False
+def unwrapped_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """`model.named_modules()` as recipes name them: a QuantWrapper's layer under the
+    wrapper's name (`classifier.1`, not `classifier.1.layer`), the wrapper itself left out."""
+    wrapped = {name for name, m in model.named_modules() if isinstance(m, QuantWrapper)}
+    for name, module in model.named_modules():
+        if name in wrapped:
+            continue
+        parent, _, leaf = name.rpartition(".")
+        yield (parent if leaf == "layer" and parent in wrapped else name), module
 
 
 def _set_child(model: nn.Module, name: str, child: nn.Module) -> None:
@@ -124,19 +126,13 @@ def _set_child(model: nn.Module, name: str, child: nn.Module) -> None:
 def prepare_qat(
     model: nn.Module, ignore: list[str] | None = None, per_channel: bool = True
 ) -> list[str]:
-    """Wrap every Conv1d/Conv2d/Linear not in `ignore` (names, leaf names, `re:` patterns,
-    class names like `Embedding`, `__DEPTHWISE__`) in place; returns the wrapped names."""
-    ignore = list(ignore or [])
-    names = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, QUANTIZABLE)
-        and not isinstance(module, QuantWrapper)
-        and type(module).__name__ not in ignore
-        and not (DEPTHWISE in ignore and is_depthwise(module))
-        and not _ignored(name, ignore)
-        and not name.endswith(".layer")
-    ]
+    """Wrap every Conv1d/Conv2d/Linear that `ignore` does not cover in place (the one rule of
+    `sparsify.matching`: module paths and what is inside them, `re:` full matches, class
+    names, `__DEPTHWISE__`); returns the wrapped names. Layers already wrapped stay as they are.
+    """
+    already = {id(m.layer) for m in model.modules() if isinstance(m, QuantWrapper)}
+    match = match_modules(unwrapped_modules(model), ignore, types=QUANTIZABLE)
+    names = [name for name, module in match.selected.items() if id(module) not in already]
     for name in names:
         _set_child(model, name, QuantWrapper(model.get_submodule(name), per_channel))
     log.info(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import onnx
 from sparsify.algorithms.concat_ranges import shared_concat_ranges
 from sparsify.algorithms.ort_fusions import FUSED_OP, apply_conv_weight_zero_point, apply_to_file
 from sparsify.errors import SparsifyError
+from sparsify.matching import match_onnx_nodes
 from sparsify.onnx_graph import constant_names, producers_by_output
 
 log = logging.getLogger("sparsify")
@@ -130,25 +130,15 @@ def summarize_quantized_graph(model: onnx.ModelProto, fmt: str = "qdq") -> dict[
     }
 
 
-def excluded_nodes(model: onnx.ModelProto, ignore: list[str] | None) -> list[str]:
-    """ONNX node names that an `ignore` list (module names, node names, `re:`) covers.
-
-    torch's exporter names nodes by module scope, e.g. `/classifier/classifier.1/Gemm`, so a
-    module name matches a node when it is one of the name's `/` segments.
-    """
-    names = [n.name for n in model.graph.node if n.name]
-    out = []
-    for name in names:
-        segments = name.split("/")
-        for pattern in ignore or []:
-            if pattern.startswith("re:"):
-                hit = re.search(pattern[3:], name) is not None
-            else:
-                hit = pattern == name or pattern in segments
-            if hit:
-                out.append(name)
-                break
-    return out
+def excluded_nodes(
+    model: onnx.ModelProto, ignore: list[str] | None, classes: Mapping[str, str] | None = None
+) -> list[str]:
+    """ONNX node names that an `ignore` list covers, under the one rule of `sparsify.matching`
+    (the torch paths use it too): a module path covers every node torch's exporter scoped
+    under it (`classifier` -> `/classifier/classifier.1/Gemm`), `re:` patterns fully match
+    module paths, exact node names match; class names with `classes`
+    (`matching.module_classes(model)`)."""
+    return match_onnx_nodes(model, ignore, classes=classes).ignored_names
 
 
 def grouped_convs(model: onnx.ModelProto) -> list[str]:
@@ -189,10 +179,11 @@ def _kept_fp32(
     ignore: list[str] | None,
     depthwise: bool,
     keep_float: FloatNodes | None = None,
+    classes: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Node names quantization leaves FP32: `ignore`d ones, those `keep_float(graph)` names
     (a model family's, e.g. YOLO's box decode), and grouped convs if `depthwise`."""
-    excluded = excluded_nodes(graph, ignore)
+    excluded = excluded_nodes(graph, ignore, classes)
     if ignore:
         log.info("Kept FP32 (ignore %s): %d nodes", ignore, len(excluded))
     if keep_float is not None:
@@ -245,6 +236,7 @@ def quantize_onnx_dynamic(
     ignore: list[str] | None = None,
     fp32_depthwise: bool = False,
     keep_float: FloatNodes | None = None,
+    module_classes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Quantize `fp32_path` with ONNX Runtime's dynamic quantizer and write it to `out_path`.
 
@@ -252,8 +244,8 @@ def quantize_onnx_dynamic(
     quantization uses); each activation is quantized to uint8 at run time with a scale taken
     from that batch, so nothing is calibrated. ONNX Runtime fuses the result into
     DynamicQuantizeMatMul / MatMulIntegerToFloat kernels. Only `DYNAMIC_OPS` are quantized
-    (the others in `op_types`, e.g. Gemm, stay FP32); `ignore`, `fp32_depthwise` and
-    `keep_float` as in `quantize_onnx_static`.
+    (the others in `op_types`, e.g. Gemm, stay FP32); `ignore`, `fp32_depthwise`,
+    `keep_float` and `module_classes` as in `quantize_onnx_static`.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -277,7 +269,8 @@ def quantize_onnx_dynamic(
     )
     with _staging(out_path) as tmp:
         graph = onnx.load(str(fp32_path), load_external_data=False)
-        excluded = _kept_fp32(graph, ignore, fp32_depthwise and "Conv" in ops, keep_float)
+        depthwise = fp32_depthwise and "Conv" in ops
+        excluded = _kept_fp32(graph, ignore, depthwise, keep_float, module_classes)
         quantize_dynamic(
             str(fp32_path),
             str(tmp),
@@ -320,11 +313,14 @@ def quantize_onnx_static(
     ort_fusions: bool = False,
     share_concat_ranges: bool = True,
     conv_weight_zero_point: str = "zero",
+    module_classes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Quantize `fp32_path` to INT8 with MinMax calibration and write it to `out_path`.
 
-    `ignore` keeps layers FP32: torch module names (`classifier.1`: every node the exporter
-    scoped under it), ONNX node names, or `re:` patterns over node names. `fp32_depthwise`
+    `ignore` keeps layers FP32 under the rule every path shares (`sparsify.matching`): torch
+    module paths (`classifier`: every node the exporter scoped under it), `re:` patterns fully
+    matching module paths, ONNX node names, and class names when `module_classes`
+    (`matching.module_classes(model)`) is given. `fp32_depthwise`
     also keeps depthwise (grouped) convolutions FP32, and `keep_float(model)` the node names it
     returns for the model actually quantized (after pre-processing). `calibration_method`:
     minmax, or percentile (activation ranges clipped at `percentile` of the observed values),
@@ -392,7 +388,7 @@ def quantize_onnx_static(
         try:
             source = _preprocess(fp32_path, pre)
             graph = onnx.load(str(source), load_external_data=False)
-            excluded = _kept_fp32(graph, ignore, fp32_depthwise, keep_float)
+            excluded = _kept_fp32(graph, ignore, fp32_depthwise, keep_float, module_classes)
             overrides = (
                 shared_concat_ranges(source, calibration, Path.cwd(), excluded, op_types)
                 if share_concat_ranges and calibration_method == "minmax"

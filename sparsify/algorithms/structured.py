@@ -37,7 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsify.algorithms.qat import unwrapped_modules
 from sparsify.errors import SparsifyError
+from sparsify.matching import match_modules
 
 log = logging.getLogger("sparsify")
 
@@ -85,33 +87,24 @@ class FFNPair:
         return (self.up, *self.also)
 
 
-def _linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """Linear layers by name; a QAT wrapper's layer counts under the wrapper's name."""
-    out: dict[str, nn.Linear] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            out[name[: -len(".layer")] if name.endswith(".layer") else name] = module
-    return out
-
-
-def _ignored(name: str, ignore: list[str]) -> bool:
-    return any(
-        pat == name or (pat.startswith("re:") and re.fullmatch(pat[3:], name)) for pat in ignore
-    )
+def _linears(model: nn.Module, ignore: list[str] | None = None) -> dict[str, nn.Linear]:
+    """Linear layers by name that `ignore` does not cover (`sparsify.matching`'s rule); a QAT
+    wrapper's layer counts under the wrapper's name."""
+    linears = match_modules(unwrapped_modules(model), ignore, types=nn.Linear).selected
+    return linears  # type: ignore[return-value]
 
 
 def ffn_pairs(model: nn.Module, ignore: list[str] | None = None) -> list[FFNPair]:
     """Every transformer block's (up, down) Linear pair.
 
     Within one block (`...layer.N.`), `up` maps the hidden size to a wider width and `down` maps
-    that width back. Blocks whose layers match `ignore` (names or `re:` patterns) are skipped. A
+    that width back. Layers that `ignore` covers (`sparsify.matching`) are left out, and with them their pair. A
     gated FFN (gate, up and down, as in Llama) has two layers feeding `down` and is refused.
     """
-    ignore = list(ignore or [])
     blocks: dict[str, dict[str, nn.Linear]] = {}
-    for name, layer in _linears(model).items():
+    for name, layer in _linears(model, ignore).items():
         match = BLOCK.match(name)
-        if match and not _ignored(name, ignore):
+        if match:
             blocks.setdefault(match.group(1), {})[name] = layer
     pairs: list[FFNPair] = []
     seen: set[int] = set()  # ALBERT shares one block's layers across its depth
@@ -142,8 +135,7 @@ def head_groups(model: nn.Module, ignore: list[str] | None = None) -> list[FFNPa
     `value` Linear layers and `attention_head_size` / `num_attention_heads`, whose output
     projection is the sibling `....output.dense`. Attention whose layers match `ignore` is
     skipped."""
-    ignore = list(ignore or [])
-    linears = _linears(model)
+    linears = _linears(model, ignore)
     groups: list[FFNPair] = []
     for name, module in model.named_modules():
         size = getattr(module, "attention_head_size", None)
@@ -152,7 +144,7 @@ def head_groups(model: nn.Module, ignore: list[str] | None = None) -> list[FFNPa
         q, k, v = (f"{name}.{part}" for part in ("query", "key", "value"))
         out = f"{name[: -len('.self')]}.output.dense"
         names = (q, k, v, out)
-        if not all(n in linears for n in names) or any(_ignored(n, ignore) for n in names):
+        if not all(n in linears for n in names):  # missing, or ignored
             continue
         match = BLOCK.match(name)
         groups.append(

@@ -23,11 +23,12 @@ def test_onnxruntime_aliases(classifier_run: RunResult) -> None:
         assert load_engine(name, model).name == "onnxruntime"
 
 
-def test_deepsparse_missing_module_is_a_clear_error(
-    classifier_run: RunResult, monkeypatch: pytest.MonkeyPatch
+def test_deepsparse_missing_venv_is_a_clear_error(
+    classifier_run: RunResult, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setitem(sys.modules, "sparsify.engines.registry", None)
-    with pytest.raises(SparsifyError, match="engine 'deepsparse' is not available.*onnxruntime"):
+    """Without DeepSparse's interpreter, the Pipeline says how to get it (or to use ORT)."""
+    monkeypatch.setenv("SPARSIFY_DEEPSPARSE_PYTHON", str(tmp_path / "no-such-python"))
+    with pytest.raises(SparsifyError, match="make deepsparse.*benchmark.engines=\\[onnxruntime\\]"):
         Pipeline(classifier_run.deployment_dir, engine="deepsparse")
 
 
