@@ -13,7 +13,7 @@ from sparsify.config.schema import SparsifyConfig
 from sparsify.errors import SparsifyError
 from sparsify.use_cases import CUSTOM, known_use_cases, normalize_use_case
 from sparsify.zoo.catalog import TIERS, VARIANTS, Catalog
-from sparsify.zoo.local import LocalZoo, add_run
+from sparsify.zoo.local import LocalZoo, add_run, check_name
 from sparsify.zoo.resolve import Unavailable, catalog_for, locate, resolve_model, zoo_dir
 
 
@@ -139,6 +139,8 @@ def cmd_list(cfg: DictConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_show(cfg: DictConfig, args: argparse.Namespace) -> int:
+    if not args.name.startswith("zoo:"):
+        check_name(args.name)  # a path is never a name: refused before anything is read
     catalog = catalog_for(cfg)
     entry = catalog.get(args.name)
     print(yaml.safe_dump(entry, sort_keys=False).rstrip())
@@ -156,6 +158,7 @@ def cmd_show(cfg: DictConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_add(cfg: DictConfig, args: argparse.Namespace) -> int:
+    check_name(args.name)
     use_case = None
     if args.use_case:
         use_case = normalize_use_case(args.use_case)

@@ -27,12 +27,16 @@ class InputError(SparsifyError):
     """An input the Pipeline cannot use (wrong type, undecodable image, empty text)."""
 
 
+class ImageTooLarge(InputError):
+    """An image over a decoded-pixel limit (the HTTP server answers 413)."""
+
+
 def _checked_size(image: Image.Image, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width < 1 or height < 1:
         raise InputError(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise InputError(
+        raise ImageTooLarge(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
     return image
@@ -55,6 +59,17 @@ def _open(source: Any, max_pixels: int) -> Image.Image:
         # untrusted bytes: PIL and the openers plugins register (e.g. HEIF via Ultralytics)
         # fail in many ways (OSError, ValueError, SyntaxError, ImportError, ...); each one
         # means the same to the caller
+        raise InputError(f"cannot decode the image: {type(exc).__name__}: {exc}") from None
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of encoded image bytes, read from the header: nothing is decoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            return opened.size
+    except Image.DecompressionBombError as exc:  # over 2x PIL.Image.MAX_IMAGE_PIXELS
+        raise ImageTooLarge(f"image is too large to decode: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes, as in _open
         raise InputError(f"cannot decode the image: {type(exc).__name__}: {exc}") from None
 
 
@@ -93,8 +108,8 @@ def _from_array(array: np.ndarray, max_pixels: int) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_base64_image(text: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """An image sent as base64 text (optionally a `data:image/...;base64,` URL)."""
+def decode_base64(text: str) -> bytes:
+    """The encoded image bytes of base64 text (optionally a `data:image/...;base64,` URL)."""
     payload = _DATA_URL.sub("", text.strip(), count=1)
     try:
         data = base64.b64decode(payload, validate=True)
@@ -102,7 +117,7 @@ def decode_base64_image(text: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise InputError("image is not valid base64") from None
     if not data:
         raise InputError("image is empty")
-    return load_image(data, max_pixels)
+    return data
 
 
 def check_text(value: Any, what: str = "text") -> str:

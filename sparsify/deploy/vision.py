@@ -49,10 +49,12 @@ class ImageClassificationTask:
     def __call__(self, batch: list[Any], **options: Any) -> list[Any]:
         opts = check_options(options, self.options())
         k = int_in("top_k", opts["top_k"], 1, max(1, len(self.labels)))
-        images = [load_image(item, self.max_pixels) for item in batch]
         out: list[Any] = []
-        for chunk in _chunks(images, BATCH):
-            arrays = np.stack([preprocess_image(image, self.params) for image in chunk])
+        for chunk in _chunks(batch, BATCH):
+            # one decoded image alive at a time: a full-size RGB image can be 100s of MB
+            arrays = np.stack(
+                [preprocess_image(load_image(item, self.max_pixels), self.params) for item in chunk]
+            )
             probs = softmax(self.engine.run({self.input_name: arrays})[0])
             out += [top_k(row, self.labels, k) for row in probs]
         return out
@@ -88,20 +90,19 @@ class YoloTask:
         conf = fraction("conf_threshold", opts["conf_threshold"])
         iou = fraction("iou_threshold", opts["iou_threshold"])
         max_det = int_in("max_detections", opts["max_detections"], 1, 10_000)
-        images = [load_image(item, self.max_pixels) for item in batch]
         out: list[list[Detection]] = []
-        for chunk in _chunks(images, BATCH):
-            boxed = [letterbox(image, self.size) for image in chunk]
+        for chunk in _chunks(batch, BATCH):
+            boxed = [self._letterboxed(item) for item in chunk]
             outputs = self.engine.run({self.input_name: np.stack([b[0] for b in boxed])})
             if self.masks and len(outputs) < 2:
                 raise SparsifyError("a segmentation model must output mask prototypes")
-            for j, (image, (_, ratio, pad)) in enumerate(zip(chunk, boxed, strict=True)):
+            for j, (_, ratio, pad, size) in enumerate(boxed):
                 out.append(
                     postprocess_detections(
                         outputs[0][j],
                         ratio,
                         pad,
-                        image.size,
+                        size,
                         conf=conf,
                         iou=iou,
                         max_det=max_det,
@@ -112,3 +113,10 @@ class YoloTask:
                     )
                 )
         return out
+
+    def _letterboxed(self, item: Any) -> tuple[np.ndarray, float, tuple[int, int], tuple[int, int]]:
+        """(letterboxed array, ratio, pad, original size): the decoded image is freed here,
+        so one full-size image is alive at a time, not a chunk of them."""
+        image = load_image(item, self.max_pixels)
+        array, ratio, pad = letterbox(image, self.size)
+        return array, ratio, pad, image.size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
 import subprocess
 import sys
 import time
@@ -84,3 +85,37 @@ def test_missing_fastapi_names_the_extra(
     monkeypatch.setitem(sys.modules, "fastapi", None)  # makes `import fastapi` fail
     with pytest.raises(SparsifyError, match=r"pip install 'sparsify\[serve\]'"):
         serve.main([str(classifier_run.deployment_dir)])
+
+
+def test_pixel_limit_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = serve.parser().parse_args([str(tmp_path)])
+    assert (args.max_pixels_per_image, args.max_pixels_per_request) == (40_000_000, 100_000_000)
+    args = serve.parser().parse_args(
+        [str(tmp_path), "--max-pixels-per-image", "1_000_000", "--max-pixels-per-request", "5"]
+    )
+    assert (args.max_pixels_per_image, args.max_pixels_per_request) == (1_000_000, 5)
+    for option, value, message in (
+        ("--max-pixels-per-image", "0", "must be at least 1"),
+        ("--max-pixels-per-request", "lots", "is not a whole number"),
+        ("--max-batch", "-1", "must be at least 1"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            serve.main([str(tmp_path), option, value])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_truncated_model_is_one_error_naming_the_file(
+    classifier_run: RunResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparsify.cli.main import _subcommand
+
+    deployment = tmp_path / "deployment"
+    shutil.copytree(classifier_run.deployment_dir, deployment)
+    model = deployment / "model.onnx"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    with pytest.raises(SystemExit) as exit_info:
+        _subcommand("serve", [str(deployment), "--port", "0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert f"cannot load the model {model}: it is damaged" in err
+    assert "stages=[package]" in err and "copy the deployment folder again" in err
