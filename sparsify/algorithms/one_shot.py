@@ -1,39 +1,18 @@
-"""One-shot pruning of a torch model by a recipe's pruning modifier, with calibration data.
-
-- `MagnitudePruningModifier`: each layer to `final_sparsity` by |w| (unstructured, blockN
-  or N:M masks).
-- `GlobalMagnitudePruningModifier`: one |w| threshold across all selected layers, so layers
-  with many small weights give more (unstructured only).
-- `SparseGPTModifier`: layer-wise OBS reconstruction on the calibration inputs
-  (`sparsegpt.sparsegpt_prune_model`).
-
-`recalibrate_batchnorm: true` re-estimates BatchNorm statistics on the calibration data
-afterwards.
+"""What one-shot pruning works with: calibration feeds as model batches, the target a
+pruning modifier's fields ask for, global magnitude masks. The modifiers themselves
+(magnitude, global magnitude, SparseGPT) are classes in `sparsify.recipes.modifiers.one_shot`.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from sparsify.algorithms.batchnorm import batched_inputs, has_batchnorm, recalibrate_batchnorm
-from sparsify.algorithms.masks import magnitude_layer_masks, parse_mask_type
-from sparsify.algorithms.pruning import apply_masks, log_sparsity, overall_sparsity, select_layers
-from sparsify.algorithms.sparsegpt import sparsegpt_prune_model
-from sparsify.errors import SparsifyError
-
-log = logging.getLogger("sparsify")
-
-ONE_SHOT_PRUNERS = (
-    "MagnitudePruningModifier",
-    "GlobalMagnitudePruningModifier",
-    "SparseGPTModifier",
-)
+from sparsify.algorithms.batchnorm import batched_inputs
+from sparsify.algorithms.masks import parse_mask_type
 
 Feeds = list[dict[str, np.ndarray]]
 
@@ -111,84 +90,3 @@ def global_magnitude_masks(
         masks[name] = keep[start : start + n].reshape(layer.weight.shape)
         start += n
     return masks
-
-
-def prune_one_shot(
-    model: nn.Module,
-    name: str,
-    kwargs: dict[str, Any],
-    calibration: Callable[[], Feeds],
-    default_ignore: list[str] | None = None,
-) -> dict[str, Any]:
-    """Apply one one-shot pruning modifier to `model` in place; returns what it did."""
-    if name not in ONE_SHOT_PRUNERS:
-        raise SparsifyError(
-            f"{name} is not a one-shot pruning modifier; use one of {', '.join(ONE_SHOT_PRUNERS)}"
-        )
-    ignore = [*(kwargs.get("ignore") or []), *(default_ignore or [])]
-    layers = select_layers(model, kwargs.get("targets", "__ALL_PRUNABLE__"), ignore)
-    if not layers:
-        raise SparsifyError(
-            f"{name}: no prunable layer matches targets={kwargs.get('targets')!r} "
-            f"(ignore={ignore}); use __ALL_PRUNABLE__ or `re:` patterns of layer names"
-        )
-    sparsity = target_sparsity(kwargs)
-    recalibrate = bool(kwargs.get("recalibrate_batchnorm", False)) and has_batchnorm(model)
-    after_layer = None  # set when SparseGPT re-estimates BatchNorm after every layer
-    mask_type = str(kwargs.get("mask_structure") or kwargs.get("mask_type", "unstructured"))
-    stats: dict[str, Any] = {}
-    if name == "SparseGPTModifier" and isinstance(model, torch.jit.ScriptModule):
-        log.info("SparseGPT needs forward hooks, which TorchScript lacks: pruning by magnitude")
-        name = "MagnitudePruningModifier"
-    if name == "SparseGPTModifier":
-        feeds = calibration()
-        log.info(
-            "SparseGPT pruning %d layers to %.1f %% (%s) on %d calibration samples",
-            len(layers),
-            100 * sparsity,
-            mask_type,
-            len(feeds),
-        )
-        sequential = bool(kwargs.get("sequential_update", True))
-        if sequential and recalibrate:
-            # each layer is then reconstructed under the statistics the pruned model will have
-            bn_batches = batched_inputs(feeds)
-            after_layer = lambda: recalibrate_batchnorm(model, bn_batches, quiet=True)  # noqa: E731
-        result = sparsegpt_prune_model(
-            model,
-            layers,
-            torch_batches(feeds),
-            sparsity,
-            mask_type,
-            block_size=int(kwargs.get("block_size", 128)),
-            percdamp=float(kwargs.get("percdamp", 0.01)),
-            sequential=sequential,
-            after_layer=after_layer,
-        )
-        stats = result.stats
-    elif name == "GlobalMagnitudePruningModifier":
-        if parse_mask_type(mask_type).kind != "unstructured":
-            raise SparsifyError(
-                "GlobalMagnitudePruningModifier prunes unstructured only; "
-                "use MagnitudePruningModifier or SparseGPTModifier for blockN / N:M masks"
-            )
-        log.info("Global magnitude pruning %d layers to %.1f %%", len(layers), 100 * sparsity)
-        apply_masks(layers, global_magnitude_masks(layers, sparsity))
-    else:
-        log.info(
-            "Magnitude pruning %d layers to %.1f %% (%s)", len(layers), 100 * sparsity, mask_type
-        )
-        apply_masks(layers, magnitude_layer_masks(layers, sparsity, mask_type))
-    if recalibrate and after_layer is None:
-        recalibrate_batchnorm(model, batched_inputs(calibration()))  # restores the mode
-    elif recalibrate:  # the last layer's re-estimation already gave the final statistics
-        log.info("Re-estimated BatchNorm statistics after each of %d pruned layers", len(layers))
-    per_layer = log_sparsity(layers, "After pruning")
-    return {
-        "method": name,
-        "mask_type": mask_type,
-        "target_sparsity": sparsity,
-        "per_layer_sparsity": per_layer,
-        "sparsity": overall_sparsity(layers),
-        "layer_stats": {n: {k: v for k, v in s.items() if k != "error"} for n, s in stats.items()},
-    }

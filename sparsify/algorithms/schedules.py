@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 
-from sparsify.recipes.schema import INTER_FUNCS, LR_FUNCS
-
+# the recipe schema's choices for `inter_func` and `lr_func` are these functions' cases
+INTER_FUNCS = ["linear", "cubic", "inverse_cubic"]
+LR_FUNCS = ["linear", "cosine", "cyclic_linear", "step"]
 _EPS = 1e-9
 
 

@@ -7,9 +7,11 @@ A recipe is read in three steps, and every problem found is reported together:
 2. SparseML's recipe variables: a top-level `name: value` is a variable, and a value written
    `eval(expression)` is computed from the variables (numbers, + - * / // % **, min, max,
    round, abs, int, float), e.g. `end_epoch: eval(0.6 * num_epochs)`.
-3. Each modifier's fields are checked by `schema.py` (JSON Schema, then rules across fields:
-   end before start, init > final sparsity, N:M with N >= M, ...). Aliases (`params`,
-   `disable_quantization_observer_epoch`, `dampening_frac`) become their canonical names.
+3. Each modifier's name is looked up in the modifier registry (`modifiers/`) and its fields
+   are checked by `schema.py` (the class's JSON Schema, then rules across fields: end before
+   start, init > final sparsity, N:M with N >= M, ...). Aliases (`params`,
+   `disable_quantization_observer_epoch`, `dampening_frac`) become their canonical names, and
+   the recipe holds one object of the modifier's class per entry.
 """
 
 from __future__ import annotations
@@ -21,44 +23,39 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
 
 from sparsify.errors import Problem, SparsifyError, ValidationError
-from sparsify.recipes.schema import (
-    GROUPS,
-    MODIFIERS,
-    canonical_fields,
-    close_match,
-    modifier_problems,
-    number,
+from sparsify.recipes.modifiers import (
+    REGISTRY,
+    DistillationModifier,
+    EpochRangeModifier,
+    LearningRateFunctionModifier,
+    Modifier,
+    QuantizationModifier,
 )
+from sparsify.recipes.schema import canonical_fields, close_match, modifier_problems, number
 
-_ALL_MODIFIERS = ", ".join(sorted(MODIFIERS))
+__all__ = ["Modifier", "Recipe", "builtin_recipes", "evaluate", "load_recipe"]
 
-
-@dataclass
-class Modifier:
-    stage: str
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def group(self) -> str:
-        """pruning_modifiers | quantization_modifiers | training_modifiers | distillation_..."""
-        return GROUPS.get(self.name, "modifiers")
+M = TypeVar("M", bound=Modifier)
 
 
 @dataclass
 class Recipe:
     source: str
-    modifiers: list[Modifier]
+    modifiers: list[Modifier]  # objects of the registered modifier classes, in recipe order
     variables: dict[str, Any] = field(default_factory=dict)  # top-level, after eval()
 
     def find(self, name: str) -> Modifier | None:
         return next((m for m in self.modifiers if m.name == name), None)
+
+    def first(self, cls: type[M]) -> M | None:
+        """The first modifier of class `cls` (the session and the stages use one of each)."""
+        return next((m for m in self.modifiers if isinstance(m, cls)), None)
 
     def by_group(self, group: str) -> list[Modifier]:
         return [m for m in self.modifiers if m.group == group]
@@ -67,21 +64,22 @@ class Recipe:
         """Every pruning modifier (magnitude, GMP, global, SparseGPT, constant), in order."""
         return self.by_group("pruning_modifiers")
 
-    def quantization(self) -> Modifier | None:
-        return self.find("QuantizationModifier")
+    def quantization(self) -> QuantizationModifier | None:
+        return self.first(QuantizationModifier)
 
-    def learning_rate(self) -> Modifier | None:
-        return self.find("LearningRateFunctionModifier")
+    def learning_rate(self) -> LearningRateFunctionModifier | None:
+        return self.first(LearningRateFunctionModifier)
 
-    def distillation(self) -> Modifier | None:
-        return self.find("DistillationModifier")
+    def distillation(self) -> DistillationModifier | None:
+        return self.first(DistillationModifier)
 
     def epochs(self) -> float:
         """Training length the recipe implies: EpochRangeModifier's end, else the latest epoch
         any modifier names; 0.0 for a one-shot recipe."""
-        epoch_range = self.find("EpochRangeModifier")
-        if epoch_range and number(epoch_range.kwargs.get("end_epoch")) is not None:
-            return float(epoch_range.kwargs["end_epoch"])
+        epoch_range = self.first(EpochRangeModifier)
+        end = number(epoch_range.end_epoch) if epoch_range else None
+        if end is not None:
+            return end
         epochs = [
             float(v)
             for m in self.modifiers
@@ -399,16 +397,19 @@ def load_recipe(name_or_path: str, variables: dict[str, Any]) -> Recipe:
     modifiers: list[Modifier] = []
     for stage, name, kwargs in _entries(raw, source, problems):
         key = f"{source}:{stage}.{name}"
-        if name not in MODIFIERS:
+        resolved = REGISTRY.resolve(name)
+        if resolved is None:
+            names = REGISTRY.names()
             problems.append(
                 Problem(
                     key,
                     name,
                     "is not a supported modifier",
-                    f"{close_match(name, sorted(MODIFIERS))}use one of {_ALL_MODIFIERS}",
+                    f"{close_match(name, names)}use one of {', '.join(names)}",
                 )
             )
             continue
+        cls = REGISTRY.get(resolved)
         if kwargs is None:
             kwargs = {}
         if not isinstance(kwargs, dict):
@@ -416,14 +417,16 @@ def load_recipe(name_or_path: str, variables: dict[str, Any]) -> Recipe:
                 Problem(key, kwargs, "needs a mapping of fields", f"write {name}: {{field: value}}")
             )
             continue
+        found = len(problems)
         evaluated = {}
         for field_name, value in kwargs.items():  # a field eval() could not compute is left out
             value, ok = _eval_fields(value, recipe_vars, f"{key}.{field_name}", problems)
             if ok:
                 evaluated[field_name] = value
-        kwargs = evaluated
-        problems += modifier_problems(key, name, kwargs)
-        modifiers.append(Modifier(stage, name, canonical_fields(key, name, kwargs, problems)))
+        problems += modifier_problems(key, cls, evaluated)
+        fields = canonical_fields(key, cls, evaluated, problems)
+        if len(problems) == found:  # valid fields: the class can hold them
+            modifiers.append(cls.from_fields(fields, stage))
     if not modifiers and not problems:
         problems.append(
             Problem(

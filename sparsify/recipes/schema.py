@@ -1,249 +1,36 @@
-"""Recipe vocabulary: SparseML's modifiers as JSON Schema, plus the rules across fields.
+"""Recipe validation: each modifier class's JSON Schema, plus the rules across fields.
 
-Field names are SparseML's (`params`, `inter_func`, `disable_quantization_observer_epoch`, ...)
-with the newer llm-compressor spellings accepted as aliases (`targets`, `dampening_frac`).
-Unknown fields are refused. Every property carries a `description`, which an error quotes as
-the fix. `modifier_problems` checks one modifier's (already interpolated) fields.
+The schema is generated from the modifier classes (`sparsify.recipes.modifiers`): a class's
+recipe fields are its properties, its aliases (SparseML's `params`, llm-compressor's
+`dampening_frac`, ...) accepted too, unknown fields refused. Every property carries a
+`description`, which an error quotes as the fix. `modifier_problems` checks one modifier's
+(already interpolated) fields.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from functools import cache
 from typing import Any
 
 import jsonschema
 
 from sparsify.errors import Problem
-
-INTER_FUNCS = ["linear", "cubic", "inverse_cubic"]
-LR_FUNCS = ["linear", "cosine", "cyclic_linear", "step"]
-# unstructured | blockN (SparseML's `block` = 4 weights in a row) | N:M (e.g. 2:4)
-# StructuredPruningModifier's structures: transformer feed-forward neurons, BERT-style attention heads
-STRUCTURES = ["ffn_neurons", "attention_heads"]
-MASK_PATTERN = r"^(unstructured|block([1-9][0-9]*)?|[1-9][0-9]*:[1-9][0-9]*)$"
-
-_TARGETS = {
-    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-    "description": "a layer/parameter name, 're:<regex>', __ALL_PRUNABLE__ (every Conv/Linear "
-    "weight) or __ALL__, or a list of them",
-}
-_IGNORE = {
-    "type": "array",
-    "items": {"type": "string"},
-    "description": "a list of layer names, 're:<regex>' patterns or __DEPTHWISE__ to leave alone",
-}
-_SPARSITY = {
-    "type": "number",
-    "minimum": 0,
-    "exclusiveMaximum": 1,
-    "description": "a fraction of zero weights in [0, 1), e.g. 0.8",
-}
-_START = {
-    "type": "number",
-    "minimum": -1,
-    "description": "an epoch number (fractions allowed) >= 0; -1 = from the start of training",
-}
-_END = {
-    "type": "number",
-    "anyOf": [{"const": -1}, {"minimum": 0}],
-    "description": "an epoch number (fractions allowed) >= 0; -1 = the end of training",
-}
-_EPOCH = {"type": "number", "minimum": 0, "description": "an epoch number >= 0"}
-_MASK = {
-    "type": "string",
-    "pattern": MASK_PATTERN,
-    "description": "unstructured, blockN (e.g. block4) or N:M with N < M (e.g. 2:4)",
-}
-_BOOL = {"type": "boolean", "description": "true or false"}
-_LOG_TYPES = {
-    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-    "description": "__ALL__ or a list of logger names",
-}
+from sparsify.recipes.modifiers import REGISTRY, Modifier
 
 
-def _qargs(strategies: list[str], what: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "num_bits": {"const": 8, "description": "8 (only INT8 is supported)"},
-            "symmetric": _BOOL,
-            "strategy": {"enum": strategies, "description": f"{what}: {' or '.join(strategies)}"},
-        },
-        "additionalProperties": False,
-        "description": "{num_bits: 8, symmetric: bool, strategy: ...}",
-    }
+@cache
+def modifier_schema(cls: type[Modifier]) -> dict[str, Any]:
+    """The JSON Schema of one modifier's fields, generated from its class."""
+    return {"type": "object", "properties": cls.properties(), "additionalProperties": False}
 
 
-_WEIGHT_ARGS = _qargs(["channel", "tensor"], "weights are quantized per channel or per tensor")
-_ACT_ARGS = _qargs(["tensor"], "activations are quantized per tensor")
-_SCHEME = {
-    "type": "object",
-    "properties": {
-        "weights": _WEIGHT_ARGS,
-        "activations": _ACT_ARGS,
-        "input_activations": _ACT_ARGS,
-        "output_activations": _ACT_ARGS,
-    },
-    "additionalProperties": False,
-    "description": "{weights: {...}, activations: {...}}",
-}
-
-_GRADUAL = {
-    "targets": _TARGETS,
-    "params": _TARGETS,
-    "ignore": _IGNORE,
-    "init_sparsity": _SPARSITY,
-    "final_sparsity": _SPARSITY,
-    "start_epoch": _START,
-    "end_epoch": _END,
-    "update_frequency": {
-        "type": "number",
-        "exclusiveMinimum": 0,
-        "description": "epochs between mask updates, > 0 (e.g. 0.5)",
-    },
-    "inter_func": {"enum": INTER_FUNCS, "description": f"one of {', '.join(INTER_FUNCS)}"},
-    "mask_type": _MASK,
-    "leave_enabled": _BOOL,
-    "log_types": _LOG_TYPES,
-}
-
+# the built-in modifiers' JSON Schema properties, by name (a class registered later is
+# validated from its class all the same)
 MODIFIERS: dict[str, dict[str, Any]] = {
-    "MagnitudePruningModifier": {
-        **_GRADUAL,
-        # re-estimate BatchNorm statistics on calibration data after pruning (one-shot)
-        "recalibrate_batchnorm": _BOOL,
-    },
-    "GMPruningModifier": dict(_GRADUAL),
-    "GlobalMagnitudePruningModifier": dict(_GRADUAL),
-    "SparseGPTModifier": {
-        "sparsity": _SPARSITY,
-        "block_size": {
-            "type": "integer",
-            "minimum": 1,
-            "description": "columns pruned per OBS block, an integer >= 1 (e.g. 128)",
-        },
-        "percdamp": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "maximum": 1,
-            "description": "Hessian dampening as a fraction of its mean diagonal, in (0, 1]",
-        },
-        "dampening_frac": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "maximum": 1,
-            "description": "alias of percdamp, in (0, 1]",
-        },
-        "mask_structure": _MASK,
-        "targets": _TARGETS,
-        "ignore": _IGNORE,
-        "recalibrate_batchnorm": _BOOL,
-        # true: each layer calibrated on the outputs of the already-pruned layers before it
-        # (one partial forward pass per layer); false: every Hessian from one dense pass
-        "sequential_update": _BOOL,
-    },
-    "StructuredPruningModifier": {
-        "structure": {
-            "enum": STRUCTURES,
-            "description": "ffn_neurons: whole feed-forward neurons of every transformer block; "
-            "attention_heads: whole self-attention heads of every BERT-style block; the same "
-            "number per block, removed from the model when end_epoch is reached",
-        },
-        "init_sparsity": _SPARSITY,
-        "final_sparsity": _SPARSITY,
-        "start_epoch": _START,
-        "end_epoch": _END,
-        "update_frequency": _GRADUAL["update_frequency"],
-        "inter_func": _GRADUAL["inter_func"],
-        "ignore": _IGNORE,
-        "log_types": _LOG_TYPES,
-    },
-    "ConstantPruningModifier": {
-        "targets": _TARGETS,
-        "params": _TARGETS,
-        "ignore": _IGNORE,
-        "start_epoch": _START,
-        "end_epoch": _END,
-        "log_types": _LOG_TYPES,
-    },
-    "QuantizationModifier": {
-        "enabled": _BOOL,
-        "ignore": _IGNORE,
-        "start_epoch": _START,
-        "end_epoch": _END,
-        "freeze_observer_epoch": _EPOCH,
-        "disable_quantization_observer_epoch": _EPOCH,
-        "freeze_bn_stats_epoch": _EPOCH,
-        "scheme": _SCHEME,
-    },
-    "LearningRateFunctionModifier": {
-        "lr_func": {"enum": LR_FUNCS, "description": f"one of {', '.join(LR_FUNCS)}"},
-        "init_lr": {"type": "number", "minimum": 0, "description": "a learning rate >= 0"},
-        "final_lr": {"type": "number", "minimum": 0, "description": "a learning rate >= 0"},
-        "start_epoch": _START,
-        "end_epoch": _END,
-        "cycle_epochs": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "description": "epochs per cycle (cyclic_linear) or per step (step), > 0",
-        },
-    },
-    "EpochRangeModifier": {"start_epoch": _EPOCH, "end_epoch": _EPOCH},
-    "DistillationModifier": {
-        "hardness": {
-            "type": "number",
-            "minimum": 0,
-            "maximum": 1,
-            "description": "weight of the teacher's loss in [0, 1] (0 = labels only)",
-        },
-        "temperature": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "description": "softmax temperature > 0 (e.g. 2.0)",
-        },
-        "start_epoch": _START,
-        "end_epoch": _END,
-        "distill_output_keys": {
-            "type": "array",
-            "items": {"type": ["string", "integer"]},
-            "description": "a list of model output names or indices to distill",
-        },
-    },
+    name: modifier_schema(REGISTRY.get(name))["properties"] for name in REGISTRY.names()
 }
-
-# how to_yaml groups modifiers inside a stage
-GROUPS: dict[str, str] = {
-    "MagnitudePruningModifier": "pruning_modifiers",
-    "GMPruningModifier": "pruning_modifiers",
-    "GlobalMagnitudePruningModifier": "pruning_modifiers",
-    "SparseGPTModifier": "pruning_modifiers",
-    "ConstantPruningModifier": "pruning_modifiers",
-    "StructuredPruningModifier": "pruning_modifiers",
-    "QuantizationModifier": "quantization_modifiers",
-    "LearningRateFunctionModifier": "training_modifiers",
-    "EpochRangeModifier": "training_modifiers",
-    "DistillationModifier": "distillation_modifiers",
-}
-
-# alias -> canonical field; a loaded recipe holds only the canonical name
-ALIASES: dict[str, dict[str, str]] = {
-    **{
-        name: {"params": "targets"}
-        for name in (
-            "MagnitudePruningModifier",
-            "GMPruningModifier",
-            "GlobalMagnitudePruningModifier",
-            "ConstantPruningModifier",
-        )
-    },
-    "SparseGPTModifier": {"dampening_frac": "percdamp"},
-    "QuantizationModifier": {"disable_quantization_observer_epoch": "freeze_observer_epoch"},
-}
-
-
-def modifier_schema(name: str) -> dict[str, Any]:
-    return {"type": "object", "properties": MODIFIERS[name], "additionalProperties": False}
 
 
 def number(value: Any) -> float | None:
@@ -256,16 +43,16 @@ def close_match(word: str, choices: list[str]) -> str:
     return f"did you mean {match[0]}? " if match else ""
 
 
-def modifier_problems(key: str, name: str, kwargs: dict[str, Any]) -> list[Problem]:
+def modifier_problems(key: str, cls: type[Modifier], kwargs: dict[str, Any]) -> list[Problem]:
     """Every problem with one modifier's fields; `key` names it in the messages."""
-    return _schema_problems(key, name, kwargs) + _cross_field_problems(key, kwargs)
+    return _schema_problems(key, cls, kwargs) + _cross_field_problems(key, kwargs)
 
 
 def canonical_fields(
-    key: str, name: str, kwargs: dict[str, Any], problems: list[Problem]
+    key: str, cls: type[Modifier], kwargs: dict[str, Any], problems: list[Problem]
 ) -> dict[str, Any]:
     """The fields with aliases renamed to their canonical name (order kept)."""
-    aliases = ALIASES.get(name, {})
+    aliases = cls.aliases
     out: dict[str, Any] = {}
     for field, value in kwargs.items():
         canonical = aliases.get(field, field)
@@ -277,9 +64,10 @@ def canonical_fields(
     return out
 
 
-def _schema_problems(key: str, name: str, kwargs: dict[str, Any]) -> list[Problem]:
+def _schema_problems(key: str, cls: type[Modifier], kwargs: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
-    validator = jsonschema.Draft202012Validator(modifier_schema(name))
+    name = cls.__name__
+    validator = jsonschema.Draft202012Validator(modifier_schema(cls))
     errors = sorted(validator.iter_errors(kwargs), key=lambda e: (str(list(e.path)), str(e)))
     for err in errors:
         path = ".".join(str(p) for p in err.absolute_path)

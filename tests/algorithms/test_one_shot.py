@@ -11,14 +11,10 @@ from torch import nn
 
 import sparsify
 from sparsify.algorithms.masks import check_nm
-from sparsify.algorithms.one_shot import (
-    global_magnitude_masks,
-    prune_one_shot,
-    target_sparsity,
-    torch_batches,
-)
+from sparsify.algorithms.one_shot import global_magnitude_masks, target_sparsity, torch_batches
 from sparsify.benchmark.onnx_stats import onnx_weight_sparsity
 from sparsify.errors import SparsifyError
+from sparsify.recipes.modifiers import prune_one_shot
 
 
 def net() -> nn.Module:

@@ -1,0 +1,250 @@
+"""One-shot pruning modifiers: applied once to a torch model, with calibration data.
+
+- `MagnitudePruningModifier`: each layer to `final_sparsity` by |w| (unstructured, blockN
+  or N:M masks).
+- `GlobalMagnitudePruningModifier`: one |w| threshold across all selected layers, so layers
+  with many small weights give more (unstructured only).
+- `SparseGPTModifier`: layer-wise OBS reconstruction on the calibration inputs
+  (`sparsegpt.sparsegpt_prune_model`).
+
+`recalibrate_batchnorm: true` re-estimates BatchNorm statistics on the calibration data
+afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from sparsify.algorithms.batchnorm import batched_inputs, has_batchnorm, recalibrate_batchnorm
+from sparsify.algorithms.masks import magnitude_layer_masks, parse_mask_type
+from sparsify.algorithms.one_shot import (
+    Feeds,
+    global_magnitude_masks,
+    target_sparsity,
+    torch_batches,
+)
+from sparsify.algorithms.pruning import apply_masks, log_sparsity, overall_sparsity, select_layers
+from sparsify.algorithms.sparsegpt import sparsegpt_prune_model
+from sparsify.errors import SparsifyError
+from sparsify.recipes.modifiers.base import REGISTRY, Modifier, register
+from sparsify.recipes.modifiers.fields import BOOL, IGNORE, MASK, SPARSITY, TARGETS, spec
+from sparsify.recipes.modifiers.pruning import GradualFields
+
+log = logging.getLogger("sparsify")
+
+Calibration = Callable[[], Feeds]
+
+
+class Pruned(NamedTuple):
+    method: str  # the modifier that did it (SparseGPT falls back to magnitude)
+    stats: dict[str, Any]  # per-layer statistics
+    recalibrated: bool  # BatchNorm statistics already re-estimated on the way
+
+
+@dataclass(kw_only=True)
+class OneShotPruning(Modifier):
+    """A pruning modifier applied once, before export; subclasses choose the masks."""
+
+    group = "pruning_modifiers"
+
+    @property
+    def target_sparsity(self) -> float:
+        """What it asks for (N:M masks imply their own)."""
+        return target_sparsity(self.kwargs)
+
+    @property
+    def mask(self) -> str:
+        kwargs = self.kwargs
+        return str(kwargs.get("mask_structure") or kwargs.get("mask_type", "unstructured"))
+
+    def recalibrates(self) -> bool:
+        """Whether the recipe asks to re-estimate BatchNorm statistics afterwards."""
+        return False
+
+    def apply(
+        self, model: nn.Module, calibration: Calibration, default_ignore: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Prune `model` in place; returns what it did."""
+        targets = self.kwargs.get("targets", "__ALL_PRUNABLE__")
+        ignore = [*(self.kwargs.get("ignore") or []), *(default_ignore or [])]
+        layers = select_layers(model, targets, ignore)
+        if not layers:
+            raise SparsifyError(
+                f"{self.name}: no prunable layer matches targets={targets!r} "
+                f"(ignore={ignore}); use __ALL_PRUNABLE__ or `re:` patterns of layer names"
+            )
+        recalibrate = self.recalibrates() and has_batchnorm(model)
+        done = self.prune(model, layers, calibration, recalibrate)
+        if recalibrate and not done.recalibrated:
+            recalibrate_batchnorm(model, batched_inputs(calibration()))  # restores the mode
+        elif recalibrate:  # the last layer's re-estimation already gave the final statistics
+            log.info(
+                "Re-estimated BatchNorm statistics after each of %d pruned layers", len(layers)
+            )
+        per_layer = log_sparsity(layers, "After pruning")
+        return {
+            "method": done.method,
+            "mask_type": self.mask,
+            "target_sparsity": self.target_sparsity,
+            "per_layer_sparsity": per_layer,
+            "sparsity": overall_sparsity(layers),
+            "layer_stats": {
+                n: {k: v for k, v in s.items() if k != "error"} for n, s in done.stats.items()
+            },
+        }
+
+    def prune(
+        self,
+        model: nn.Module,
+        layers: dict[str, nn.Module],
+        calibration: Calibration,
+        recalibrate: bool,
+    ) -> Pruned:
+        raise NotImplementedError(f"{self.name} does not say how it prunes")
+
+
+def _magnitude(layers: dict[str, nn.Module], sparsity: float, mask_type: str) -> Pruned:
+    log.info("Magnitude pruning %d layers to %.1f %% (%s)", len(layers), 100 * sparsity, mask_type)
+    apply_masks(layers, magnitude_layer_masks(layers, sparsity, mask_type))
+    return Pruned("MagnitudePruningModifier", {}, False)
+
+
+@register
+@dataclass(kw_only=True)
+class MagnitudePruningModifier(GradualFields, OneShotPruning):
+    # re-estimate BatchNorm statistics on calibration data after pruning (one-shot)
+    recalibrate_batchnorm: bool = spec(BOOL, False)
+
+    def recalibrates(self) -> bool:
+        return bool(self.recalibrate_batchnorm)
+
+    def prune(
+        self,
+        model: nn.Module,
+        layers: dict[str, nn.Module],
+        calibration: Calibration,
+        recalibrate: bool,
+    ) -> Pruned:
+        return _magnitude(layers, self.target_sparsity, self.mask)
+
+
+@register
+@dataclass(kw_only=True)
+class GlobalMagnitudePruningModifier(GradualFields, OneShotPruning):
+    def prune(
+        self,
+        model: nn.Module,
+        layers: dict[str, nn.Module],
+        calibration: Calibration,
+        recalibrate: bool,
+    ) -> Pruned:
+        if parse_mask_type(self.mask).kind != "unstructured":
+            raise SparsifyError(
+                "GlobalMagnitudePruningModifier prunes unstructured only; "
+                "use MagnitudePruningModifier or SparseGPTModifier for blockN / N:M masks"
+            )
+        sparsity = self.target_sparsity
+        log.info("Global magnitude pruning %d layers to %.1f %%", len(layers), 100 * sparsity)
+        apply_masks(layers, global_magnitude_masks(layers, sparsity))
+        return Pruned(self.name, {}, False)
+
+
+@register
+@dataclass(kw_only=True)
+class SparseGPTModifier(OneShotPruning):
+    aliases = {"dampening_frac": "percdamp"}
+
+    sparsity: float = spec(SPARSITY, 0.0)
+    block_size: int = spec(
+        {
+            "type": "integer",
+            "minimum": 1,
+            "description": "columns pruned per OBS block, an integer >= 1 (e.g. 128)",
+        },
+        128,
+    )
+    percdamp: float = spec(
+        {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1,
+            "description": "Hessian dampening as a fraction of its mean diagonal, in (0, 1]",
+        },
+        0.01,
+    )
+    mask_structure: str = spec(MASK, "unstructured")
+    targets: str | list[str] = spec(TARGETS, "__ALL_PRUNABLE__")
+    ignore: list[str] = spec(IGNORE, factory=list)
+    recalibrate_batchnorm: bool = spec(BOOL, False)
+    # true: each layer calibrated on the outputs of the already-pruned layers before it
+    # (one partial forward pass per layer); false: every Hessian from one dense pass
+    sequential_update: bool = spec(BOOL, True)
+
+    def recalibrates(self) -> bool:
+        return bool(self.recalibrate_batchnorm)
+
+    def prune(
+        self,
+        model: nn.Module,
+        layers: dict[str, nn.Module],
+        calibration: Calibration,
+        recalibrate: bool,
+    ) -> Pruned:
+        sparsity, mask_type = self.target_sparsity, self.mask
+        if isinstance(model, torch.jit.ScriptModule):
+            log.info("SparseGPT needs forward hooks, which TorchScript lacks: pruning by magnitude")
+            return _magnitude(layers, sparsity, mask_type)
+        feeds = calibration()
+        log.info(
+            "SparseGPT pruning %d layers to %.1f %% (%s) on %d calibration samples",
+            len(layers),
+            100 * sparsity,
+            mask_type,
+            len(feeds),
+        )
+        sequential = bool(self.sequential_update)
+        after_layer = None
+        if sequential and recalibrate:
+            # each layer is then reconstructed under the statistics the pruned model will have
+            bn_batches = batched_inputs(feeds)
+            after_layer = lambda: recalibrate_batchnorm(model, bn_batches, quiet=True)  # noqa: E731
+        result = sparsegpt_prune_model(
+            model,
+            layers,
+            torch_batches(feeds),
+            sparsity,
+            mask_type,
+            block_size=int(self.block_size),
+            percdamp=float(self.percdamp),
+            sequential=sequential,
+            after_layer=after_layer,
+        )
+        return Pruned(self.name, result.stats, after_layer is not None)
+
+
+def one_shot_modifier(name: str, fields: dict[str, Any]) -> OneShotPruning:
+    """The one-shot pruning modifier `name` with `fields` (a recipe's, validated)."""
+    cls = REGISTRY.get(name)
+    if not issubclass(cls, OneShotPruning):
+        choices = [n for n in REGISTRY.names() if issubclass(REGISTRY.get(n), OneShotPruning)]
+        raise SparsifyError(
+            f"{name} is not a one-shot pruning modifier; use one of {', '.join(choices)}"
+        )
+    return cls.from_fields(fields)  # type: ignore[return-value]
+
+
+def prune_one_shot(
+    model: nn.Module,
+    name: str,
+    fields: dict[str, Any],
+    calibration: Calibration,
+    default_ignore: list[str] | None = None,
+) -> dict[str, Any]:
+    """Apply the one-shot pruning modifier `name` to `model` in place; returns what it did."""
+    return one_shot_modifier(name, fields).apply(model, calibration, default_ignore)
