@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sparsify.errors import Problem, SparsifyError
+from sparsify.models.safe_load import UnsafePickleError, torch_load, unsafe_problem
 from sparsify.models.tiny import tinynet
 
 log = logging.getLogger("sparsify")
@@ -39,15 +40,23 @@ def build_model(arch: str, num_classes: int) -> nn.Module:
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """{state_dict, arch_key?, classes?} from a plain state dict or a SparseML-style .pth."""
+def read_checkpoint(path: Path, trust: bool = False) -> dict[str, Any]:
+    """{state_dict, arch_key?, classes?} from a plain state dict or a SparseML-style .pth,
+    read weights-only; a whole pickled module (torch.save(model)) only with `trust`.
+
+    Raises UnsafePickleError (naming the globals) for a file weights-only loading refuses.
+    """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load(path, trust)
+    except UnsafePickleError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same to the user
         raise SparsifyError(
             f"cannot read checkpoint {path}: {exc}. Give a torch state dict saved with "
             "torch.save(model.state_dict(), path)"
         ) from None
+    if isinstance(obj, nn.Module):  # a trusted full pickle: its weights are what we need
+        obj = obj.state_dict()
     if not isinstance(obj, dict):
         raise SparsifyError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -61,11 +70,23 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def checkpoint_problems(
-    path: Path, arch: str, num_classes: int, key: str = "model.path"
+    path: Path, arch: str, num_classes: int, key: str = "model.path", trust: bool = False
 ) -> list[Problem]:
     """Why `path` cannot serve as a trained `arch` with `num_classes` outputs (empty if it can)."""
     try:
-        ckpt = read_checkpoint(path)
+        ckpt = read_checkpoint(path, trust)
+    except UnsafePickleError as exc:
+        return [unsafe_problem(path, exc.names, key)]
+    except SparsifyError as exc:
+        return [Problem(key, str(path), str(exc), "point model.path at a state dict of model.arch")]
+    return _fit_problems(ckpt, path, arch, num_classes, key)
+
+
+def _fit_problems(
+    ckpt: dict[str, Any], path: Path, arch: str, num_classes: int, key: str
+) -> list[Problem]:
+    """Why the read checkpoint `ckpt` does not fit `arch` with `num_classes` outputs."""
+    try:
         model = build_model(ckpt.get("arch_key") or arch, num_classes)
     except SparsifyError as exc:
         return [Problem(key, str(path), str(exc), "point model.path at a state dict of model.arch")]
@@ -113,9 +134,9 @@ def head_keys(arch: str, num_classes: int) -> list[str]:
     return [k for k, v in probe.state_dict().items() if tuple(v.shape) != tuple(base[k].shape)]
 
 
-def head_fits(path: Path, arch: str, classes: list[str]) -> bool:
+def head_fits(path: Path, arch: str, classes: list[str], trust: bool = False) -> bool:
     """True when the checkpoint's classifier already serves these classes (count and names)."""
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, trust)
     saved = ckpt.get("classes")
     if saved is not None and list(saved) != list(classes):
         return False
@@ -126,13 +147,17 @@ def head_fits(path: Path, arch: str, classes: list[str]) -> bool:
     )
 
 
-def load_model(path: Path, arch: str, num_classes: int, new_head: bool = False) -> nn.Module:
-    """The checkpoint as `arch`; with `new_head` a classifier of another size is re-initialised."""
-    problems = checkpoint_problems(path, arch, num_classes)
+def load_model(
+    path: Path, arch: str, num_classes: int, new_head: bool = False, trust: bool = False
+) -> nn.Module:
+    """The checkpoint as `arch`; with `new_head` a classifier of another size is re-initialised.
+    `trust` also reads a whole pickled module (it may run code)."""
+    ckpt = read_checkpoint(path, trust)  # an UnsafePickleError passes as it is
+    problems = _fit_problems(ckpt, path, arch, num_classes, "model.path")
     if problems:
         raise SparsifyError(str(problems[0]))
     model = build_model(arch, num_classes)
-    state = read_checkpoint(path)["state_dict"]
+    state = ckpt["state_dict"]
     expected = model.state_dict()
     other = [k for k in head_keys(arch, num_classes) if state[k].shape != expected[k].shape]
     if other and not new_head:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 import warnings
 from datetime import datetime
 from functools import cache
@@ -17,6 +18,25 @@ import torch
 from torch import nn
 
 from sparsify.errors import SparsifyError
+from sparsify.models.safe_load import torch_load
+
+# What an Ultralytics checkpoint legitimately pickles besides tensors and plain containers:
+# nn.Module subclasses from these packages (a YOLOv8s, a trained yolov8n / -seg, an
+# unstripped last.pt and sparsify's own checkpoints need nothing more) and the training
+# args namespace. Module instances are rebuilt by __new__ + __setstate__, which runs no code
+# from the file.
+MODULE_PACKAGES = ("torch.nn.modules.", "ultralytics.nn.modules.", "ultralytics.nn.tasks.")
+HELPERS = ("ultralytics.utils.IterableSimpleNamespace",)
+# names older Ultralytics versions pickled, mapped as its own loader maps them
+RENAMED_PACKAGES = {
+    "ultralytics.yolo.utils.": "ultralytics.utils.",
+    "ultralytics.yolo.v8.": "ultralytics.models.yolo.",
+    "ultralytics.yolo.data.": "ultralytics.data.",
+}
+RENAMED = {
+    "ultralytics.nn.modules.block.Silence": "torch.nn.modules.linear.Identity",  # YOLOv9e
+    "ultralytics.nn.tasks.YOLOv10DetectionModel": "ultralytics.nn.tasks.DetectionModel",
+}
 
 
 def require_ultralytics() -> Any:
@@ -45,20 +65,65 @@ def arch_task(arch: str) -> str:
     return str(guess_model_task(yaml_model_load(arch_yaml(arch))))
 
 
-def read_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """(model in fp32 eval mode, checkpoint dict) of an Ultralytics checkpoint."""
+@functools.cache
+def yolo_global(name: str) -> Any:
+    """The class a YOLO checkpoint may rebuild for the pickled global `name`, or None."""
+    target = RENAMED.get(name, name)
+    for old, new in RENAMED_PACKAGES.items():
+        if target.startswith(old):
+            target = new + target.removeprefix(old)
+    if not target.startswith(MODULE_PACKAGES) and target not in HELPERS:
+        return None  # nothing outside these packages is even imported
+    module, _, attr = target.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+    if not isinstance(obj, type):
+        return None
+    return obj if target in HELPERS or issubclass(obj, nn.Module) else None
+
+
+def read_checkpoint(path: Path, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in fp32 eval mode, checkpoint dict) of an Ultralytics checkpoint (.pt, or
+    sparsify's own .pth), loaded weights-only with `yolo_global`'s classes unless `trust`.
+
+    Anything that passes here holds no code, so Ultralytics' own (full) unpickling of the
+    same file, `YOLO(path)`, is safe after it: call this first.
+    """
     require_ultralytics()
+    from ultralytics.nn.tasks import guess_model_task
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
     if not path.is_file():
         raise SparsifyError(f"YOLO checkpoint {path} does not exist")
-    if path.suffix == ".pt":
-        from ultralytics.nn.tasks import load_checkpoint
+    ckpt = torch_load(path, trust, allow=yolo_global)
+    model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(model, nn.Module):
+        raise SparsifyError(f"{path} is not an Ultralytics checkpoint (no 'model' module in it)")
+    # what ultralytics.nn.tasks.load_checkpoint does after its unpickling
+    model = model.float()
+    model.args = {**DEFAULT_CFG_DICT, **(ckpt.get("train_args") or {})}
+    model.pt_path = str(path)
+    model.task = getattr(model, "task", None) or guess_model_task(model)
+    if not hasattr(model, "stride"):
+        model.stride = torch.tensor([32.0])
+    for m in model.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = True
+        elif isinstance(m, nn.Upsample) and not hasattr(m, "recompute_scale_factor"):
+            m.recompute_scale_factor = None  # torch 1.11 compatibility
+    return model.eval(), ckpt
 
-        model, ckpt = load_checkpoint(str(path), device="cpu")
-        return model, ckpt
-    # sparsify's own checkpoints (the pipeline names them model.pth); Ultralytics' loader
-    # insists on .pt and would try to download anything it cannot find
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    return (ckpt.get("ema") or ckpt["model"]).float().eval(), ckpt
+
+def load_yolo(path: Path, trust: bool = False) -> Any:
+    """`ultralytics.YOLO(path)` for training, after `read_checkpoint` has checked that the
+    file holds nothing but allow-listed classes (Ultralytics unpickles it fully)."""
+    require_ultralytics()
+    from ultralytics import YOLO
+
+    read_checkpoint(Path(path), trust)
+    return YOLO(str(path))
 
 
 def class_names(model: nn.Module) -> list[str]:
@@ -160,9 +225,17 @@ def _fix_output_dims(path: Path, dims: list[list[int]]) -> None:
 
 
 def save_checkpoint(model: nn.Module, path: Path) -> None:
-    """An Ultralytics-format checkpoint (fp32): `YOLO(path)` and `read_checkpoint` read it."""
+    """An Ultralytics-format checkpoint (fp32): `YOLO(path)` and `read_checkpoint` read it,
+    the latter without `model.trust_pickle` (checked here after writing)."""
     ultralytics = require_ultralytics()
     args = getattr(model, "args", {}) or {}
+    args = dict(args) if isinstance(args, dict) else dict(vars(args))
+    # a shallow copy (shared weights) with plain args and no loss object, as Ultralytics'
+    # strip_optimizer saves a model; the caller's model keeps its attributes
+    saved = copy.copy(model)
+    saved.args = args
+    if hasattr(saved, "criterion"):
+        saved.criterion = None
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
@@ -170,11 +243,18 @@ def save_checkpoint(model: nn.Module, path: Path) -> None:
             "version": ultralytics.__version__,
             "epoch": -1,
             "best_fitness": None,
-            "model": model,
+            "model": saved,
             "ema": None,
             "updates": None,
             "optimizer": None,
-            "train_args": dict(args) if isinstance(args, dict) else dict(vars(args)),
+            "train_args": args,
         },
         str(path),
     )
+    stray = [
+        n
+        for n in torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        if yolo_global(n) is None
+    ]
+    if stray:  # a bug here, not the user's: sparsify must read back what it writes
+        raise SparsifyError(f"{path}: the saved YOLO model holds {stray}, outside the allow-list")
