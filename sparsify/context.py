@@ -6,19 +6,33 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from sparsify.recipes.levels import Derived, derive, normalize_level
+from sparsify.errors import SparsifyError
+from sparsify.outputs import StageOutput
+from sparsify.recipes.levels import Derived, derive
+
+T = TypeVar("T", bound=StageOutput)
 
 
 @dataclass
 class RunContext:
     cfg: DictConfig
     run_dir: Path
+    # stage name -> its output in manifest form (StageOutput.to_dict); read with `output`
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("sparsify"))
+
+    def output(self, kind: type[T]) -> T:
+        """An earlier stage's output, typed: `ctx.output(ValidateOutput).data_path`."""
+        if kind.stage not in self.outputs:
+            raise SparsifyError(
+                f"the {kind.stage} stage has no results in {self.run_dir}; run it first "
+                "(add it to `stages`, or run all stages)"
+            )
+        return kind.from_dict(self.outputs[kind.stage])
 
     def stage_dir(self, name: str) -> Path:
         path = self.run_dir / name
@@ -34,10 +48,14 @@ class RunContext:
 
     @cached_property
     def level(self) -> float:
-        level, problem = normalize_level(self.cfg.optim_level)
-        if problem is not None:
-            raise ValueError(str(problem))  # the validate stage reports this first
-        return float(level)  # type: ignore[arg-type]
+        """The optim level as a fraction; the config step normalized it before the run."""
+        level = float(self.cfg.optim_level)
+        if not 0.0 <= level <= 1.0:  # NaN included; the validate stage reports why first
+            raise ValueError(
+                f"optim_level {self.cfg.optim_level!r} is not a fraction from 0.0 to 1.0 "
+                "(sparsify.config.compose.settle_optim_level normalizes it before a run)"
+            )
+        return level
 
     @cached_property
     def derived(self) -> Derived:
@@ -46,3 +64,30 @@ class RunContext:
     @cached_property
     def cache_dir(self) -> Path:
         return Path(str(self.cfg.cache_dir)).expanduser()
+
+
+def resolve_data_path(ctx: RunContext) -> Path | None:
+    """The dataset folder: `data.path`, or a demo set written to the cache on first use."""
+    data = ctx.cfg.data
+    if data.path:
+        return Path(str(data.path)).expanduser().resolve()
+    if data.demo:
+        from sparsify.data.demo import materialize_demo  # PIL: only when a demo is asked for
+
+        return materialize_demo(str(data.demo), ctx.cache_dir)
+    return None
+
+
+def recipe_variables(ctx: RunContext) -> dict[str, Any]:
+    """What a recipe's `${...}` may read: the level, what it derives, the experiment."""
+    derived = ctx.derived
+    return {
+        "optim_level": ctx.level,
+        "derived": {
+            "sparsity": derived.sparsity,
+            "quantize": derived.quantize,
+            "tier": derived.tier,
+            "variant": derived.variant,
+        },
+        "experiment": OmegaConf.to_container(ctx.cfg.experiment, resolve=True),
+    }

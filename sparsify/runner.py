@@ -4,37 +4,57 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
 from sparsify.benchmark.table import format_table
-from sparsify.config.compose import compose_config
+from sparsify.config.compose import compose_config, settle_optim_level
 from sparsify.context import RunContext
 from sparsify.errors import SparsifyError
 from sparsify.fileio import atomic_write_text
+from sparsify.outputs import BenchmarkOutput, PackageOutput, StageOutput
+from sparsify.run_record import RunRecord
 from sparsify.stages.manifest import Manifest
 
 log = logging.getLogger("sparsify")
+T = TypeVar("T", bound=StageOutput)
 
 
 @dataclass
 class RunResult:
-    run_dir: Path
+    """What a run made, read back from its run dir: the stages it went through (those
+    selected and the earlier ones they used) and their outputs."""
+
+    record: RunRecord
     status: str  # done | failed
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: tuple[str, ...] = ()
     error: str | None = None
 
     @property
+    def run_dir(self) -> Path:
+        return self.record.run_dir
+
+    @property
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        """Stage name -> its outputs in manifest form."""
+        return {k: v for k, v in self.record.outputs.items() if k in self.stages}
+
+    def output(self, kind: type[T]) -> T | None:
+        """A stage's output, typed; None when this run did not go through that stage."""
+        return self.record.output(kind) if kind.stage in self.stages else None
+
+    @property
     def deployment_dir(self) -> Path | None:
-        pkg = self.outputs.get("package")
-        return Path(pkg["deployment_dir"]) if pkg else None
+        package = self.output(PackageOutput)
+        return Path(package.deployment_dir) if package and package.deployment_dir else None
 
     @property
     def table(self) -> list[dict[str, Any]]:
-        return self.outputs.get("benchmark", {}).get("table", [])
+        benchmark = self.output(BenchmarkOutput)
+        return benchmark.table if benchmark else []
 
 
 def setup_logging(run_dir: Path, verbose: bool = False) -> logging.Handler:
@@ -67,6 +87,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> RunResult:
     run_dir = run_dir.expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir)
+    settle_optim_level(cfg, log)  # before anything reads it, and before config.yaml is saved
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     log.info("Run directory: %s", run_dir)
     ctx = RunContext(cfg=cfg, run_dir=run_dir)
@@ -75,9 +96,9 @@ def execute(cfg: DictConfig, run_dir: Path) -> RunResult:
     except SparsifyError as exc:
         log.error("%s", exc)
         Manifest(run_dir).set("status", "failed")
-        return RunResult(run_dir, "failed", ctx.outputs, str(exc))
+        return RunResult(RunRecord.load(run_dir), "failed", tuple(ctx.outputs), str(exc))
     Manifest(run_dir).set("status", "done")
-    result = RunResult(run_dir, "done", ctx.outputs)
+    result = RunResult(RunRecord.load(run_dir), "done", tuple(ctx.outputs))
     if result.table:
         print("\n" + format_table(result.table))
     if result.deployment_dir:

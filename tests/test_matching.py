@@ -310,3 +310,27 @@ def test_every_path_keeps_the_same_modules(case: str, tmp_path: Path) -> None:
         {"blocks.0.up", "blocks.0.down"} if {"blocks.0.up", "blocks.0.down"} <= kept else set()
     )
     assert structured <= kept
+
+
+def test_unmatched_ignore_is_recorded_by_the_sparsify_stage(
+    tiny_run: list[str], tmp_path: Path
+) -> None:
+    """A run whose recipe ignores a layer that does not exist finishes, and says so in the
+    manifest and at the top of the applied recipe."""
+    from sparsify.runner import run
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "version: 1.1.0\n"
+        "oneshot_stage:\n"
+        "  pruning_modifiers:\n"
+        "    MagnitudePruningModifier:\n"
+        "      final_sparsity: 0.5\n"
+        "      ignore: [clasifier, classifier]\n",
+        encoding="utf-8",
+    )
+    result = run([*tiny_run, f"recipe={recipe}", "optim_level=0.5"])
+    assert result.status == "done", result.error
+    assert result.outputs["sparsify"]["ignore_unmatched"] == ["clasifier"]
+    applied = (result.run_dir / "sparsify" / "recipe.yaml").read_text(encoding="utf-8")
+    assert applied.startswith("# ignore entries that matched no layer") and "clasifier" in applied

@@ -20,6 +20,7 @@ from sparsify.config.overrides import normalize_overrides
 from sparsify.config.schema import register_configs
 from sparsify.errors import SparsifyError
 from sparsify.report.resources import register_resolvers
+from sparsify.run_record import FAILED
 
 log = logging.getLogger("sparsify")
 register_configs()
@@ -39,11 +40,11 @@ def task(cfg: DictConfig) -> float | None:
         if not multirun:
             raise
         log.exception("Job %s failed: %s", run_dir, exc)
-        (run_dir / "FAILED").write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+        (run_dir / FAILED).write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
         return None
     if result.status != "done":
         if multirun:
-            (run_dir / "FAILED").write_text(f"{result.error}\n", encoding="utf-8")
+            (run_dir / FAILED).write_text(f"{result.error}\n", encoding="utf-8")
             return None
         sys.exit(1)
     top = next((r["accuracy"] for r in result.table if r["model"] == "sparsified"), None)

@@ -38,7 +38,7 @@ class TrainConfig:
 class ExperimentConfig:
     name: str = "one_shot"
     recipe: str = "one_shot"
-    # optim level -> what to do (DESIGN.md "Experiments and optim levels")
+    # optim level -> what to do (docs/experiments.md: the table per experiment)
     quantize_from_level: float = 0.0  # levels above this quantize to INT8
     sparsity_from_level: float = 0.3  # levels at or above this also prune
     sparsity_at_start: float = 0.4  # sparsity at sparsity_from_level
@@ -79,6 +79,9 @@ class ModelConfig:
     # local checkpoint (.pt/.pth state dict); null trains a dense baseline on the data (cached)
     path: str | None = None
     arch: str = "resnet18"
+    # DANGEROUS: true lets a model file run code while it loads (full pickles, e.g. a whole
+    # torch.save(model)); false loads only weights and allow-listed classes (docs/security.md)
+    trust_pickle: bool = False
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Optim level -> what an experiment does (DESIGN.md, from the original guides)."""
+"""Optim level -> what an experiment does (docs/experiments.md, from the original guides)."""
 
 from __future__ import annotations
 
@@ -31,13 +31,19 @@ class Derived:
 
 
 def normalize_level(value: object) -> tuple[float | None, Problem | None]:
-    """0..1 as is; an integer 2..100 as percent. Anything else is a problem."""
+    """0..1 as is; an integer 2..100 as percent. Anything else is a problem.
+
+    The config step (`sparsify.config.compose.settle_optim_level`) calls this once per run;
+    afterwards `cfg.optim_level` is the fraction. Readers of old run directories, whose
+    config.yaml may hold a percent, call it too."""
     fix = "give a number from 0.0 to 1.0, or an integer percent from 1 to 100 (e.g. 50)"
     try:
         level = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None, Problem("optim_level", value, "is not a number", fix)
-    if math.isnan(level) or level < 0:
+    if math.isnan(level):  # float("nan") parses, but is no level
+        return None, Problem("optim_level", value, "is not a number", fix)
+    if level < 0:
         return None, Problem("optim_level", value, "must not be negative", fix)
     if level <= 1.0:
         return level, None
@@ -62,10 +68,13 @@ def derive(experiment: object, level: float) -> Derived:
         )
     if level == 0.0:
         return Derived(sparsity=0.0, quantize=False)
+    # the one decision "INT8 or not" for pruning experiments; recipes read it as
+    # ${derived.quantize}
+    quantize = level > float(getattr(experiment, "quantize_from_level", 0.0) or 0.0)
     start = float(experiment.sparsity_from_level)  # type: ignore[attr-defined]
     if level < start:
-        return Derived(sparsity=0.0, quantize=True)
+        return Derived(sparsity=0.0, quantize=quantize)
     lo = float(experiment.sparsity_at_start)  # type: ignore[attr-defined]
     hi = float(experiment.sparsity_at_end)  # type: ignore[attr-defined]
     frac = (level - start) / (1.0 - start) if start < 1.0 else 1.0
-    return Derived(sparsity=round(lo + frac * (hi - lo), 6), quantize=True)
+    return Derived(sparsity=round(lo + frac * (hi - lo), 6), quantize=quantize)

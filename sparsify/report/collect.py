@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import OmegaConf
 
 from sparsify.benchmark.table import comparison
-from sparsify.recipes.levels import derive, normalize_level
+from sparsify.outputs import SparsifyOutput, ValidateOutput
+from sparsify.recipes.levels import derive
+from sparsify.run_record import CONFIG, FAILED, HYDRA_CONFIG, MANIFEST, RunRecord
 
 # A directory is a run when it holds one of these (Hydra's own `.hydra/` alone means a job
 # that started and died before the pipeline wrote anything: reported as incomplete).
-RUN_MARKERS = ("manifest.json", "FAILED", "config.yaml")
+RUN_MARKERS = (MANIFEST, FAILED, CONFIG)
 SKIP_DIRS = {"deployment", "fetch", "sparsify", "benchmark", "package", "validate", ".hydra"}
 
 
@@ -53,25 +53,9 @@ class RunRow:
 COLUMNS = list(RunRow.__dataclass_fields__)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _read_yaml(path: Path) -> dict[str, Any] | None:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (
-        any((path / m).is_file() for m in RUN_MARKERS)
-        or (path / ".hydra" / "config.yaml").is_file()
+        any((path / m).is_file() for m in RUN_MARKERS) or (path / HYDRA_CONFIG).is_file()
     )
 
 
@@ -122,21 +106,11 @@ def _benchmark_rows(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return by_model["baseline"], by_model["sparsified"]
 
 
-def _error_text(run_dir: Path, manifest: dict[str, Any] | None) -> str | None:
-    failed = run_dir / "FAILED"
-    if failed.is_file():
-        return failed.read_text(encoding="utf-8", errors="replace").strip() or "failed"
-    for name, stage in ((manifest or {}).get("stages") or {}).items():
-        if stage.get("status") in ("failed", "interrupted") and stage.get("error"):
-            return f"stage {name}: {stage['error']}"
-    return None
-
-
-def _fill_config(row: RunRow, cfg: dict[str, Any]) -> None:
+def _fill_config(row: RunRow, record: RunRecord) -> None:
+    cfg = record.config
     row.use_case = (cfg.get("use_case") or {}).get("name")
     row.experiment = (cfg.get("experiment") or {}).get("name")
-    level, _ = normalize_level(cfg.get("optim_level"))
-    row.level = level
+    row.level = level = record.level
     if level is None or not isinstance(cfg.get("experiment"), dict):
         return
     # what the run was asked for, shown also when it failed before the sparsify stage
@@ -149,20 +123,17 @@ def _fill_config(row: RunRow, cfg: dict[str, Any]) -> None:
     row.quantization = f"int8 ({fmt})" if planned.quantize else "none"
 
 
-def _fill_manifest(row: RunRow, manifest: dict[str, Any], cfg: dict[str, Any]) -> None:
-    stages = manifest.get("stages") or {}
-    validated = (stages.get("validate") or {}).get("outputs") or {}
-    if validated.get("optim_level") is not None:
-        row.level = float(validated["optim_level"])
-    derived = validated.get("derived") or {}
-    produced = (stages.get("sparsify") or {}).get("outputs") or {}
-    quant = produced.get("quantization")
-    if quant:
-        row.quantization = f"int8 ({quant.get('format', '?')})"
+def _fill_outputs(row: RunRow, record: RunRecord) -> None:
+    """What the stages recorded overrides the plan read from the config."""
+    validated = record.output(ValidateOutput) or ValidateOutput()
+    derived = validated.derived or {}
+    produced = record.output(SparsifyOutput)
+    if produced is not None and produced.quantization:
+        row.quantization = f"int8 ({produced.quantization.get('format', '?')})"
     elif "quantize" in derived:
-        fmt = (cfg.get("quantization") or {}).get("format", "?")
+        fmt = (record.config.get("quantization") or {}).get("format", "?")
         row.quantization = f"int8 ({fmt})" if derived["quantize"] else "none"
-    target = produced.get("sparsity", derived.get("sparsity"))
+    target = produced.sparsity if produced is not None else derived.get("sparsity")
     if target is not None:
         row.sparsity = round(float(target), 4)
 
@@ -188,29 +159,23 @@ def _fill_benchmark(row: RunRow, report: dict[str, Any]) -> None:
 def read_run(run_dir: Path) -> RunRow:
     """Everything the report shows about one run; never raises for a broken run directory."""
     row = RunRow(run_dir=str(run_dir), job=_job_number(run_dir))
-    cfg = _read_yaml(run_dir / "config.yaml") or _read_yaml(run_dir / ".hydra" / "config.yaml")
-    cfg = cfg or {}
-    if cfg:
-        _fill_config(row, cfg)
-    manifest = _read_json(run_dir / "manifest.json")
-    if manifest:
-        _fill_manifest(row, manifest, cfg)
-    status = (manifest or {}).get("status")
-    if (run_dir / "FAILED").is_file() or status == "failed":
+    record = RunRecord.load(run_dir)
+    _fill_config(row, record)
+    if record.manifest:
+        _fill_outputs(row, record)
+    if record.failed_marker is not None or record.status == "failed":
         row.status = "failed"
-        row.error = _error_text(run_dir, manifest) or "failed (no error recorded)"
-    elif status == "done":
+        row.error = record.error() or "failed (no error recorded)"
+    elif record.status == "done":
         row.status = "done"
     else:
-        row.error = _error_text(run_dir, manifest) or "did not finish (no status in manifest.json)"
-    bench_path = ((manifest or {}).get("stages", {}).get("benchmark") or {}).get("outputs", {})
-    bench_file = run_dir / bench_path.get("benchmark_json", "benchmark/benchmark.json")
-    report = _read_json(bench_file)
+        row.error = record.error() or f"did not finish (no status in {MANIFEST})"
+    report = record.benchmark()
     if report and report.get("engines"):
         try:
             _fill_benchmark(row, report)
         except (KeyError, TypeError, ValueError) as exc:
-            row.error = f"unreadable {bench_file.name}: {type(exc).__name__}: {exc}"
+            row.error = f"unreadable {record.benchmark_path.name}: {type(exc).__name__}: {exc}"
     return row
 
 

@@ -15,6 +15,7 @@ from sparsify.engines.ort import make_random_feeds
 from sparsify.engines.registry import check_engine_names, deepsparse_python
 from sparsify.fileio import atomic_write_json
 from sparsify.models import get_family
+from sparsify.outputs import BenchmarkOutput, SparsifyOutput
 
 MODELS = ("baseline", "sparsified")
 # symbolic dims that mean "sequence length" in the exports of the text families
@@ -38,18 +39,21 @@ def benchmark_feeds(path: Path, ctx: RunContext) -> dict[int, dict[str, np.ndarr
 
 class BenchmarkStage:
     name = "benchmark"
-    config_keys = ("benchmark", "data", "seed")
+    out_dir = "benchmark"
+    output = BenchmarkOutput
+    # use_case: the family that evaluates accuracy, and the metric reported
+    config_keys = ("benchmark", "data", "seed", "use_case")
 
-    def run(self, ctx: RunContext) -> dict[str, Any]:
+    def run(self, ctx: RunContext) -> BenchmarkOutput:
         cfg = ctx.cfg.benchmark
         engines = check_engine_names(list(cfg.engines))
         if "deepsparse" in engines:
             deepsparse_python(cfg.get("deepsparse_python"))  # a missing venv fails here, clearly
-        out = ctx.stage_dir(self.name)
-        produced = ctx.outputs["sparsify"]
+        out = ctx.stage_dir(self.out_dir)
+        produced = ctx.output(SparsifyOutput)
         paths = {
-            "baseline": ctx.artifact(produced["baseline_onnx"]),
-            "sparsified": ctx.artifact(produced["model_onnx"]),
+            "baseline": ctx.artifact(str(produced.baseline_onnx)),
+            "sparsified": ctx.artifact(str(produced.model_onnx)),
         }
         feeds = benchmark_feeds(paths["baseline"], ctx)
         family = get_family(str(ctx.cfg.use_case.family))
@@ -72,12 +76,12 @@ class BenchmarkStage:
         ctx.log.info("Dense vs result:\n%s", format_table(report["table"]))
         atomic_write_json(out / "benchmark.json", report)
         atomic_write_json(out / "metrics.json", metrics)
-        return {
-            "artifacts": [ctx.rel(out / "benchmark.json"), ctx.rel(out / "metrics.json")],
-            "benchmark_json": ctx.rel(out / "benchmark.json"),
-            "metrics_json": ctx.rel(out / "metrics.json"),
-            "table": report["table"],
-        }
+        return BenchmarkOutput(
+            artifacts=[ctx.rel(out / "benchmark.json"), ctx.rel(out / "metrics.json")],
+            benchmark_json=ctx.rel(out / "benchmark.json"),
+            metrics_json=ctx.rel(out / "metrics.json"),
+            table=report["table"],
+        )
 
 
 def _metrics(report: dict[str, Any], engines: list[str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from sparsify.algorithms.pruning import overall_sparsity, select_layers
 from sparsify.context import RunContext
 from sparsify.models import get_family
+from sparsify.outputs import FetchOutput, ValidateOutput
 from sparsify.stages.pipeline import path_fingerprint
 from sparsify.zoo.checksum import sha256_path
 
@@ -30,7 +31,7 @@ def _baseline_key(ctx: RunContext, source: Path | None) -> str:
     """Same data, starting model, arch, training settings and seed -> same cached baseline."""
     blob = json.dumps(
         {
-            "data": path_fingerprint(ctx.outputs["validate"]["data_path"]),
+            "data": path_fingerprint(ctx.output(ValidateOutput).data_path),
             "data_cfg": OmegaConf.to_container(ctx.cfg.data, resolve=True),
             "source": path_fingerprint(str(source) if source else None),
             "arch": str(ctx.cfg.model.arch),
@@ -44,26 +45,25 @@ def _baseline_key(ctx: RunContext, source: Path | None) -> str:
 
 def _dense_baseline(
     ctx: RunContext, family: Any, source: Path | None, target: Path
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str]:
     """A dense model fine-tuned once on the train split (from `source`, or from scratch),
-    cached under cache_dir/baselines, copied to `target`."""
+    cached under cache_dir/baselines, copied to `target`. Returns (its training stats,
+    where it came from in words)."""
     name = f"{family.name}-{ctx.cfg.model.arch}-{_baseline_key(ctx, source)}"
     cached = ctx.cache_dir / "baselines" / name / family.artifact_name
     meta = cached.parent / "baseline.json"
-    info: dict[str, Any] = {}
     if cached.exists() and meta.exists():
         ctx.log.info("Using the cached dense baseline %s", cached)
-        info["baseline"] = json.loads(meta.read_text())
+        baseline = json.loads(meta.read_text())
     else:
         if cached.parent.exists():  # an interrupted earlier attempt
             shutil.rmtree(cached.parent)
         cached.parent.mkdir(parents=True)
-        info["baseline"] = family.train_baseline(ctx, source, cached)
-        meta.write_text(json.dumps(info["baseline"], indent=2))
+        baseline = family.train_baseline(ctx, source, cached)
+        meta.write_text(json.dumps(baseline, indent=2))
     _copy(cached, target)
     origin = str(source) if source else f"a new {ctx.cfg.model.arch}"
-    info["source"] = f"{origin}, prepared here as the dense baseline (cached at {cached})"
-    return info
+    return baseline, f"{origin}, prepared here as the dense baseline (cached at {cached})"
 
 
 def _foundation(
@@ -96,28 +96,32 @@ def _foundation(
 
 class FetchStage:
     name = "fetch"
+    out_dir = "fetch"
+    output = FetchOutput
     config_keys = ("model", "use_case", "experiment", "data", "seed", "optim_level", "zoo")
 
-    def run(self, ctx: RunContext) -> dict[str, Any]:
+    def run(self, ctx: RunContext) -> FetchOutput:
         family = get_family(str(ctx.cfg.use_case.family))
-        target = ctx.stage_dir(self.name) / family.artifact_name
+        target = ctx.stage_dir(self.out_dir) / family.artifact_name
         source = family.resolve_source(ctx)
-        info: dict[str, Any] = {}
         if str(ctx.cfg.experiment.name) == "sparse_transfer":
             return self._transfer(ctx, family, source, target)
         if source is not None and not family.needs_baseline(ctx, source):
             ctx.log.info("Loading model <%s> from %s", ctx.cfg.model.arch, source)
             _copy(source, target)
-            info["source"] = str(source)
+            baseline, origin = None, str(source)
         else:
-            info.update(_dense_baseline(ctx, family, source, target))
-        info["sha256"] = sha256_path(target)
-        info["artifacts"] = [ctx.rel(target)]
-        return info
+            baseline, origin = _dense_baseline(ctx, family, source, target)
+        return FetchOutput(
+            baseline=baseline,
+            source=origin,
+            sha256=sha256_path(target),
+            artifacts=[ctx.rel(target)],
+        )
 
     def _transfer(
         self, ctx: RunContext, family: Any, source: Path | None, target: Path
-    ) -> dict[str, Any]:
+    ) -> FetchOutput:
         """The foundation model as it is (fetch/foundation*), and as the dense baseline to
         measure against, the same foundation fine-tuned on the data without sparsity."""
         path, entry, zoo_model = _foundation(ctx, family, source)
@@ -136,8 +140,10 @@ class FetchStage:
                 "(e.g. one built with experiment=training_aware and `sparsify zoo add`)",
                 100 * sparsity,
             )
-        info = _dense_baseline(ctx, family, path, target)
-        info.update(
+        baseline, origin = _dense_baseline(ctx, family, path, target)
+        return FetchOutput(
+            baseline=baseline,
+            source=origin,
             foundation=ctx.rel(foundation),
             foundation_entry=entry,
             foundation_sparsity=sparsity,
@@ -146,4 +152,3 @@ class FetchStage:
             config_overrides={"model.arch": str(ctx.cfg.model.arch)},
             artifacts=[ctx.rel(target), ctx.rel(foundation)],
         )
-        return info

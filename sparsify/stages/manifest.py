@@ -1,4 +1,6 @@
-"""manifest.json: what each stage of a run did. Written atomically after every change."""
+"""manifest.json: what each stage of a run did. Written atomically after every change.
+
+This is the pipeline's writer; everything else reads a run through `sparsify.run_record`."""
 
 from __future__ import annotations
 
@@ -7,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsify.fileio import atomic_write_json
-
-MANIFEST = "manifest.json"
+from sparsify.run_record import MANIFEST
 
 
 class Manifest:

@@ -17,6 +17,7 @@ from sparsify.context import RunContext
 from sparsify.deploy.model_card import render_model_card
 from sparsify.fileio import atomic_write_json
 from sparsify.models import get_family
+from sparsify.outputs import BenchmarkOutput, FetchOutput, PackageOutput, SparsifyOutput
 
 CONFIG_VERSION = 1
 
@@ -71,16 +72,18 @@ def write_model_card(out: Path, source: str, describe: str) -> Path:
 
 class PackageStage:
     name = "package"
+    out_dir = "deployment"  # what users and `sparsify serve` look for
+    output = PackageOutput
     config_keys = ("use_case", "experiment", "optim_level")
 
-    def run(self, ctx: RunContext) -> dict[str, Any]:
-        out = ctx.stage_dir("deployment")
+    def run(self, ctx: RunContext) -> PackageOutput:
+        out = ctx.stage_dir(self.out_dir)
         family = get_family(str(ctx.cfg.use_case.family))
-        produced, bench = ctx.outputs["sparsify"], ctx.outputs["benchmark"]
-        shutil.copyfile(ctx.artifact(produced["model_onnx"]), out / "model.onnx")
-        shutil.copyfile(ctx.artifact(produced["recipe_applied"]), out / "recipe.yaml")
-        shutil.copyfile(ctx.artifact(bench["benchmark_json"]), out / "benchmark.json")
-        shutil.copyfile(ctx.artifact(bench["metrics_json"]), out / "metrics.json")
+        produced, bench = ctx.output(SparsifyOutput), ctx.output(BenchmarkOutput)
+        shutil.copyfile(ctx.artifact(str(produced.model_onnx)), out / "model.onnx")
+        shutil.copyfile(ctx.artifact(str(produced.recipe_applied)), out / "recipe.yaml")
+        shutil.copyfile(ctx.artifact(bench.benchmark_json), out / "benchmark.json")
+        shutil.copyfile(ctx.artifact(bench.metrics_json), out / "metrics.json")
         family_part = family.deployment_files(ctx, out)
         config = deployment_config(
             out / "model.onnx",
@@ -89,17 +92,17 @@ class PackageStage:
             family_part=family_part,
             experiment=str(ctx.cfg.experiment.name),
             optim_level=ctx.level,
-            sparsity=produced.get("sparsity", 0.0),
-            quantized=bool(produced.get("quantization")),
-            **({"structured": produced["structured"]} if produced.get("structured") else {}),
+            sparsity=produced.sparsity,
+            quantized=bool(produced.quantization),
+            **({"structured": produced.structured} if produced.structured else {}),
         )
         atomic_write_json(out / "config.json", config)
-        source = str(ctx.outputs["fetch"].get("source", "?"))
+        source = str(ctx.output(FetchOutput).source or "?")
         write_model_card(out, source, ctx.derived.describe())
         files = sorted(p.name for p in out.iterdir())
         ctx.log.info("Deployment folder: %s (%s)", out, ", ".join(files))
-        return {
-            "artifacts": [ctx.rel(out / f) for f in files],
-            "deployment_dir": str(out),
-            "task": config["task"],
-        }
+        return PackageOutput(
+            artifacts=[ctx.rel(out / f) for f in files],
+            deployment_dir=str(out),
+            task=config["task"],
+        )

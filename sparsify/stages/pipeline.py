@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from sparsify.config.schema import STAGE_NAMES
 from sparsify.context import RunContext
 from sparsify.errors import SparsifyError
-from sparsify.stages.base import STAGES
+from sparsify.stages.base import STAGES, Stage
 from sparsify.stages.manifest import Manifest
 
 
@@ -61,15 +61,22 @@ def _chain(upstream: str, outputs: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _artifacts_present(run_dir: Path, record: dict[str, Any]) -> bool:
-    return all((run_dir / a).exists() for a in record.get("outputs", {}).get("artifacts", []))
+def _finished(ctx: RunContext, stage: Stage, record: dict[str, Any] | None) -> bool:
+    """Done earlier, and every file it made is still there."""
+    if not record or record.get("status") != "done":
+        return False
+    output = stage.output.from_dict(record.get("outputs"))
+    return all((ctx.run_dir / a).exists() for a in output.artifacts)
 
 
-def _apply_overrides(ctx: RunContext, outputs: dict[str, Any]) -> None:
-    """A stage may settle config values for the later ones (e.g. fetch: the zoo model's
-    architecture); they apply whether the stage ran now or earlier."""
-    for key, value in (outputs.get("config_overrides") or {}).items():
+def _use(ctx: RunContext, stage: Stage, outputs: dict[str, Any], upstream: str) -> str:
+    """Hand a stage's outputs (made now or earlier) to the later stages: in `ctx.outputs`,
+    and the config values it settled (e.g. fetch: the zoo model's architecture). Returns the
+    new upstream chain."""
+    ctx.outputs[stage.name] = outputs
+    for key, value in (stage.output.from_dict(outputs).config_overrides or {}).items():
         OmegaConf.update(ctx.cfg, key, value, merge=False)
+    return _chain(upstream, outputs)
 
 
 def run_pipeline(ctx: RunContext) -> Manifest:
@@ -89,9 +96,7 @@ def run_pipeline(ctx: RunContext) -> Manifest:
         stage = STAGES.get(name)
         fingerprint = _stage_fingerprint(ctx, stage.config_keys, upstream, external)
         record = manifest.stage(name)
-        finished = (
-            bool(record) and record["status"] == "done" and _artifacts_present(ctx.run_dir, record)
-        )
+        finished = _finished(ctx, stage, record)
         if name not in selected:
             if not finished:
                 raise SparsifyError(
@@ -102,26 +107,23 @@ def run_pipeline(ctx: RunContext) -> Manifest:
                 ctx.log.warning(
                     "Using %s results made with different inputs than this config", name
                 )
-            ctx.outputs[name] = record["outputs"]
-            _apply_overrides(ctx, record["outputs"])
-            upstream = _chain(upstream, record["outputs"])
+            upstream = _use(ctx, stage, record["outputs"], upstream)
             continue
         if finished and not explicit and record["fingerprint"] == fingerprint:
             ctx.log.info("Stage %s: finished earlier with the same inputs, skipped", name)
-            ctx.outputs[name] = record["outputs"]
-            _apply_overrides(ctx, record["outputs"])
-            upstream = _chain(upstream, record["outputs"])
+            upstream = _use(ctx, stage, record["outputs"], upstream)
             continue
-        _run_stage(ctx, manifest, stage, fingerprint)
-        _apply_overrides(ctx, ctx.outputs[name])
-        upstream = _chain(upstream, ctx.outputs[name])
+        upstream = _use(ctx, stage, _run_stage(ctx, manifest, stage, fingerprint), upstream)
     return manifest
 
 
-def _run_stage(ctx: RunContext, manifest: Manifest, stage: Any, fingerprint: str) -> None:
-    stage_dir = ctx.run_dir / stage.name
-    if stage_dir.exists():  # leftovers of an interrupted or outdated attempt
-        shutil.rmtree(stage_dir)
+def _run_stage(
+    ctx: RunContext, manifest: Manifest, stage: Stage, fingerprint: str
+) -> dict[str, Any]:
+    """Run one stage in an emptied `run_dir/<out_dir>`; its outputs in manifest form."""
+    out_dir = ctx.run_dir / stage.out_dir
+    if out_dir.exists():  # leftovers of an interrupted or outdated attempt
+        shutil.rmtree(out_dir)
     started = time.perf_counter()
     record: dict[str, Any] = {
         "status": "running",
@@ -132,7 +134,7 @@ def _run_stage(ctx: RunContext, manifest: Manifest, stage: Any, fingerprint: str
     manifest.update_stage(stage.name, record)
     ctx.log.info("Stage %s: running", stage.name)
     try:
-        outputs = stage.run(ctx)
+        outputs = stage.run(ctx).to_dict()
     except BaseException as exc:  # Ctrl-C included: the manifest must say what happened
         record.update(
             status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
@@ -141,7 +143,6 @@ def _run_stage(ctx: RunContext, manifest: Manifest, stage: Any, fingerprint: str
         )
         manifest.update_stage(stage.name, record)
         raise
-    outputs.setdefault("artifacts", [])
     record.update(
         status="done",
         duration_s=round(time.perf_counter() - started, 3),
@@ -149,6 +150,6 @@ def _run_stage(ctx: RunContext, manifest: Manifest, stage: Any, fingerprint: str
         outputs=outputs,
     )
     record.pop("pid", None)
-    ctx.outputs[stage.name] = outputs
     manifest.update_stage(stage.name, record)
     ctx.log.info("Stage %s: done in %.1f s", stage.name, record["duration_s"])
+    return outputs

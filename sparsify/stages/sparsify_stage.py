@@ -15,12 +15,7 @@ import torch
 from torch import nn
 
 from sparsify.algorithms.gptq import round_weights_for_int8
-from sparsify.algorithms.one_shot import (
-    ONE_SHOT_PRUNERS,
-    prune_one_shot,
-    target_sparsity,
-    torch_batches,
-)
+from sparsify.algorithms.one_shot import target_sparsity, torch_batches
 from sparsify.algorithms.onnx_pruning import prune_onnx
 from sparsify.algorithms.ort_fusions import apply_conv_weight_zero_point
 from sparsify.algorithms.pruning import PRUNABLE_TYPES, log_sparsity
@@ -32,24 +27,30 @@ from sparsify.algorithms.quantization import (
     quantize_onnx_static,
 )
 from sparsify.algorithms.session import RecipeSession, has_training
-from sparsify.context import RunContext
+from sparsify.context import RunContext, recipe_variables
 from sparsify.errors import SparsifyError
+from sparsify.matching import collect_unmatched
 from sparsify.models import get_family
 from sparsify.models.base import ModelFamily
+from sparsify.outputs import FetchOutput, SparsifyOutput
+from sparsify.recipes.modifiers import (
+    MagnitudePruningModifier,
+    OneShotPruning,
+    QuantizationModifier,
+)
 from sparsify.recipes.recipe import Modifier, Recipe, load_recipe
-from sparsify.stages.validate import recipe_variables
 
 
 def _prune(
     model: nn.Module | onnx.ModelProto,
-    modifier: Modifier,
+    modifier: OneShotPruning,
     calibration: Any,
     ctx: RunContext,
     default_ignore: list[str],
 ) -> dict[str, Any]:
     if isinstance(model, onnx.ModelProto):  # a model that only exists as a graph
         sparsity = target_sparsity(modifier.kwargs)
-        if modifier.name != "MagnitudePruningModifier":
+        if not isinstance(modifier, MagnitudePruningModifier):
             ctx.log.info(
                 "%s needs a torch model; this ONNX-only model is pruned by magnitude instead",
                 modifier.name,
@@ -61,7 +62,7 @@ def _prune(
         total = sum(sizes.values())
         overall = sum(per_layer[n] * sizes[n] for n in per_layer) / total if total else 0.0
         return {"per_layer_sparsity": per_layer, "sparsity": overall}
-    return prune_one_shot(model, modifier.name, modifier.kwargs, calibration, default_ignore)
+    return modifier.apply(model, calibration, default_ignore)
 
 
 def _fp32_depthwise(q: Any) -> bool:
@@ -159,6 +160,19 @@ def _quantize(
     )
 
 
+def _quantization(recipe: Recipe, ctx: RunContext) -> Modifier | None:
+    """The recipe's QuantizationModifier when this run quantizes, else None.
+
+    The one place that decides: the modifier's `enabled`, which the built-in recipes set to
+    `${derived.quantize}` (the optim level's answer, sparsify.recipes.levels.derive); a
+    recipe that leaves `enabled` out follows the optim level too.
+    """
+    quant = recipe.quantization()
+    if quant is None or not quant.kwargs.get("enabled", ctx.derived.quantize):
+        return None
+    return quant
+
+
 def _train(
     model: nn.Module,
     recipe: Recipe,
@@ -168,6 +182,7 @@ def _train(
     applied: list[Modifier],
     ignore: list[str],
     final: Path,
+    quantize: bool,
 ) -> tuple[bool, nn.Module]:
     """Training-aware / sparse-transfer: fine-tune under the recipe (masks, QAT, distillation).
 
@@ -197,7 +212,7 @@ def _train(
             recipe,
             live if live is not None else model,
             steps_per_epoch,
-            quantize=bool(ctx.derived.quantize) and qat,
+            quantize=quantize and qat,
             default_ignore=ignore,
             max_steps=ctx.cfg.experiment.train.max_steps,
             # re-quantized by ONNX Runtime: train on the grid it will use
@@ -210,7 +225,7 @@ def _train(
     stats = family.train_sparse(model, ctx, session_for, teacher)
     model = stats.pop("model", model)
     result.update(stats)
-    applied.extend(m for m in recipe.modifiers if m.name != "QuantizationModifier")
+    applied.extend(m for m in recipe.modifiers if not isinstance(m, QuantizationModifier))
     qat_exported = False
     if stats.get("qat") and export_qat:
         with warnings.catch_warnings():  # the fake-quant scales are constants by design
@@ -234,6 +249,8 @@ def _train(
 
 class SparsifyStage:
     name = "sparsify"
+    out_dir = "sparsify"
+    output = SparsifyOutput
     config_keys = (
         "use_case",
         "experiment",
@@ -245,15 +262,31 @@ class SparsifyStage:
         "seed",
     )
 
-    def run(self, ctx: RunContext) -> dict[str, Any]:
+    def run(self, ctx: RunContext) -> SparsifyOutput:
+        # every `ignore` entry that matched nothing, in pruning, training or INT8, is recorded
+        with collect_unmatched() as unmatched:
+            produced = self._run(ctx)
+        if unmatched:
+            produced.ignore_unmatched = list(unmatched)
+            recipe = ctx.artifact(str(produced.recipe_applied))
+            note = "".join(f"#   {entry}\n" for entry in unmatched)
+            text = recipe.read_text(encoding="utf-8")
+            recipe.write_text(
+                f"# ignore entries that matched no layer (see run.log for close names):\n{note}"
+                + text,
+                encoding="utf-8",
+            )
+        return produced
+
+    def _run(self, ctx: RunContext) -> SparsifyOutput:
         family = get_family(str(ctx.cfg.use_case.family))
-        out = ctx.stage_dir(self.name)
-        fetched = ctx.outputs["fetch"]
-        model = family.load(ctx.artifact(fetched["artifacts"][0]), ctx)
+        out = ctx.stage_dir(self.out_dir)
+        fetched = ctx.output(FetchOutput)
+        model = family.load(ctx.artifact(fetched.model), ctx)
         baseline_onnx = family.export(model, out / "baseline.onnx", ctx)
         ctx.log.info("Exported the dense baseline to %s", baseline_onnx)
-        if fetched.get("foundation"):  # sparse transfer starts from the sparse foundation
-            model = family.load_for_transfer(ctx.artifact(fetched["foundation"]), ctx)
+        if fetched.foundation:  # sparse transfer starts from the sparse foundation
+            model = family.load_for_transfer(ctx.artifact(fetched.foundation), ctx)
 
         @cache
         def calibration() -> list[dict[str, np.ndarray]]:
@@ -268,14 +301,16 @@ class SparsifyStage:
         result: dict[str, Any] = {"sparsity": 0.0, "per_layer_sparsity": {}}
         ignore = list(family.prune_ignore)
         final = out / "model.onnx"
-        quant = recipe.quantization()
-        quantize = bool(quant and quant.kwargs.get("enabled", True) and ctx.derived.quantize)
+        quant = _quantization(recipe, ctx)
+        quantize = quant is not None
         if has_training(recipe):
-            qat_exported, model = _train(model, recipe, family, ctx, result, applied, ignore, final)
+            qat_exported, model = _train(
+                model, recipe, family, ctx, result, applied, ignore, final, quantize
+            )
         else:
             qat_exported = False
             for prune in recipe.pruning():
-                if prune.name not in ONE_SHOT_PRUNERS or target_sparsity(prune.kwargs) <= 0:
+                if not isinstance(prune, OneShotPruning) or target_sparsity(prune.kwargs) <= 0:
                     continue
                 result.update(_prune(model, prune, calibration, ctx, ignore))
                 applied.append(prune)
@@ -320,8 +355,11 @@ class SparsifyStage:
         recipe.modifiers = applied
         (out / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
         files = (baseline_onnx, checkpoint, fp32, final, out / "recipe.yaml")
-        result["artifacts"] = [ctx.rel(p) for p in files]
-        result["baseline_onnx"] = ctx.rel(baseline_onnx)
-        result["model_onnx"] = ctx.rel(final)
-        result["recipe_applied"] = ctx.rel(out / "recipe.yaml")
-        return result
+        # `result` gathered what pruning, training and quantization reported: the typed
+        # fields are picked out, the rest (a family's training stats) kept as it is
+        produced = SparsifyOutput.from_dict(result)
+        produced.artifacts = [ctx.rel(p) for p in files]
+        produced.baseline_onnx = ctx.rel(baseline_onnx)
+        produced.model_onnx = ctx.rel(final)
+        produced.recipe_applied = ctx.rel(out / "recipe.yaml")
+        return produced

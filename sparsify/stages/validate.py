@@ -2,41 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from omegaconf import OmegaConf
-
 from sparsify.config.checks import config_problems
-from sparsify.context import RunContext
+from sparsify.context import RunContext, recipe_variables, resolve_data_path
 from sparsify.data import DATA_FORMATS
-from sparsify.data.demo import materialize_demo
 from sparsify.errors import Problem, ProblemCollector, SparsifyError, ValidationError
 from sparsify.models import family_available, get_family
+from sparsify.outputs import ValidateOutput
 from sparsify.recipes.recipe import load_recipe
-
-
-def resolve_data_path(ctx: RunContext) -> Path | None:
-    data = ctx.cfg.data
-    if data.path:
-        return Path(str(data.path)).expanduser().resolve()
-    if data.demo:
-        return materialize_demo(str(data.demo), ctx.cache_dir)
-    return None
-
-
-def recipe_variables(ctx: RunContext) -> dict[str, Any]:
-    derived = ctx.derived
-    return {
-        "optim_level": ctx.level,
-        "derived": {
-            "sparsity": derived.sparsity,
-            "quantize": derived.quantize,
-            "tier": derived.tier,
-            "variant": derived.variant,
-        },
-        "experiment": OmegaConf.to_container(ctx.cfg.experiment, resolve=True),
-    }
 
 
 def _model_problems(ctx: RunContext, summary: dict | None, has_problems: bool) -> list[Problem]:
@@ -69,6 +41,11 @@ def _model_problems(ctx: RunContext, summary: dict | None, has_problems: bool) -
 
 class ValidateStage:
     name = "validate"
+    out_dir = "validate"
+    output = ValidateOutput
+    # not `stages`: which stages run does not change what validate finds (unknown names are
+    # refused before any stage runs), and a `stages=[...]` subset must see validate's
+    # results as made with the same inputs
     config_keys = (
         "use_case",
         "experiment",
@@ -76,13 +53,12 @@ class ValidateStage:
         "model",
         "optim_level",
         "recipe",
-        "stages",
         "benchmark",
         "quantization",
         "export",
     )
 
-    def run(self, ctx: RunContext) -> dict[str, Any]:
+    def run(self, ctx: RunContext) -> ValidateOutput:
         problems = ProblemCollector()
         problems.extend(config_problems(ctx.cfg))
         if problems:  # the rest depends on a sane config
@@ -117,10 +93,10 @@ class ValidateStage:
         ctx.log.info(
             "Optim level %.2f (%s): %s", ctx.level, ctx.cfg.experiment.name, ctx.derived.describe()
         )
-        return {
-            "optim_level": ctx.level,
-            "derived": recipe_variables(ctx)["derived"],
-            "data_path": str(data_path),
-            "data": summary,
-            "recipe": recipe.source if recipe else None,
-        }
+        return ValidateOutput(
+            optim_level=ctx.level,
+            derived=recipe_variables(ctx)["derived"],
+            data_path=str(data_path),
+            data=summary,
+            recipe=recipe.source if recipe else None,
+        )

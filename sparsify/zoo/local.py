@@ -6,21 +6,57 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from sparsify.errors import Problem, SparsifyError
 from sparsify.fileio import atomic_write_json
-from sparsify.zoo.catalog import TIERS, VARIANTS, entry_problems, family_error, use_case_family
+from sparsify.outputs import FetchOutput, SparsifyOutput, ValidateOutput
+from sparsify.run_record import CONFIG, MANIFEST, RunRecord
+from sparsify.zoo.catalog import (
+    ENTRY_SCHEMA,
+    TIERS,
+    VARIANTS,
+    entry_problems,
+    family_error,
+    use_case_family,
+)
 from sparsify.zoo.checksum import sha256_path
 
 log = logging.getLogger("sparsify")
 META = "zoo.json"
+# the names `zoo add` accepts: the catalog schema's, so a name can never be a path
+NAME_PATTERN = str(ENTRY_SCHEMA["properties"]["name"]["pattern"])
+
+
+def check_name(name: str) -> str:
+    """`name` if it is a zoo model name; a path ('../x', '/tmp/x', 'a/b') is refused."""
+    # fullmatch: the schema's `$` (re.search) would also let a trailing newline through
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        raise SparsifyError(
+            f"{name!r} is not a zoo model name: names are letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (what `sparsify zoo add --name` takes), never a "
+            "path; `sparsify zoo list` shows the names"
+        )
+    return name
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, symlinks resolved, lies strictly inside `root` (resolved)."""
+    real, top = path.resolve(), root.resolve()
+    return real != top and real.is_relative_to(top)
+
+
+def _delete(folder: Path) -> None:
+    # a link (checked to point inside the zoo) goes, not what it points to
+    if folder.is_symlink():
+        folder.unlink()
+    else:
+        shutil.rmtree(folder)
 
 
 class LocalZoo:
@@ -53,6 +89,25 @@ class LocalZoo:
                         "rename the folder or the entry so they match",
                     )
                 )
+            if not problems and not _inside(meta.parent, self.root):
+                problems.append(
+                    Problem(
+                        where,
+                        str(meta.parent.resolve()),
+                        "is a link to a folder outside the zoo dir",
+                        "remove the link, or copy the model in with `sparsify zoo add`",
+                    )
+                )
+            artifact = meta.parent / str(entry.get("artifact", "")) if not problems else None
+            if artifact is not None and artifact.exists() and not _inside(artifact, meta.parent):
+                problems.append(
+                    Problem(
+                        f"{where}.artifact",
+                        entry.get("artifact"),
+                        "points outside its folder",
+                        "name a file or folder beside zoo.json",
+                    )
+                )
             if not problems and not (meta.parent / entry.get("artifact", "")).exists():
                 problems.append(
                     Problem(
@@ -71,7 +126,14 @@ class LocalZoo:
         return found
 
     def folder(self, name: str) -> Path:
-        return self.root / name
+        """The folder of model `name`; refused unless it resolves inside the zoo dir."""
+        folder = self.root / check_name(name)
+        if folder.is_symlink() and not _inside(folder, self.root):
+            raise SparsifyError(
+                f"{folder} is a link to {folder.resolve()}, outside the zoo dir "
+                f"{self.root}; sparsify will not use or delete it: remove the link by hand"
+            )
+        return folder
 
     def path_of(self, entry: dict[str, Any]) -> Path:
         return self.root / entry["name"] / entry["artifact"]
@@ -107,8 +169,8 @@ class LocalZoo:
                     "the disk may be full or the file changed while copying: try again"
                 )
             atomic_write_json(staging / META, entry)
-            if self.folder(name).exists():
-                shutil.rmtree(self.folder(name))
+            if self.folder(name).exists() or self.folder(name).is_symlink():
+                _delete(self.folder(name))
             staging.rename(self.folder(name))
         finally:
             if staging.exists():
@@ -123,35 +185,31 @@ class LocalZoo:
                 f"{name!r} is not in the local zoo {self.root}; `sparsify zoo list` shows "
                 "what is there (entries of the shipped catalog cannot be removed)"
             )
-        shutil.rmtree(folder)
+        _delete(folder)
         return folder
 
 
-def _run_outputs(run_dir: Path) -> tuple[dict[str, Any], Any]:
-    """(manifest stages, resolved config) of a finished run, or a SparsifyError saying why not."""
-    manifest, config = run_dir / "manifest.json", run_dir / "config.yaml"
-    if not manifest.is_file() or not config.is_file():
+def _finished_run(run_dir: Path) -> RunRecord:
+    """A finished run's record, or a SparsifyError saying why it is not one."""
+    record = RunRecord.load(run_dir)
+    if record.manifest is None or not record.saved_config:
         raise SparsifyError(
-            f"{run_dir} is not a run directory (no manifest.json / config.yaml); give the "
+            f"{run_dir} is not a run directory (no {MANIFEST} / {CONFIG}); give the "
             "directory a `sparsify ...` run printed as 'Run directory:'"
         )
-    stages = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {})
-    missing = [
-        s for s in ("validate", "fetch", "sparsify") if stages.get(s, {}).get("status") != "done"
-    ]
+    missing = record.unfinished("validate", "fetch", "sparsify")
     if missing:
         raise SparsifyError(
             f"{run_dir}: stage(s) {', '.join(missing)} did not finish; finish the run first "
             f"(sparsify run_dir={run_dir} ...)"
         )
-    return stages, OmegaConf.load(config)
+    return record
 
 
-def _metric(run_dir: Path, key: str) -> dict[str, Any] | None:
-    path = run_dir / "benchmark" / "metrics.json"
-    if not path.is_file():
+def _metric(record: RunRecord, key: str) -> dict[str, Any] | None:
+    metrics = record.metrics()
+    if metrics is None:
         return None
-    metrics = json.loads(path.read_text(encoding="utf-8"))
     name = metrics.get("metric")
     value = (metrics.get(key) or {}).get(name) if name else None
     return {"name": str(name), "value": value} if name else None
@@ -176,11 +234,13 @@ def add_run(
     from sparsify.models import get_family
 
     run_dir = Path(run_dir).expanduser().resolve()
-    stages, cfg = _run_outputs(run_dir)
+    record = _finished_run(run_dir)
+    cfg = record.cfg
     if tier not in TIERS:
         raise SparsifyError(f"--tier {tier!r}: use one of {', '.join(TIERS)}")
-    produced = stages["sparsify"]["outputs"]
-    sparsity = float(produced.get("sparsity", 0.0))
+    produced = record.output(SparsifyOutput) or SparsifyOutput()
+    fetched = record.output(FetchOutput) or FetchOutput()
+    sparsity = float(produced.sparsity)
     variant = variant or ("pruned_int8" if sparsity > 0 else "dense")
     if variant not in VARIANTS:
         raise SparsifyError(f"--variant {variant!r}: use one of {', '.join(VARIANTS)}")
@@ -191,27 +251,18 @@ def add_run(
     if use_case != run_use_case and use_case_family(use_case) != family:
         raise family_error(entry_stub, use_case)
     artifact_name = get_family(family).artifact_name
-    quantized = "quantization" in produced
+    quantized = produced.quantization is not None
     if variant.startswith("pruned"):
         if sparsity <= 0:
             raise SparsifyError(
                 f"{run_dir} pruned nothing (sparsity 0); register it with --variant dense or "
                 "int8, or add a run with optim_level >= 0.3"
             )
-        rel = next(
-            (a for a in produced["artifacts"] if Path(a).name in ("model.pth", "model.pt")), None
-        )
-        key = "sparsified"
+        rel, key = produced.checkpoint, "sparsified"
     elif variant == "int8" and quantized and sparsity == 0:
-        rel = next(
-            (a for a in produced["artifacts"] if Path(a).name in ("model.pth", "model.pt")), None
-        )
-        key = "sparsified"
+        rel, key = produced.checkpoint, "sparsified"
     else:
-        rel = next(
-            (a for a in stages["fetch"]["outputs"]["artifacts"] if Path(a).name == artifact_name),
-            None,
-        )
+        rel = next((a for a in fetched.artifacts if Path(a).name == artifact_name), None)
         sparsity, key = 0.0, "baseline"
     source = run_dir / rel if rel else None
     if source is None or not source.exists():
@@ -219,8 +270,8 @@ def add_run(
             f"{run_dir}: the {variant} checkpoint ({rel or artifact_name}) is missing; "
             "re-run the run's fetch and sparsify stages"
         )
-    data = stages["validate"]["outputs"]
-    dataset = str(cfg.data.get("demo") or data.get("data_path") or cfg.data.path)
+    validated = record.output(ValidateOutput) or ValidateOutput()
+    dataset = str(cfg.data.get("demo") or validated.data_path or cfg.data.path)
     entry: dict[str, Any] = {
         "name": name,
         "use_cases": [use_case],
@@ -231,14 +282,14 @@ def add_run(
         "sparsity": round(sparsity, 6),
         "quantization": "int8" if variant in ("int8", "pruned_int8") else "none",
         "dataset": dataset,
-        "metric": _metric(run_dir, key),
+        "metric": _metric(record, key),
         "source": {"local": {"run": str(run_dir)}},
         "added": datetime.now(UTC).isoformat(timespec="seconds"),
         "run": {
             "experiment": str(cfg.experiment.name),
-            "optim_level": float(cfg.optim_level),
+            "optim_level": record.level,
             "checkpoint": str(rel),
-            "run_quantization": produced.get("quantization"),
+            "run_quantization": produced.quantization,
         },
     }
     if description:

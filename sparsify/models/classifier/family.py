@@ -31,15 +31,17 @@ from sparsify.models.classifier.training import (
     train_classifier,
     train_with_session,
 )
+from sparsify.models.safe_load import trusted
 from sparsify.models.tensorboard import EventLog
+from sparsify.outputs import ValidateOutput
 from sparsify.progress import progress
 
 log = logging.getLogger("sparsify")
 
 
 def _data(ctx: RunContext) -> tuple[Path, list[str]]:
-    validated = ctx.outputs["validate"]
-    return Path(validated["data_path"]), list(validated["data"]["classes"])
+    validated = ctx.output(ValidateOutput)
+    return validated.data_dir, list(validated.summary["classes"])
 
 
 def _loader(ctx: RunContext, split: str, train: bool) -> DataLoader:
@@ -94,7 +96,8 @@ class ImageClassifierFamily(ModelFamily):
                     "save the model with torch.save(model.state_dict(), 'model.pth')",
                 )
             ]
-        return checkpoint_problems(path, str(ctx.cfg.model.arch), len(data["classes"]))
+        arch, trust = str(ctx.cfg.model.arch), trusted(ctx)
+        return checkpoint_problems(path, arch, len(data["classes"]), trust=trust)
 
     def resolve_source(self, ctx: RunContext) -> Path | None:
         path = ctx.cfg.model.path
@@ -102,7 +105,7 @@ class ImageClassifierFamily(ModelFamily):
 
     def needs_baseline(self, ctx: RunContext, source: Path) -> bool:
         """A classifier trained on other classes is fine-tuned on these first (new head)."""
-        if head_fits(source, str(ctx.cfg.model.arch), _data(ctx)[1]):
+        if head_fits(source, str(ctx.cfg.model.arch), _data(ctx)[1], trusted(ctx)):
             return False
         log.info(
             "%s was not trained on this dataset's classes: fine-tuning it with a new head", source
@@ -116,7 +119,7 @@ class ImageClassifierFamily(ModelFamily):
         _, classes = _data(ctx)
         arch = str(ctx.cfg.model.arch)
         model = (
-            load_model(source, arch, len(classes), new_head=True)
+            load_model(source, arch, len(classes), new_head=True, trust=trusted(ctx))
             if source
             else build_model(arch, len(classes))
         )
@@ -178,14 +181,15 @@ class ImageClassifierFamily(ModelFamily):
         when it was trained on others."""
         _, classes = _data(ctx)
         arch = str(ctx.cfg.model.arch)
-        fits = head_fits(path, arch, classes)
+        fits = head_fits(path, arch, classes, trusted(ctx))
         if not fits:
             log.info("%s: classifier re-initialised for %d classes", path, len(classes))
-        return load_model(path, arch, len(classes), new_head=not fits).eval()
+        return load_model(path, arch, len(classes), new_head=not fits, trust=trusted(ctx)).eval()
 
     def load(self, path: Path, ctx: RunContext) -> nn.Module:
         _, classes = _data(ctx)
-        return load_model(path, str(ctx.cfg.model.arch), len(classes)).eval()
+        arch = str(ctx.cfg.model.arch)
+        return load_model(path, arch, len(classes), trust=trusted(ctx)).eval()
 
     def save(self, model: nn.Module, path: Path, ctx: RunContext) -> None:
         save_checkpoint(model, path, str(ctx.cfg.model.arch), _data(ctx)[1])

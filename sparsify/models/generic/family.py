@@ -16,6 +16,7 @@ import onnx
 from sparsify.context import RunContext
 from sparsify.errors import Problem, SparsifyError
 from sparsify.models.base import ModelFamily
+from sparsify.outputs import SparsifyOutput, ValidateOutput
 
 log = logging.getLogger("sparsify")
 
@@ -23,7 +24,7 @@ log = logging.getLogger("sparsify")
 def _samples(ctx: RunContext, n: int | None = None) -> list[dict[str, np.ndarray]]:
     from sparsify.data.npz import load_npz_samples
 
-    return load_npz_samples(Path(ctx.outputs["validate"]["data_path"]), n, int(ctx.cfg.seed))
+    return load_npz_samples(ctx.output(ValidateOutput).data_dir, n, int(ctx.cfg.seed))
 
 
 def output_fidelity(
@@ -148,7 +149,8 @@ class GenericFamily(ModelFamily):
         from sparsify.engines.ort import OnnxRuntimeEngine
 
         samples = _samples(ctx, ctx.cfg.data.max_eval_samples)
-        baseline = OnnxRuntimeEngine(ctx.artifact(ctx.outputs["sparsify"]["baseline_onnx"]))
+        baseline_onnx = str(ctx.output(SparsifyOutput).baseline_onnx)
+        baseline = OnnxRuntimeEngine(ctx.artifact(baseline_onnx))
         reference = [baseline.run(s) for s in samples]
         return {
             **output_fidelity(reference, [engine.run(s) for s in samples]),

@@ -20,7 +20,9 @@ from sparsify.algorithms.structured import HEADS_FIELD, set_attention_heads
 from sparsify.context import RunContext
 from sparsify.errors import Problem, SparsifyError
 from sparsify.models.base import ModelFamily
+from sparsify.models.safe_load import refused_globals, torch_load, trusted, unsafe_problem
 from sparsify.models.transformers.graph import attention_score_matmuls, fold_attention_scale
+from sparsify.outputs import FetchOutput, ValidateOutput
 
 log = logging.getLogger("sparsify")
 
@@ -54,14 +56,14 @@ def _task(ctx: RunContext) -> str:
 
 
 def _labels(ctx: RunContext) -> list[str]:
-    return [str(x) for x in ctx.outputs["validate"]["data"].get("labels", [])]
+    return [str(x) for x in ctx.output(ValidateOutput).summary.get("labels", [])]
 
 
 def _records(ctx: RunContext, split: str) -> list[dict[str, Any]]:
     from sparsify.data.text import load_split
 
-    validated = ctx.outputs["validate"]
-    return load_split(Path(validated["data_path"]), validated["data"], split)
+    validated = ctx.output(ValidateOutput)
+    return load_split(validated.data_dir, validated.summary, split)
 
 
 def resolve_hf_source(path_or_id: str) -> Path:
@@ -82,9 +84,10 @@ def resolve_hf_source(path_or_id: str) -> Path:
 
 
 def load_hf(
-    path: Path, task: str, labels: list[str] | None = None
+    path: Path, task: str, labels: list[str] | None = None, trust: bool = False
 ) -> tuple[nn.Module, Any, list[str]]:
-    """(model, tokenizer, names of weights that were newly initialised)."""
+    """(model, tokenizer, names of weights that were newly initialised). Pickled weights
+    (pytorch_model.bin) are read weights-only unless `trust` (model.trust_pickle)."""
     transformers = require_transformers()
     auto = getattr(transformers, AUTO_CLASSES[task])
     kwargs: dict[str, Any] = {"attn_implementation": "eager"}  # traces to plain ONNX ops
@@ -98,9 +101,19 @@ def load_hf(
     config = transformers.AutoConfig.from_pretrained(str(path))
     heads = getattr(config, HEADS_FIELD, None)
     if heads:  # attention heads were removed: shapes the stock loader cannot build
-        model, info = _load_head_pruned(auto, path, config, int(heads), kwargs)
+        model, info = _load_head_pruned(auto, path, config, int(heads), kwargs, trust)
     else:
-        model, info = auto.from_pretrained(str(path), output_loading_info=True, **kwargs)
+        if any(f.suffix == ".bin" for f in _state_dict_files(Path(path))):
+            # pickled weights are read by us: weights-only with a clear refusal, or fully with
+            # `trust` (transformers 5 reads .bin weights-only whatever weights_only says); it
+            # takes a state dict only with a config object, no path, and the model class
+            _set_labels(config, kwargs)
+            state = _read_state(Path(path), trust)
+            model, info = auto._model_mapping[type(config)].from_pretrained(
+                None, config=config, state_dict=state, output_loading_info=True, **kwargs
+            )
+        else:
+            model, info = auto.from_pretrained(str(path), output_loading_info=True, **kwargs)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
     if not getattr(tokenizer, "is_fast", False):
         raise SparsifyError(f"{path}: a fast tokenizer (tokenizer.json) is needed for offsets")
@@ -119,26 +132,38 @@ def _state_dict_files(path: Path) -> list[Path]:
     raise SparsifyError(f"{path}: no model.safetensors or pytorch_model.bin to load weights from")
 
 
-def _load_head_pruned(
-    auto: Any, path: Path, config: Any, heads: int, kwargs: dict[str, Any]
-) -> tuple[nn.Module, dict[str, list]]:
-    """A checkpoint saved after attention_heads pruning: the model built from its config,
-    each self-attention thinned to `heads` heads (`set_attention_heads`), then its weights
-    loaded. Like `from_pretrained(ignore_mismatched_sizes=True)`, weights whose shape differs
-    (a head for other labels) stay freshly initialised and are reported as mismatched."""
-    for key in ("num_labels", "id2label", "label2id"):
-        if key in kwargs:
-            setattr(config, key, kwargs[key])
-    model = auto.from_config(config, attn_implementation=kwargs["attn_implementation"])
-    set_attention_heads(model, heads)
-    state: dict[str, torch.Tensor] = {}
-    for file in _state_dict_files(Path(path)):
+def _read_state(path: Path, trust: bool) -> dict[str, torch.Tensor]:
+    """The tensors of a save_pretrained folder; pickled files weights-only unless `trust`."""
+    state: dict[str, Any] = {}
+    for file in _state_dict_files(path):
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             state.update(load_file(str(file)))
         else:
-            state.update(torch.load(file, map_location="cpu", weights_only=True))
+            state.update(torch_load(file, trust))
+    return {k: v for k, v in state.items() if torch.is_tensor(v)}
+
+
+def _set_labels(config: Any, kwargs: dict[str, Any]) -> None:
+    """Move the label kwargs onto `config`: with a config object, transformers would pass
+    them to the model's __init__."""
+    for key in ("num_labels", "id2label", "label2id"):
+        if key in kwargs:
+            setattr(config, key, kwargs.pop(key))
+
+
+def _load_head_pruned(
+    auto: Any, path: Path, config: Any, heads: int, kwargs: dict[str, Any], trust: bool
+) -> tuple[nn.Module, dict[str, list]]:
+    """A checkpoint saved after attention_heads pruning: the model built from its config,
+    each self-attention thinned to `heads` heads (`set_attention_heads`), then its weights
+    loaded. Like `from_pretrained(ignore_mismatched_sizes=True)`, weights whose shape differs
+    (a head for other labels) stay freshly initialised and are reported as mismatched."""
+    _set_labels(config, kwargs)
+    model = auto.from_config(config, attn_implementation=kwargs["attn_implementation"])
+    set_attention_heads(model, heads)
+    state = _read_state(Path(path), trust)
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if mismatched and not kwargs.get("ignore_mismatched_sizes"):
@@ -151,6 +176,21 @@ def _load_head_pruned(
     )
     missing = [k for k in missing if k not in mismatched]  # reported once, as mismatched
     return model, {"missing_keys": missing, "mismatched_keys": mismatched}
+
+
+def _pickle_problems(path: Path) -> list[Problem]:
+    """The pickled weight files (pytorch_model*.bin, read when there is no safetensors) that a
+    weights-only load refuses: found here, not as a traceback from transformers in fetch."""
+    try:
+        files = [f for f in _state_dict_files(Path(path)) if f.suffix == ".bin"]
+    except SparsifyError:
+        return []  # no weights at all: from_pretrained says so
+    refused = {f: refused_globals(f) for f in files}
+    bad = [f for f, names in refused.items() if names]
+    if not bad:
+        return []
+    names = sorted({name for f in bad for name in refused[f]})
+    return [unsafe_problem(bad[0] if len(bad) == 1 else Path(path), names)]
 
 
 class _Features(torch.utils.data.Dataset):
@@ -191,7 +231,7 @@ class TransformersFamily(ModelFamily):
     # QAT fake-quantizes only the Linear layers, so its exported QDQ graph leaves attention
     # (Q.K^T, Softmax, probs.V) float; ONNX Runtime's post-training QDQ of the QAT-trained
     # weights quantizes it too. MiniLM-L6 with half its FFN, batch 16: 100 against 122 ms per
-    # batch, 97.8 against 98.2 accuracy (docs/benchmark.md)
+    # batch, 97.8 against 98.2 accuracy (benchmarks/RESULTS.md)
     export_qat_graph = False
 
     def int8_float_nodes(self, model: Any, fmt: str) -> list[str]:
@@ -246,10 +286,10 @@ class TransformersFamily(ModelFamily):
                     "save the tokenizer beside the model (tokenizer.save_pretrained)",
                 )
             ]
-        return []
+        return [] if trusted(ctx) else _pickle_problems(path)
 
     def needs_baseline(self, ctx: RunContext, source: Path) -> bool:
-        _, _, fresh = load_hf(source, _task(ctx), _labels(ctx) or None)
+        _, _, fresh = load_hf(source, _task(ctx), _labels(ctx) or None, trusted(ctx))
         if fresh:
             log.info(
                 "%s has no trained head for these labels (%d new tensors): fine-tuning a "
@@ -264,7 +304,7 @@ class TransformersFamily(ModelFamily):
     ) -> dict[str, Any]:
         transformers = require_transformers()
         task, labels = _task(ctx), _labels(ctx)
-        model, tokenizer, _ = load_hf(source, task, labels or None)  # type: ignore[arg-type]
+        model, tokenizer, _ = load_hf(source, task, labels or None, trusted(ctx))  # type: ignore[arg-type]
         torch.manual_seed(int(ctx.cfg.seed))
         features = encode_train(
             _records(ctx, "train"), tokenizer, task, labels, int(ctx.cfg.data.max_length)
@@ -331,23 +371,23 @@ class TransformersFamily(ModelFamily):
 
     def load_for_transfer(self, path: Path, ctx: RunContext) -> nn.Module:
         """A (pre-sparsified) model with a new head when its labels differ from the data's."""
-        model, _, fresh = load_hf(path, _task(ctx), _labels(ctx) or None)
+        model, _, fresh = load_hf(path, _task(ctx), _labels(ctx) or None, trusted(ctx))
         if fresh:
             log.info("%s: %d head tensors initialised for these labels", path, len(fresh))
         return model
 
     def load(self, path: Path, ctx: RunContext) -> nn.Module:
-        return load_hf(path, _task(ctx))[0]
+        return load_hf(path, _task(ctx), trust=trusted(ctx))[0]
 
     def save(self, model: nn.Module, path: Path, ctx: RunContext) -> None:
         model.save_pretrained(str(path))
         tokenizer = require_transformers().AutoTokenizer.from_pretrained(
-            str(ctx.artifact(ctx.outputs["fetch"]["artifacts"][0]))
+            str(ctx.artifact(ctx.output(FetchOutput).model))
         )
         tokenizer.save_pretrained(str(path))
 
     def _tokenizer(self, ctx: RunContext) -> Any:
-        fetched = ctx.artifact(ctx.outputs["fetch"]["artifacts"][0])
+        fetched = ctx.artifact(ctx.output(FetchOutput).model)
         return require_transformers().AutoTokenizer.from_pretrained(str(fetched))
 
     def export(self, model: nn.Module, path: Path, ctx: RunContext) -> Path:

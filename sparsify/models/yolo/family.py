@@ -24,6 +24,7 @@ from sparsify.deploy.detection import letterbox
 from sparsify.deploy.preprocess import load_image
 from sparsify.errors import Problem, SparsifyError
 from sparsify.models.base import ModelFamily
+from sparsify.models.safe_load import UnsafePickleError, trusted, unsafe_problem
 from sparsify.models.tensorboard import EventLog
 from sparsify.models.yolo.metrics import EVAL_IOU, MAX_DET, evaluate_yolo
 from sparsify.models.yolo.model import (
@@ -31,6 +32,7 @@ from sparsify.models.yolo.model import (
     arch_yaml,
     class_names,
     export_onnx,
+    load_yolo,
     read_checkpoint,
     require_ultralytics,
     save_checkpoint,
@@ -45,6 +47,7 @@ from sparsify.models.yolo.training import (
     trainer_metrics,
     zero_masks,
 )
+from sparsify.outputs import ValidateOutput
 
 log = logging.getLogger("sparsify")
 
@@ -64,7 +67,7 @@ def _ultra_task(ctx: RunContext) -> str:
 
 
 def _summary(ctx: RunContext) -> dict[str, Any]:
-    return ctx.outputs["validate"]["data"]
+    return ctx.output(ValidateOutput).summary
 
 
 def _keep_results(out_dir: Path, target: Path) -> None:
@@ -131,11 +134,12 @@ class YoloFamily(ModelFamily):
             fix = "give an Ultralytics checkpoint (.pt), e.g. runs/detect/train/weights/best.pt"
             return [Problem("model.path", str(path), "is not a .pt checkpoint", fix)]
         require_ultralytics()
-        from ultralytics import YOLO
-
         try:
-            task = YOLO(str(path)).task
+            # weights-only with the YOLO allow-list: never Ultralytics' full unpickling here
+            task = read_checkpoint(path, trusted(ctx))[0].task
         except Exception as exc:  # noqa: BLE001 - any failure means Ultralytics cannot use it
+            if isinstance(exc, UnsafePickleError):
+                return [unsafe_problem(path, exc.names)]
             fix = "give a checkpoint saved by Ultralytics (YOLO(...).train() or .save())"
             return [
                 Problem("model.path", str(path), f"cannot be loaded by Ultralytics: {exc}", fix)
@@ -152,7 +156,7 @@ class YoloFamily(ModelFamily):
 
     def needs_baseline(self, ctx: RunContext, source: Path) -> bool:
         """A checkpoint trained on other class names is fine-tuned on this data first."""
-        names = class_names(read_checkpoint(source)[0])
+        names = class_names(read_checkpoint(source, trusted(ctx))[0])
         if names == list(_summary(ctx)["classes"]):
             return False
         log.info("%s was trained on other classes (%s): fine-tuning it first", source, names[:5])
@@ -165,7 +169,7 @@ class YoloFamily(ModelFamily):
         from ultralytics import YOLO
 
         arch = str(ctx.cfg.model.arch)
-        yolo = YOLO(str(source) if source else arch_yaml(arch))
+        yolo = load_yolo(source, trusted(ctx)) if source else YOLO(arch_yaml(arch))
         if yolo.task != _ultra_task(ctx):
             raise SparsifyError(
                 f"model {source or arch} is a {yolo.task} model but {ctx.cfg.use_case.name} "
@@ -218,6 +222,8 @@ class YoloFamily(ModelFamily):
         from ultralytics import YOLO
 
         out_dir = Path(out_dir)
+        # `start` passed a weights-only load (save_checkpoint checks what it wrote, self.load
+        # reads weights-only), so Ultralytics' full unpickling of it in YOLO() runs no code
         if isinstance(model_or_ckpt, nn.Module):
             start = out_dir / "start.pt"
             save_checkpoint(model_or_ckpt, start)
@@ -302,7 +308,7 @@ class YoloFamily(ModelFamily):
         return self.load(path, ctx)
 
     def load(self, path: Path, ctx: RunContext) -> nn.Module:
-        return read_checkpoint(Path(path))[0].float().eval()
+        return read_checkpoint(Path(path), trusted(ctx))[0].float().eval()
 
     def save(self, model: nn.Module, path: Path, ctx: RunContext) -> None:
         """An Ultralytics-format checkpoint (fp32): `YOLO(path)` and `load` both read it."""
