@@ -6,7 +6,6 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
@@ -24,7 +23,7 @@ from sparsify.recipes.modifiers import (
     one_shot_modifier,
 )
 from sparsify.recipes.modifiers.fields import EPOCH, SCHEMA, SPARSITY, TARGETS, spec, state
-from sparsify.recipes.modifiers.one_shot import Pruned
+from sparsify.recipes.modifiers.one_shot import Pruned, PruneJob
 from sparsify.recipes.recipe import load_recipe
 from sparsify.recipes.schema import MODIFIERS, modifier_schema
 from sparsify.registry import canonical_key
@@ -161,11 +160,9 @@ class FirstLayerPruningModifier(OneShotPruning):
     final_sparsity: float = spec(SPARSITY, 0.0)
     targets: str | list[str] = spec(TARGETS, "__ALL_PRUNABLE__")
 
-    def prune(
-        self, model: nn.Module, layers: dict[str, nn.Module], calibration: Any, recalibrate: bool
-    ) -> Pruned:
+    def prune(self, job: PruneJob) -> Pruned:
         with torch.no_grad():
-            next(iter(layers.values())).weight.zero_()
+            next(iter(job.layers.values())).weight.zero_()
         return Pruned(self.name, {}, False)
 
 

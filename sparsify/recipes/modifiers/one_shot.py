@@ -41,6 +41,13 @@ log = logging.getLogger("sparsify")
 Calibration = Callable[[], Feeds]
 
 
+class PruneJob(NamedTuple):
+    model: nn.Module
+    layers: dict[str, nn.Module]  # the selected layers, by name
+    calibration: Calibration
+    recalibrate: bool  # re-estimate BatchNorm statistics (the recipe asks, the model has BN)
+
+
 class Pruned(NamedTuple):
     method: str  # the modifier that did it (SparseGPT falls back to magnitude)
     stats: dict[str, Any]  # per-layer statistics
@@ -80,7 +87,7 @@ class OneShotPruning(Modifier):
                 f"(ignore={ignore}); use __ALL_PRUNABLE__ or `re:` patterns of layer names"
             )
         recalibrate = self.recalibrates() and has_batchnorm(model)
-        done = self.prune(model, layers, calibration, recalibrate)
+        done = self.prune(PruneJob(model, layers, calibration, recalibrate))
         if recalibrate and not done.recalibrated:
             recalibrate_batchnorm(model, batched_inputs(calibration()))  # restores the mode
         elif recalibrate:  # the last layer's re-estimation already gave the final statistics
@@ -99,13 +106,7 @@ class OneShotPruning(Modifier):
             },
         }
 
-    def prune(
-        self,
-        model: nn.Module,
-        layers: dict[str, nn.Module],
-        calibration: Calibration,
-        recalibrate: bool,
-    ) -> Pruned:
+    def prune(self, job: PruneJob) -> Pruned:
         raise NotImplementedError(f"{self.name} does not say how it prunes")
 
 
@@ -124,32 +125,21 @@ class MagnitudePruningModifier(GradualFields, OneShotPruning):
     def recalibrates(self) -> bool:
         return bool(self.recalibrate_batchnorm)
 
-    def prune(
-        self,
-        model: nn.Module,
-        layers: dict[str, nn.Module],
-        calibration: Calibration,
-        recalibrate: bool,
-    ) -> Pruned:
-        return _magnitude(layers, self.target_sparsity, self.mask)
+    def prune(self, job: PruneJob) -> Pruned:
+        return _magnitude(job.layers, self.target_sparsity, self.mask)
 
 
 @register
 @dataclass(kw_only=True)
 class GlobalMagnitudePruningModifier(GradualFields, OneShotPruning):
-    def prune(
-        self,
-        model: nn.Module,
-        layers: dict[str, nn.Module],
-        calibration: Calibration,
-        recalibrate: bool,
-    ) -> Pruned:
+    def prune(self, job: PruneJob) -> Pruned:
         if parse_mask_type(self.mask).kind != "unstructured":
             raise SparsifyError(
                 "GlobalMagnitudePruningModifier prunes unstructured only; "
                 "use MagnitudePruningModifier or SparseGPTModifier for blockN / N:M masks"
             )
         sparsity = self.target_sparsity
+        layers = job.layers
         log.info("Global magnitude pruning %d layers to %.1f %%", len(layers), 100 * sparsity)
         apply_masks(layers, global_magnitude_masks(layers, sparsity))
         return Pruned(self.name, {}, False)
@@ -189,13 +179,8 @@ class SparseGPTModifier(OneShotPruning):
     def recalibrates(self) -> bool:
         return bool(self.recalibrate_batchnorm)
 
-    def prune(
-        self,
-        model: nn.Module,
-        layers: dict[str, nn.Module],
-        calibration: Calibration,
-        recalibrate: bool,
-    ) -> Pruned:
+    def prune(self, job: PruneJob) -> Pruned:
+        model, layers, calibration, recalibrate = job
         sparsity, mask_type = self.target_sparsity, self.mask
         if isinstance(model, torch.jit.ScriptModule):
             log.info("SparseGPT needs forward hooks, which TorchScript lacks: pruning by magnitude")

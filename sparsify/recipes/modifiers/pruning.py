@@ -45,23 +45,29 @@ def gradual_sparsity(
 
 
 @dataclass(kw_only=True)
-class GradualFields(Modifier):
-    """SparseML's gradual magnitude pruning fields."""
+class ScheduleFields(Modifier):
+    """A sparsity schedule: init -> final sparsity between two epochs (GMP-style)."""
 
-    group = "pruning_modifiers"
-    aliases = {"params": "targets"}
-
-    targets: str | list[str] = spec(TARGETS, "__ALL_PRUNABLE__")
-    ignore: list[str] = spec(IGNORE, factory=list)
     init_sparsity: float = spec(SPARSITY, 0.0)
     final_sparsity: float = spec(SPARSITY, 0.0)
     start_epoch: float | None = spec(START)
     end_epoch: float | None = spec(END)
     update_frequency: float = spec(UPDATE_FREQUENCY, 1.0)
     inter_func: str = spec(INTER_FUNC, "cubic")
+    ignore: list[str] = spec(IGNORE, factory=list)
+    log_types: str | list[str] | None = spec(LOG_TYPES)
+
+
+@dataclass(kw_only=True)
+class GradualFields(ScheduleFields):
+    """SparseML's gradual magnitude pruning fields."""
+
+    group = "pruning_modifiers"
+    aliases = {"params": "targets"}
+
+    targets: str | list[str] = spec(TARGETS, "__ALL_PRUNABLE__")
     mask_type: str = spec(MASK, "unstructured")
     leave_enabled: bool = spec(BOOL, True)
-    log_types: str | list[str] | None = spec(LOG_TYPES)
 
 
 def _layer(module: nn.Module) -> nn.Module:

@@ -21,20 +21,13 @@ from sparsify.algorithms.structured import (
     thin,
 )
 from sparsify.errors import SparsifyError
-from sparsify.recipes.modifiers.base import Modifier, register
+from sparsify.recipes.modifiers.base import register
 from sparsify.recipes.modifiers.fields import (
-    END,
-    IGNORE,
-    INTER_FUNC,
-    LOG_TYPES,
-    SPARSITY,
-    START,
     STRUCTURES,
-    UPDATE_FREQUENCY,
     spec,
     state,
 )
-from sparsify.recipes.modifiers.pruning import gradual_sparsity
+from sparsify.recipes.modifiers.pruning import ScheduleFields, gradual_sparsity
 
 if TYPE_CHECKING:
     from sparsify.algorithms.session import RecipeSession
@@ -55,7 +48,7 @@ _NOT_FOUND = {
 
 @register
 @dataclass(kw_only=True)
-class StructuredPruningModifier(Modifier):
+class StructuredPruningModifier(ScheduleFields):
     """Units (FFN neurons or attention heads) masked on a schedule, then removed at its end;
     `width` counts units per block."""
 
@@ -72,14 +65,6 @@ class StructuredPruningModifier(Modifier):
         },
         "ffn_neurons",
     )
-    init_sparsity: float = spec(SPARSITY, 0.0)
-    final_sparsity: float = spec(SPARSITY, 0.0)
-    start_epoch: float | None = spec(START)
-    end_epoch: float | None = spec(END)
-    update_frequency: float = spec(UPDATE_FREQUENCY, 1.0)
-    inter_func: str = spec(INTER_FUNC, "cubic")
-    ignore: list[str] = spec(IGNORE, factory=list)
-    log_types: str | list[str] | None = spec(LOG_TYPES)
 
     pairs: list[FFNPair] = state(list)
     start: float = state(float)
