@@ -18,6 +18,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from sparsify.data.counts import log_class_counts
+from sparsify.data.files import is_file, link_problem, visible_entries
+from sparsify.data.image_check import check_image
+from sparsify.data.layouts import layout_problem
 from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_image
 from sparsify.errors import Problem, SparsifyError
 from sparsify.progress import progress
@@ -29,6 +32,7 @@ SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 _EXTENSIONS_TEXT = ", ".join(sorted(IMAGE_EXTENSIONS))
 _LAYOUT = "root/{train,val}/{CLASS}/{image}"
+_SPLIT_NAMES = frozenset(name for names in SPLIT_ALIASES.values() for name in names)
 
 
 @dataclass
@@ -46,12 +50,6 @@ def is_image_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _visible_entries(folder: Path) -> list[os.DirEntry[str]]:
-    """Entries of `folder`, hidden ones ('.DS_Store', '.complete', ...) left out, by name."""
-    with os.scandir(folder) as it:
-        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-
-
 def split_dir(root: Path, split: str) -> Path | None:
     """The folder holding `split` (`val` also finds `validation`), or None."""
     for name in SPLIT_ALIASES.get(split, (split,)):
@@ -60,22 +58,14 @@ def split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
-def _check_image(path: str) -> str | None:
-    """Why the image cannot be read, or None when it can."""
-    try:
-        # verify() checks structure and checksums without decoding pixels: cheap enough to
-        # run on every file of a large dataset.
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 def _scan_split(folder: Path, check_images: bool, problems: list[Problem]) -> dict[str, int]:
     """Class -> readable image count for one split folder; problems are appended."""
     counts: dict[str, int] = {}
-    for entry in _visible_entries(folder):
+    for entry in visible_entries(folder):
+        broken = link_problem(entry)
+        if broken is not None:
+            problems.append(broken)
+            continue
         if not entry.is_dir():
             problems.append(
                 Problem(
@@ -106,6 +96,11 @@ def _scan_class(folder: Path, check_images: bool, problems: list[Problem]) -> in
         for entry in it:
             if entry.name.startswith("."):
                 continue
+            broken = link_problem(entry)
+            if broken is not None:
+                problems.append(broken)
+                seen_files += 1
+                continue
             if entry.is_dir():
                 problems.append(
                     Problem(
@@ -127,13 +122,13 @@ def _scan_class(folder: Path, check_images: bool, problems: list[Problem]) -> in
                     )
                 )
                 continue
-            reason = _check_image(entry.path) if check_images else None
+            reason = check_image(entry.path) if check_images else None
             if reason is not None:
                 problems.append(
                     Problem(
                         entry.path,
                         entry.name,
-                        f"image cannot be read ({reason})",
+                        f"image {reason}",
                         "replace it with a valid image or delete it",
                     )
                 )
@@ -176,7 +171,15 @@ def validate_image_folder(
                 "merge them into one 'val' folder",
             )
         )
+    for entry in visible_entries(root):
+        broken = link_problem(entry) if entry.name in _SPLIT_NAMES else None
+        if broken is not None:  # a split folder link that loops reads as "missing"
+            problems.append(broken)
     found = {split: split_dir(root, split) for split in SPLITS}
+    if found["train"] is None:
+        wrong_kind = None if problems else layout_problem(root, "image_folder")
+        if wrong_kind is not None:  # the one problem that matters; the rest follow from it
+            return None, [wrong_kind]
     for split, fix in (
         ("train", "create it with one folder per class: train/<CLASS>/<image>"),
         ("val", "create it with the same class folders as train (val/<CLASS>/<image>)"),
@@ -194,6 +197,12 @@ def validate_image_folder(
     if "train" not in class_counts:
         return None, problems
     classes = sorted(class_counts["train"])
+    if len(classes) == 1:
+        # worded as the text formats' single-label refusal: one class gives 100 % top-1
+        train = found["train"]
+        fix = f"add training images of at least one other class: {train}/<CLASS>/<image>"
+        msg = "train has a single class; nothing to learn"
+        problems.append(Problem(str(train), classes, msg, fix))
     for split, counts in class_counts.items():
         folder = found[split]
         assert folder is not None
@@ -262,8 +271,8 @@ def list_samples(root: Path, split: str, classes: list[str]) -> list[tuple[Path,
             continue
         samples += [
             (Path(e.path), index)
-            for e in _visible_entries(class_folder)
-            if e.is_file() and is_image_file(e.name)
+            for e in visible_entries(class_folder)
+            if is_file(e) and is_image_file(e.name)
         ]
     return samples
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from sparsify.data.files import link_problem, visible_entries
+from sparsify.data.layouts import layout_problem
 from sparsify.errors import Problem, SparsifyError
 
 log = logging.getLogger("sparsify")
@@ -36,12 +38,14 @@ class NpzSummary:
         return {**asdict(self), "classes": []}
 
 
-def _npz_files(root: Path, problems: list[Problem]) -> list[Path]:
+def _npz_files(root: Path, problems: list[Problem], links: list[Problem]) -> list[Path]:
+    """The .npz files in `root`; other entries go to `problems`, broken links to `links`."""
     files = []
-    with os.scandir(root) as it:
-        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-    for entry in entries:
-        if entry.is_dir():
+    for entry in visible_entries(root):
+        broken = link_problem(entry)
+        if broken is not None:
+            links.append(broken)
+        elif entry.is_dir():
             fix = f"move its .npz files up into {root} or remove the folder"
             problems.append(Problem(entry.path, entry.name, "nested folder is not read", fix))
         elif not entry.name.lower().endswith(".npz"):
@@ -86,8 +90,13 @@ def validate_npz_folder(root: Path) -> tuple[NpzSummary | None, list[Problem]]:
         fix = f"point data.path at {_LAYOUT}"
         return None, [Problem(str(root), str(root), f"npz folder {what}", fix)]
     problems: list[Problem] = []
-    files = _npz_files(root, problems)
-    if not files:
+    links: list[Problem] = []
+    files = _npz_files(root, problems, links)
+    problems += links
+    if not files and not links:
+        wrong_kind = layout_problem(root, "npz")
+        if wrong_kind is not None:  # the one problem that matters; the rest follow from it
+            return None, [wrong_kind]
         fix = "add one .npz per sample: np.savez(f'{i}.npz', **{input_name: array})"
         problems.append(Problem(str(root), 0, "no .npz files", fix))
         return None, problems

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparsify.data.files import link_problem
+from sparsify.data.layouts import layout_problem
 from sparsify.data.text_readers import (
     EXTENSIONS,
     RECORD_UNITS,
@@ -76,11 +78,15 @@ def find_split_files(root: Path) -> tuple[dict[str, Path], list[Problem]]:
         fix = f"point data.path at a readable folder holding {_LAYOUT}"
         return {}, [Problem(str(root), str(root), f"cannot list the folder ({exc})", fix)]
     for entry in entries:
-        if not entry.is_file():
-            continue
         stem, ext = os.path.splitext(entry.name.lower())
         splits = sorted({_SPLIT_OF[word] for word in _SPLIT_WORD.findall(stem)})
         if not splits:
+            continue
+        broken = link_problem(entry)  # is_file() raises on a link that loops
+        if broken is not None:
+            problems.append(broken)
+            continue
+        if not entry.is_file():
             continue
         if len(splits) > 1:
             problems.append(
@@ -358,6 +364,7 @@ class _Scanner:
         self.sink = sink
         self.columns: dict[str, str] | None = None
         self.train_counts: Counter[Any] | None = None
+        self.train_reference = False
         self.answerable = 0
 
     def scan(self, split: str, path: Path) -> int:
@@ -380,6 +387,9 @@ class _Scanner:
             self.sink.add(path, None, unit, "no records", path.name, "the file has no records", fix)
         if split == "train":
             self.train_counts = counts
+            # a train file read only in part (or with no usable label) is no reference: its
+            # own problem is reported, not one "not in train" per val/test record
+            self.train_reference = bool(counts) and str(path) not in self.sink.stopped
         return rows
 
     def _file_columns(self, split: str, path: Path, first: dict, from_csv: bool) -> dict[str, str]:
@@ -416,7 +426,7 @@ class _Scanner:
         values = [record["label"]] if "label" in record else record.get("tags", [])
         counts.update(values)
         known = self.train_counts
-        if known is None or split == "train":
+        if known is None or split == "train" or not self.train_reference:
             return
         what = "tag" if self.task == "token-classification" else "label"
         fix = "add training records with it, fix its spelling, or drop the record"
@@ -444,6 +454,10 @@ def validate_text_dataset(
         return None, [Problem(str(root), str(root), f"dataset folder {what}", fix)]
     overrides = {key.removesuffix("_column"): value for key, value in columns.items()}
     files, problems = find_split_files(root)
+    if "train" not in files and not problems:
+        wrong_kind = layout_problem(root, "hf_text")
+        if wrong_kind is not None:  # the one problem that matters; the rest follow from it
+            return None, [wrong_kind]
     for split in ("train", "val"):
         if split not in files:
             fix = f"add {split}.csv, {split}.json or {split}.jsonl to {root}"
@@ -462,7 +476,12 @@ def validate_text_dataset(
         sink.add(
             train, None, "", "mixed labels", labels[:10], "labels mix strings and integers", fix
         )
-    if task != "question-answering" and rows.get("train") and len(labels) == 1:
+    if (
+        task != "question-answering"
+        and rows.get("train")
+        and len(labels) == 1
+        and train not in sink.stopped
+    ):
         fix = "add training records of at least one other label"
         sink.add(
             train, None, "", "one label", labels, "train has a single label; nothing to learn", fix

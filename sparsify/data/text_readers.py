@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sparsify.data.text_encoding import HEAD_BYTES, wide_encoding
 from sparsify.errors import Problem
 
 EXTENSIONS = (".csv", ".json", ".jsonl")
@@ -33,6 +34,9 @@ class ProblemSink:
         self.limit = limit
         self._counts: Counter[tuple[str, str]] = Counter()
         self._fixes: dict[tuple[str, str], str] = {}
+        # files not read to the end (wrong encoding, broken syntax, ...): what was read of
+        # them is no reference for the other splits
+        self.stopped: set[str] = set()
 
     def add(
         self,
@@ -56,6 +60,10 @@ class ProblemSink:
             self.problems.append(
                 Problem(f"{path}:{number}", value, f"{unit} {number}: {message}", fix)
             )
+
+    def stop(self, path: Path | str) -> None:
+        """Mark `path` as not read to its end."""
+        self.stopped.add(str(path))
 
     def has_problems(self, path: Path | str) -> bool:
         return any(p == str(path) for p, _ in self._counts)
@@ -112,31 +120,62 @@ def _csv_records(path: Path, sink: ProblemSink) -> Iterator[tuple[int, dict]]:
     row = 1
     with open(path, "rb") as f:
         reader = csv.reader(lines(f))
+        started = 1  # line the current row starts on
         try:
             header = [name.strip() for name in next(reader, [])]
             if not header:
                 return
             bad_lines.clear()
+            if any("\0" in name for name in header):
+                _nul_problem(sink, path, 1, "the header", sum(n.count("\0") for n in header))
+                sink.stop(path)
+                return
             dupes = sorted({name for name in header if header.count(name) > 1})
             if dupes:
                 fix = "give every column a distinct name"
                 sink.add(path, 1, "row", "header", dupes, "duplicate column names", fix)
+            started = reader.line_num + 1
             for fields in reader:
                 row += 1
                 if bad_lines:  # the row holding an undecodable line, already reported by line
                     bad_lines.clear()
-                    continue
-                if not fields:  # blank line
-                    continue
-                if len(fields) != len(header):
+                elif not fields:  # blank line
+                    pass
+                elif len(fields) != len(header):
                     message = f"{len(fields)} fields, the header has {len(header)}"
                     fix = 'quote fields that hold commas or quotes ("a, b"), one record per row'
                     sink.add(path, row, "row", "field count", len(fields), message, fix)
-                    continue
-                yield row, dict(zip(header, fields, strict=True))
+                elif any("\0" in field for field in fields):
+                    for column, field in zip(header, fields, strict=True):
+                        if "\0" in field:
+                            _nul_problem(sink, path, row, f"column {column!r}", field.count("\0"))
+                else:
+                    yield row, dict(zip(header, fields, strict=True))
+                started = reader.line_num + 1
         except csv.Error as exc:
+            sink.stop(path)
+            limit = csv.field_size_limit()
+            if "field larger than field limit" in str(exc):
+                message = (
+                    f"a field starting on line {started} is longer than {limit} characters "
+                    f"({limit >> 10} KiB), the limit of the CSV reader; rows after it are not read"
+                )
+                fix = (
+                    f"split the text into records under {limit >> 10} KiB (a model reads only "
+                    "its first max_length tokens), or save the split as .jsonl, which has no "
+                    f"field limit; if no text is this long, close the quote opened on line {started}"
+                )
+                sink.add(path, row + 1, "row", "field too long", limit, message, fix)
+                return
             message = f"CSV cannot be parsed ({exc}); rows after it are not read"
             sink.add(path, row + 1, "row", "csv syntax", path.name, message, "fix the quoting")
+
+
+def _nul_problem(sink: ProblemSink, path: Path, row: int, where: str, count: int) -> None:
+    """NUL bytes in a UTF-8 file: never printed raw (they cut terminal output short)."""
+    message = f"{where} holds {count} NUL byte(s) (\\x00), which no text should contain"
+    fix = f"remove them, e.g. tr -d '\\000' < {path.name} > clean.csv, and check those rows"
+    sink.add(path, row, "row", "nul", where, message, fix)
 
 
 def _jsonl_records(path: Path, sink: ProblemSink) -> Iterator[tuple[int, dict]]:
@@ -290,6 +329,7 @@ def _json_records(path: Path, sink: ProblemSink) -> Iterator[tuple[int, dict]]:
                     stream.line_at(stream.pos), "extra text after the JSON document"
                 )
         except _JsonSyntaxError as exc:
+            sink.stop(path)
             fix = (
                 _UTF8_FIX
                 if exc.kind == "utf-8"
@@ -333,7 +373,21 @@ def read_records(path: Path, sink: ProblemSink) -> Iterator[tuple[int, dict]]:
         sink.add(path, None, "", "extension", path.suffix, "unknown extension", fix)
         return
     try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+        wide = wide_encoding(head)
+        if wide is not None:
+            sink.stop(path)
+            encoding, how = wide
+            message = f"the file is {encoding} ({how}), not UTF-8"
+            fix = (
+                f"convert it: iconv -f {encoding} -t UTF-8 "
+                f"{path.name} > {path.stem}.utf8{path.suffix}, then replace {path.name} with it"
+            )
+            sink.add(path, None, "", "encoding", encoding, message, fix)
+            return
         yield from reader(path, sink)
     except OSError as exc:
+        sink.stop(path)
         fix = "check that the file exists and is readable"
         sink.add(path, None, "", "unreadable", path.name, f"cannot read the file ({exc})", fix)

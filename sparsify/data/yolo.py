@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from PIL import Image
 
 from sparsify.data.counts import log_class_counts
+from sparsify.data.files import is_file, link_problem, visible_entries, walk_files
+from sparsify.data.image_check import check_image
+from sparsify.data.layouts import layout_problem
 from sparsify.errors import Problem
 
 log = logging.getLogger("sparsify")
@@ -33,6 +35,7 @@ MIN_IMAGE_SIDE = 10  # Ultralytics marks smaller images corrupt and drops them
 MAX_LINE_PROBLEMS = 5  # per label file: a wholly wrong file would otherwise flood the report
 _EXTENSIONS_TEXT = ", ".join(sorted(IMAGE_EXTENSIONS))
 _LAYOUT = "classes.txt, images/{train,val}/, labels/{train,val}/*.txt"
+_ROOT_NAMES = frozenset({"classes.txt", "images", "labels", "annotations"})
 
 
 @dataclass
@@ -48,29 +51,6 @@ class YoloSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _visible(folder: Path) -> list[os.DirEntry[str]]:
-    with os.scandir(folder) as it:
-        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-
-
-def _walk_files(folder: Path) -> list[tuple[str, os.DirEntry[str]]]:
-    """(path relative to `folder`, entry) of every visible file below it, sorted.
-
-    Ultralytics globs split folders recursively, so nested folders are part of the split.
-    """
-    found: list[tuple[str, os.DirEntry[str]]] = []
-    stack = [(folder, "")]
-    while stack:
-        current, prefix = stack.pop()
-        for entry in _visible(current):
-            rel = prefix + entry.name
-            if entry.is_dir():
-                stack.append((Path(entry.path), rel + "/"))
-            else:
-                found.append((rel, entry))
-    return sorted(found, key=lambda item: item[0])
 
 
 # ---------------------------------------------------------------- classes and split folders
@@ -110,8 +90,8 @@ def _check_names(names: list[str], key: str, problems: list[Problem]) -> list[st
 def _dataset_yamls(root: Path) -> list[Path]:
     return [
         Path(e.path)
-        for e in _visible(root)
-        if e.is_file() and os.path.splitext(e.name)[1].lower() in {".yaml", ".yml"}
+        for e in visible_entries(root)
+        if is_file(e) and os.path.splitext(e.name)[1].lower() in {".yaml", ".yml"}
     ]
 
 
@@ -258,42 +238,11 @@ def _label_dir(image_dir: Path, segment: bool) -> Path | None:
 # ---------------------------------------------------------------- images and label files
 
 
-def _check_image(path: str) -> str | None:
-    """Why Ultralytics could not use the image, or None when it can."""
-    try:
-        # verify() checks structure without decoding pixels: cheap enough for every file.
-        with Image.open(path) as image:
-            image.verify()
-            width, height = image.size
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files
-        return f"cannot be read ({type(exc).__name__}: {exc})"
-    if min(width, height) < MIN_IMAGE_SIDE:
-        return f"is {width}x{height} pixels; Ultralytics drops images under {MIN_IMAGE_SIDE}"
-    if os.path.splitext(path)[1].lower() in {".jpg", ".jpeg"}:
-        return _check_jpeg_end(path)
-    return None
-
-
-def _check_jpeg_end(path: str) -> str | None:
-    """verify() passes JPEGs cut short; Ultralytics decodes one without an end marker to
-    re-save it and drops it when that fails, so only those few are decoded here."""
-    with open(path, "rb") as f:
-        f.seek(-2, os.SEEK_END)
-        if f.read() == b"\xff\xd9":
-            return None
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except Exception as exc:
-        return f"is truncated ({type(exc).__name__}: {exc})"
-    return None
-
-
 def _scan_images(folder: Path, problems: list[Problem]) -> tuple[dict[str, str], set[str]]:
     """(label stem -> image path for readable images, stems of unreadable ones)."""
     good: dict[str, str] = {}
     bad: set[str] = set()
-    for rel, entry in _walk_files(folder):
+    for rel, entry in walk_files(folder, problems):
         stem, ext = os.path.splitext(rel)
         if ext.lower() not in IMAGE_EXTENSIONS:
             fix = f"convert it to one of {_EXTENSIONS_TEXT}, or move it out of {folder}"
@@ -305,9 +254,10 @@ def _scan_images(folder: Path, problems: list[Problem]) -> tuple[dict[str, str],
             msg = f"shares its label file {stem}.txt with {other}"
             problems.append(Problem(entry.path, entry.name, msg, fix))
             continue
-        reason = _check_image(entry.path)
+        reason = check_image(entry.path, MIN_IMAGE_SIDE)
         if reason is not None:
-            fix = "replace it with a valid image (at least 10x10 pixels) or delete it"
+            fix = "replace it with a valid image (Ultralytics drops images under 10x10 pixels)"
+            fix += " or delete it"
             problems.append(Problem(entry.path, entry.name, f"image {reason}", fix))
             bad.add(stem)
             continue
@@ -399,7 +349,7 @@ def _scan_split(
     counts = [0] * nc if nc is not None else None
     labelled = 0
     if label_dir is not None:
-        for rel, entry in _walk_files(label_dir):
+        for rel, entry in walk_files(label_dir, problems):
             stem, ext = os.path.splitext(rel)
             if ext.lower() != ".txt":
                 fix = f"label files are .txt; move it out of {label_dir}"
@@ -435,8 +385,20 @@ def validate_yolo_dataset(root: Path, task: str) -> tuple[YoloSummary | None, li
         fix = "use cv-detection or cv-segmentation with the yolo data format"
         problems.append(Problem("use_case.task", task, "the yolo format has no such task", fix))
     segment = task == "instance-segmentation"
+    # classes.txt, data.yaml or images/ as a link that loops would read as "missing"
+    links = [
+        broken
+        for entry in visible_entries(root)
+        if entry.name in _ROOT_NAMES or os.path.splitext(entry.name)[1] in {".yaml", ".yml"}
+        if (broken := link_problem(entry)) is not None
+    ]
+    problems += links
 
     classes, image_dirs = _classes_and_image_dirs(root, problems)
+    if not image_dirs and not links:
+        wrong_kind = layout_problem(root, "yolo")
+        if wrong_kind is not None:  # the one problem that matters; the rest follow from it
+            return None, [wrong_kind]
     summary = YoloSummary(root=str(root), task=task, classes=classes or [])
     for split, image_dir in image_dirs.items():
         label_dir = _label_dir(image_dir, segment)

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sparsify.data.yolo import IMAGE_EXTENSIONS, _walk_files
+from sparsify.data.files import walk_files
+from sparsify.data.yolo import IMAGE_EXTENSIONS
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
@@ -29,7 +30,7 @@ def _link_files(src: Path, dst: Path, extensions: frozenset[str]) -> None:
         shutil.rmtree(dst)  # only links and folders built here; rmtree never follows links
     dst.mkdir(parents=True)
     made = {""}
-    for rel, entry in _walk_files(src):
+    for rel, entry in walk_files(src):
         if os.path.splitext(rel)[1].lower() not in extensions:
             continue
         folder = os.path.dirname(rel)
@@ -70,7 +71,7 @@ def yolo_samples(summary: dict[str, Any], split: str) -> list[tuple[Path, Path |
         )
     label_dir = summary["label_dirs"].get(split)
     samples: list[tuple[Path, Path | None]] = []
-    for rel, entry in _walk_files(Path(image_dir)):
+    for rel, entry in walk_files(Path(image_dir)):
         stem, ext = os.path.splitext(rel)
         if ext.lower() not in IMAGE_EXTENSIONS:
             continue

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from sparsify.deploy.preprocess import to_rgb
 from sparsify.errors import SparsifyError
 
 MAX_PIXELS = 40_000_000  # decoded image size limit (width * height); ~120 MB as RGB
@@ -50,7 +51,7 @@ def _open(source: Any, max_pixels: int) -> Image.Image:
             with Image.open(source) as opened:
                 _checked_size(opened, max_pixels)
                 opened.load()
-                return opened.convert("RGB")
+                return to_rgb(opened)  # 16-bit scaled as in training
     except InputError:
         raise
     except FileNotFoundError:
@@ -78,7 +79,7 @@ def load_image(
 ) -> Image.Image:
     """An RGB PIL image from a path, encoded bytes, a PIL image, or an HWC (or HW) array."""
     if isinstance(source, Image.Image):
-        return _checked_size(source, max_pixels).convert("RGB")
+        return to_rgb(_checked_size(source, max_pixels))
     if isinstance(source, np.ndarray):
         return _from_array(source, max_pixels)
     if isinstance(source, bytes | bytearray | memoryview):

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from sparsify.errors import SparsifyError
+
 
 @dataclass(frozen=True)
 class ImagePreprocess:
@@ -34,6 +36,21 @@ class ImagePreprocess:
         return asdict(self)
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB; 16-bit images (PNG, TIFF) are scaled, not clipped.
+
+    PIL's own convert("RGB") clips 16-bit values at 255, so a 16-bit photo turns almost
+    white. Scaling keeps the high byte (v >> 8: 65535 -> 255, 32768 -> 128), as PIL does for
+    16-bit RGB files and OpenCV (which Ultralytics trains with) for 16-bit PNGs, so training,
+    calibration, evaluation and the deployed Pipeline all see the same pixels.
+    """
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # mode "I" (32-bit int) is how PIL reads some 16-bit files; clip to the 16-bit range
+        values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8
+        image = Image.fromarray(values.astype(np.uint8))  # 2-D uint8: mode "L"
+    return image.convert("RGB")
+
+
 def load_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
     """An RGB PIL image from a path, a PIL image, or an HWC uint8 array."""
     if isinstance(source, Image.Image):
@@ -46,10 +63,17 @@ def load_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
             array = np.clip(array, 0, 255).astype(np.uint8)
         image = Image.fromarray(array)
     else:
-        with Image.open(source) as opened:
-            opened.load()
-            image = opened.copy()
-    return image.convert("RGB")
+        try:
+            with Image.open(source) as opened:
+                opened.load()
+                image = opened.copy()
+        except OSError as exc:
+            # validation reads every image; this names the file when one changed since
+            raise SparsifyError(
+                f"cannot read image {source} ({type(exc).__name__}: {exc}); "
+                "replace it with a valid image or delete it, then run again"
+            ) from None
+    return to_rgb(image)
 
 
 def preprocess_image(image: Image.Image, params: ImagePreprocess) -> np.ndarray:
