@@ -11,7 +11,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev,nlp,yolo,serve]"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev,nlp,yolo,serve,channels,openvino]"
 	touch $(STAMP)
 
 venv: $(STAMP)

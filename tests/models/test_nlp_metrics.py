@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
+from sparsify.errors import SparsifyError
 from sparsify.models.transformers.metrics import (
     accuracy_f1,
     entities,
@@ -45,3 +48,10 @@ def test_squad_normalization_and_scores() -> None:
     assert scores["exact_match"] == 50.0
     assert scores["f1"] == pytest.approx(100 * (1.0 + 2 * (1 / 3) * 1 / (1 / 3 + 1)) / 2)
     assert squad_scores([""], [[]])["exact_match"] == 100.0
+
+
+def test_missing_seqeval_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a None entry in sys.modules makes the import fail as if seqeval were not installed
+    monkeypatch.setitem(sys.modules, "seqeval.metrics.sequence_labeling", None)
+    with pytest.raises(SparsifyError, match=r"sparsify\[nlp\]"):
+        entity_f1([["O"]], [["O"]])

@@ -1,4 +1,4 @@
-"""mAP pieces (numpy only): COCO matching, 101-point AP, and a perfect engine scoring 100."""
+"""mAP pieces: greedy matching by score, Ultralytics' 101-point AP, a perfect engine's score."""
 
 from __future__ import annotations
 
@@ -39,8 +39,10 @@ def test_match_predictions_is_greedy_by_score() -> None:
 def test_average_precision_101_points() -> None:
     correct = np.array([[True], [False], [True]])
     ap = average_precision(correct, np.array([0.9, 0.8, 0.7]), np.zeros(3, int), np.zeros(2, int))
-    # precision envelope 1 up to recall 0.5 (51 points), then 2/3 (50 points)
-    assert ap[0, 0] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    # Ultralytics' AP: trapezoids between 101 recall points (step 0.01) of the precision
+    # envelope, 1 below recall 0.5, 2/3 from 0.5 to 0.99, 0 at recall 1
+    trapezoids = 49 * 1 + (1 + 2 / 3) / 2 + 49 * 2 / 3 + (2 / 3 + 0) / 2
+    assert ap[0, 0] == pytest.approx(trapezoids / 100)
     # a class with ground truth but no predictions scores 0; predictions without one are ignored
     ap = average_precision(correct, np.array([0.9, 0.8, 0.7]), np.array([2, 2, 2]), np.array([0]))
     assert ap.tolist() == [[0.0]]
@@ -89,13 +91,15 @@ class PerfectEngine:
 
 
 @pytest.mark.parametrize("task", [DETECT, SEGMENT])
-def test_perfect_predictions_score_100(tmp_path: Path, task: str) -> None:
+def test_perfect_predictions_score_the_maximum(tmp_path: Path, task: str) -> None:
     # 96x64 images at 64 px: ratio 2/3 and 10 px of padding to undo
     root = make_yolo_dataset(tmp_path / "data", task=task, size=(96, 64), n_val=5)
     ctx = make_ctx(root, task, tmp_path / "run", "data.batch_size=2")
     scores = FAMILY.evaluate_onnx(PerfectEngine(ctx, task == SEGMENT), ctx)
     assert scores["samples"] == 6
-    assert scores["map50"] == pytest.approx(100) and scores["map50-95"] == pytest.approx(100)
+    # Ultralytics' AP ends at precision 0 at recall 1: a perfect detector scores 99.5, as in
+    # `yolo val`
+    assert scores["map50"] == pytest.approx(99.5) and scores["map50-95"] == pytest.approx(99.5)
     if task == SEGMENT:
-        assert scores["mask_map50"] == pytest.approx(100)
-        assert 60 < scores["mask_map50-95"] <= 100  # masks from 16x16 protos are a bit soft
+        assert scores["mask_map50"] == pytest.approx(99.5)
+        assert 60 < scores["mask_map50-95"] <= 99.5  # masks from 16x16 protos are a bit soft

@@ -1,4 +1,9 @@
-"""NLP metrics: accuracy / macro-F1, entity-level F1 (seqeval-style), SQuAD EM / F1."""
+"""NLP metrics: accuracy / macro-F1 (scikit-learn), entity-level F1 (seqeval), SQuAD EM / F1.
+
+SQuAD scoring stays here (the `evaluate` package's squad metric downloads its script at run
+time); tests/models/test_metric_equivalence.py holds it equal to the official v1.1 script's
+definition.
+"""
 
 from __future__ import annotations
 
@@ -6,64 +11,70 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
+
+from sparsify.errors import SparsifyError
 
 
 def accuracy_f1(predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
-    """Accuracy and macro-F1 over the classes present, in percent."""
-    total = len(references)
-    acc = (
-        sum(p == r for p, r in zip(predictions, references, strict=True)) / total if total else 0.0
-    )
-    f1s = []
-    for c in sorted(set(references) | set(predictions)):
-        tp = sum(p == c and r == c for p, r in zip(predictions, references, strict=True))
-        fp = sum(p == c and r != c for p, r in zip(predictions, references, strict=True))
-        fn = sum(p != c and r == c for p, r in zip(predictions, references, strict=True))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return {"accuracy": 100 * acc, "f1": 100 * (sum(f1s) / len(f1s) if f1s else 0.0)}
+    """Accuracy and macro-F1 over the classes present in either, in percent (scikit-learn)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        return {"accuracy": 0.0, "f1": 0.0}
+    # a class never predicted, or predicted but absent, has F1 0 (no warning)
+    f1 = f1_score(references, predictions, average="macro", zero_division=0.0)
+    return {
+        "accuracy": 100 * float(accuracy_score(references, predictions)),
+        "f1": 100 * float(f1),
+    }
+
+
+def _seqeval() -> Any:
+    try:
+        import seqeval.metrics.sequence_labeling as seqeval
+    except ImportError:
+        raise SparsifyError(
+            "entity F1 of the token-classification use cases needs seqeval: "
+            "pip install 'sparsify[nlp]'"
+        ) from None
+    return seqeval
 
 
 def entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """(type, start, end) spans from IOB1/IOB2/BIO tags; as seqeval's default mode, an I- that
-    does not continue an entity of its type starts a new one."""
-    spans: set[tuple[str, int, int]] = set()
-    kind, start = None, 0
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, label = tag.partition("-") if "-" in tag else (tag, "", "")
-        continues = prefix == "I" and kind == label
-        if kind is not None and not continues:
-            spans.add((kind, start, i))
-            kind = None
-        if prefix in ("B", "I") and not continues:
-            kind, start = label, i
-    return spans
+    """(type, start, end exclusive) spans, as seqeval's default (conlleval) mode reads
+    IOB1/IOB2/IOBES tags: an I- that does not continue an entity of its type starts one."""
+    return {(kind, start, end + 1) for kind, start, end in _seqeval().get_entities(list(tags))}
 
 
 def entity_f1(
     predictions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]
 ) -> dict[str, float]:
-    """Micro precision / recall / F1 over exact entity spans, plus token accuracy, in percent."""
-    tp = n_pred = n_ref = correct = tokens = 0
-    for pred, ref in zip(predictions, references, strict=True):
-        p, r = entities(pred), entities(ref)
-        tp += len(p & r)
-        n_pred += len(p)
-        n_ref += len(r)
-        correct += sum(a == b for a, b in zip(pred, ref, strict=True))
-        tokens += len(ref)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_ref if n_ref else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    """Micro precision / recall / F1 over exact entity spans (seqeval's default mode, as the
+    Hugging Face token-classification examples report it), plus token accuracy, in percent."""
+    seqeval = _seqeval()
+    # seqeval flattens only lists of lists, and checks that each pair has one length
+    preds, refs = [list(p) for p in predictions], [list(r) for r in references]
+    if len(preds) != len(refs) or any(len(p) != len(r) for p, r in zip(preds, refs, strict=True)):
+        raise ValueError("predictions and references differ in sentence count or length")
+    tokens = sum(len(r) for r in refs)
+    if not tokens:
+        return {"entity_f1": 0.0, "precision": 0.0, "recall": 0.0, "accuracy": 0.0}
+    precision, recall, f1, _ = seqeval.precision_recall_fscore_support(
+        refs, preds, average="micro", zero_division=0
+    )
     return {
-        "entity_f1": 100 * f1,
-        "precision": 100 * precision,
-        "recall": 100 * recall,
-        "accuracy": 100 * correct / tokens if tokens else 0.0,
+        "entity_f1": 100 * float(f1),
+        "precision": 100 * float(precision),
+        "recall": 100 * float(recall),
+        "accuracy": 100 * float(seqeval.accuracy_score(refs, preds)),
     }
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD normalization: lower case, no punctuation, no articles, single spaces."""
+    """SQuAD v1.1 normalization: lower case, no ASCII punctuation, no articles, single spaces."""
     text = text.lower()
     text = "".join(ch for ch in text if ch not in set(string.punctuation))
     text = re.sub(r"\b(a|an|the)\b", " ", text)
@@ -71,6 +82,8 @@ def normalize_answer(text: str) -> str:
 
 
 def _f1(prediction: str, truth: str) -> float:
+    # the v1.1 token F1; an answer that normalizes to nothing (v2.0's no-answer) is matched by
+    # an empty prediction only, as the v2.0 script scores it (v1.1 would give 0 even then)
     pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
     if not pred or not gold:
         return float(pred == gold)
@@ -82,7 +95,8 @@ def _f1(prediction: str, truth: str) -> float:
 
 
 def squad_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Exact match and F1 (max over the gold answers; no gold answer = the empty string)."""
+    """SQuAD v1.1 exact match and F1 in percent: each the max over the gold answers, averaged
+    over questions; a question without gold answer has the empty string as its one answer."""
     em = f1 = 0.0
     for pred, golds in zip(predictions, answers, strict=True):
         golds = list(golds) or [""]

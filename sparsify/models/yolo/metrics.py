@@ -1,7 +1,13 @@
-"""COCO-style mAP of YOLO predictions (box, and mask for segmentation), numpy only.
+"""mAP of YOLO predictions (box, and mask for segmentation) as Ultralytics reports it.
 
-Matching and AP follow Ultralytics' validator (IoU 0.5:0.95, 101-point interpolation);
-predictions are decoded by `sparsify.deploy.detection`, the code the deployment runs.
+The project reports Ultralytics' definition, the one `yolo val`, the dense baseline's
+validator run at fetch, and the zoo's numbers use: per image, predictions are matched by
+descending confidence to the best-overlapping free ground truth of their class at each IoU
+0.5:0.95; AP per class is `ultralytics.utils.metrics.ap_per_class`, the trapezoid over 101
+recall points of the interpolated precision envelope, which falls to 0 at recall 1 (so a
+perfect detector scores 99.5, not 100). pycocotools' COCO AP (a step mean over the same 101
+points, at most 100 detections per image) reads slightly differently. Predictions are decoded
+by `sparsify.deploy.detection`, the code the deployment runs.
 """
 
 from __future__ import annotations
@@ -22,18 +28,22 @@ from sparsify.deploy.detection import (
     select_detections,
 )
 from sparsify.deploy.preprocess import load_image
+from sparsify.models.yolo.model import require_ultralytics
 
 # mAP is measured as Ultralytics' validator does: keep nearly everything, let AP rank it
 EVAL_CONF, EVAL_IOU, MAX_DET = 0.001, 0.7, 300
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's 101-point interpolation
 
 
 def match_predictions(
     iou: np.ndarray, pred_cls: np.ndarray, gt_cls: np.ndarray, scores: np.ndarray
 ) -> np.ndarray:
-    """(n_pred, 10) true-positive flags at IoU 0.5:0.95, COCO's greedy matching: by score,
-    each prediction takes the best-overlapping still-free ground truth of its class."""
+    """(n_pred, 10) true-positive flags at IoU 0.5:0.95: by descending score, each prediction
+    takes the best-overlapping still-free ground truth of its class.
+
+    Ultralytics' `BaseValidator.match_predictions` in numpy (it is a method of a validator that
+    needs a run config and a save dir); tests/models/test_metric_equivalence.py holds the two
+    equal. `iou` is (n_pred, n_gt)."""
     correct = np.zeros((len(pred_cls), len(IOU_THRESHOLDS)), dtype=bool)
     if not len(pred_cls) or not len(gt_cls):
         return correct
@@ -52,25 +62,16 @@ def match_predictions(
 def average_precision(
     correct: np.ndarray, scores: np.ndarray, pred_cls: np.ndarray, gt_cls: np.ndarray
 ) -> np.ndarray:
-    """AP per ground-truth class and IoU threshold (classes, 10), 101-point interpolated."""
-    classes = np.unique(gt_cls)
-    ap = np.zeros((len(classes), correct.shape[1]))
-    order = np.argsort(-scores, kind="stable")
-    correct, pred_cls = correct[order], pred_cls[order]
-    for k, c in enumerate(classes):
-        hits = correct[pred_cls == c].astype(np.float64)
-        if not len(hits):
-            continue
-        tp = hits.cumsum(axis=0)
-        fp = (1 - hits).cumsum(axis=0)
-        recall = tp / (gt_cls == c).sum()
-        precision = np.maximum.accumulate((tp / (tp + fp))[::-1], axis=0)[::-1]  # envelope
-        for t in range(correct.shape[1]):
-            at = np.searchsorted(recall[:, t], RECALL_POINTS, side="left")
-            ap[k, t] = np.where(
-                at < len(hits), precision[np.minimum(at, len(hits) - 1), t], 0
-            ).mean()
-    return ap
+    """AP per ground-truth class (sorted) and IoU threshold, (classes, 10), by Ultralytics'
+    `ap_per_class`; a class with ground truth and no prediction scores 0, predictions of a
+    class without ground truth are ignored."""
+    require_ultralytics()
+    from ultralytics.utils.metrics import ap_per_class
+
+    if not len(gt_cls):
+        return np.zeros((0, correct.shape[1]))
+    # index 5 of its result is the (classes, thresholds) AP table
+    return ap_per_class(correct, scores, pred_cls, gt_cls)[5]
 
 
 def _ground_truth(
@@ -148,6 +149,7 @@ def score_image(
 
 
 def map_scores(stats: dict[str, list[np.ndarray]], key: str) -> tuple[float, float]:
+    """mAP@0.5 and mAP@0.5:0.95 in percent over the ground-truth classes of the val split."""
     gt = np.concatenate(stats["gt_cls"]) if stats["gt_cls"] else np.zeros(0, np.int64)
     if not len(gt):
         return 0.0, 0.0
