@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from sparsify.config.overrides import hydra_quote
 from sparsify.errors import SparsifyError
 
 EXPERIMENTS = {
@@ -36,31 +38,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def to_overrides(args: argparse.Namespace) -> list[str]:
-    overrides = [
-        f"experiment={EXPERIMENTS[args.experiment]}",
-        f"use_case={args.use_case}",
-        f"data.path={args.data}",
-    ]
-    if args.optim_level is not None:
-        overrides.append(f"optim_level={args.optim_level}")
-    if args.model:
-        overrides.append(f"model.path={args.model}")
-    if args.working_dir:
-        overrides.append(f"working_dir={args.working_dir}")
-    if args.recipe:
-        overrides.append(f"recipe={args.recipe}")
-    return overrides + list(args.overrides)
+    """The options as Hydra overrides. Every value is quoted: a path or name with spaces,
+    quotes, `=`, `,` or brackets reaches the config as typed (the extra overrides at the end
+    are Hydra syntax already, and pass as they are)."""
+    options = {
+        "use_case": args.use_case,
+        "data.path": args.data,
+        "optim_level": args.optim_level,
+        "model.path": args.model or None,
+        "working_dir": args.working_dir or None,
+        "recipe": args.recipe or None,
+    }
+    quoted = [f"{key}={hydra_quote(str(v))}" for key, v in options.items() if v is not None]
+    return [f"experiment={EXPERIMENTS[args.experiment]}", *quoted, *args.overrides]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    from sparsify.runner import run
-
+    run_dir: Path | None = None
     try:
-        result = run(to_overrides(args))
+        from sparsify.config import compose_config
+        from sparsify.runner import execute
+
+        cfg = compose_config(to_overrides(args))
+        # resolved once: `${now:...}` would give another name at each reading
+        run_dir = Path(str(cfg.run_dir)).expanduser().resolve()
+        cfg.run_dir = str(run_dir)
+        result = execute(cfg, run_dir)
     except SparsifyError as exc:
         print(f"sparsify.run: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        from sparsify.cli.main import interrupted
+
+        return interrupted("sparsify.run", run_dir)
     return 0 if result.status == "done" else 1
 
 

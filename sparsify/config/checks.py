@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from sparsify.config.schema import STAGE_NAMES
 from sparsify.engines.registry import ENGINE_NAMES, engine_name
-from sparsify.errors import Problem, ValidationError
+from sparsify.errors import Problem, SparsifyError, ValidationError
 from sparsify.recipes.levels import normalize_level
 from sparsify.use_cases import known_use_cases
 
@@ -107,6 +109,7 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
             )
         )
     problems.extend(_quantization_problems(cfg.quantization))
+    problems.extend(_calibration_problems(cfg))
     family = str(use_case.family)
     done = IMPLEMENTED.get(family, set())
     if not use_case.custom and experiment not in done:  # custom: reported above
@@ -173,6 +176,69 @@ def _quantization_problems(q: DictConfig) -> list[Problem]:
             )
         )
     return problems
+
+
+def calibration_uses(cfg: DictConfig) -> list[str]:
+    """What this run would read calibration samples for, as the sparsify stage decides:
+    one-shot pruning by SparseGPT or with BatchNorm re-estimation, GPTQ weight rounding and
+    static INT8. Empty when the level or the recipe is wrong (reported on their own)."""
+    from sparsify.algorithms.session import has_training
+    from sparsify.context import RunContext, recipe_variables
+    from sparsify.recipes.modifiers import OneShotPruning, SparseGPTModifier
+    from sparsify.recipes.recipe import load_recipe
+    from sparsify.stages.sparsify_stage import _quantization
+
+    level, problem = normalize_level(cfg.optim_level)
+    if problem is not None:
+        return []
+    settled = cfg.copy()  # the level as the run will read it (config_problems may come first)
+    settled.optim_level = float(level)  # type: ignore[arg-type]
+    ctx = RunContext(cfg=settled, run_dir=Path("."))
+    try:
+        recipe = load_recipe(str(cfg.recipe or cfg.experiment.recipe), recipe_variables(ctx))
+    except SparsifyError:
+        return []
+    uses: list[str] = []
+    training = has_training(recipe)
+    if not training:
+        for prune in recipe.pruning():
+            if not isinstance(prune, OneShotPruning) or prune.target_sparsity <= 0:
+                continue
+            if isinstance(prune, SparseGPTModifier):
+                uses.append("SparseGPT pruning")
+            if prune.recalibrates():
+                uses.append("BatchNorm re-estimation after pruning")
+    if _quantization(recipe, ctx) is not None:
+        fmt = str(cfg.quantization.format).lower().strip()
+        if training and fmt == "qdq":
+            pass  # the QAT graph may be the INT8 model itself: nothing calibrated
+        elif fmt != "dynamic":
+            uses.append("static INT8 calibration")
+        elif str(cfg.quantization.weight_rounding) == "gptq" and not training:
+            uses.append("GPTQ weight rounding")
+    return list(dict.fromkeys(uses))
+
+
+def _calibration_problems(cfg: DictConfig) -> list[Problem]:
+    """A sample count that cannot be read (negative), or 0 where the run calibrates: refused
+    now, not after the dense baseline was trained."""
+    n = cfg.experiment.calibration_samples
+    fix = "e.g. experiment.calibration_samples=128"
+    if int(n) < 0:
+        return [Problem("experiment.calibration_samples", n, "must not be negative", fix)]
+    if int(n) > 0:
+        return []
+    uses = calibration_uses(cfg)
+    if not uses:
+        return []
+    return [
+        Problem(
+            "experiment.calibration_samples",
+            n,
+            f"must be >= 1: this run reads calibration samples for {', '.join(uses)}",
+            f"{fix} (0 works only where nothing is calibrated, e.g. optim_level=0.0)",
+        )
+    ]
 
 
 def check_config(cfg: DictConfig) -> None:

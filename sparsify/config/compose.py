@@ -26,7 +26,7 @@ def compose_config(overrides: list[str] | None = None, config_dir: str | None = 
     """
     register_configs()
     register_resolvers()
-    normalized = normalize_overrides(list(overrides or []))
+    normalized = normalize_overrides(list(overrides or []), config_dir)
     init = (
         initialize_config_dir(version_base="1.3", config_dir=config_dir)
         if config_dir

@@ -5,14 +5,20 @@
 - `model=PATH` is shorthand for `model.path=PATH`;
 - the data format follows the use case unless `data=` is given;
 - `optim_level` values are checked here so that `optim_level=abc` gets our message,
-  not a type-conversion trace (sweep functions such as `range(...)` are left to Hydra).
+  not a type-conversion trace (sweep functions such as `range(...)` are left to Hydra);
+- every key must be one of the run config's, `+`/`++` included (`sparsify.config.keys`).
+
+All problems found are raised together, as one ValidationError.
 """
 
 from __future__ import annotations
 
-from sparsify.errors import ValidationError
+import re
+
+from sparsify.config.keys import unknown_key_problem
+from sparsify.errors import Problem, ValidationError
 from sparsify.recipes.levels import normalize_level
-from sparsify.use_cases import CUSTOM, normalize_use_case
+from sparsify.use_cases import CUSTOM, known_use_cases, normalize_use_case
 
 DEFAULT_DATA_FORMAT = {
     "cv-classification": "image_folder",
@@ -40,40 +46,121 @@ def _split(override: str) -> tuple[str, str, str] | None:
 
 def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
+        # Hydra's escapes: only backslashes before a quote are halved
+        return re.sub(
+            r"(\\+)(['\"])", lambda m: m.group(1)[: len(m.group(1)) // 2] + m.group(2), value[1:-1]
+        )
     return value
 
 
-def normalize_overrides(overrides: list[str]) -> list[str]:
+def _choices(value: str) -> list[str]:
+    """The comma-separated values of a sweep, unquoted; commas inside quotes are kept."""
+    parts = re.findall(r"""'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"|[^,]+""", value)
+    return [_unquote(p.strip()) for p in parts] or [""]
+
+
+# a custom use case's name becomes part of the run directory's name
+CUSTOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+# Hydra options whose value is the next argument (skipped: it is no override)
+OPTIONS_WITH_VALUE = {
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-cd",
+    "--config-dir",
+    "-c",
+    "--cfg",
+    "-p",
+    "--package",
+    "--experimental-rerun",
+}
+
+
+def hydra_quote(value: str) -> str:
+    """`value` as one Hydra override value that reaches the config as it is: single-quoted
+    (spaces, `=`, `,`, brackets and quotes lose their meaning), quotes and the backslashes
+    before them escaped, and `${` escaped so that OmegaConf does not read an interpolation."""
+    body = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    body = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, body)  # before the closing quote
+    body = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", body)  # OmegaConf's rule
+    return "'" + body + "'"
+
+
+def _custom_name_problem(given: str) -> Problem | None:
+    if given == CUSTOM or CUSTOM_NAME.fullmatch(given):
+        return None
+    return Problem(
+        "use_case",
+        given,
+        "is not a known use case, nor a usable custom use case name (it names the run "
+        "directory: letters, digits, '-', '_' and '.' only)",
+        f"use one of: {', '.join(known_use_cases())}; or a custom name such as my-task "
+        "(experiment=one_shot only)",
+    )
+
+
+def config_dir_option(argv: list[str]) -> str | None:
+    """The `--config-dir` / `-cd` value of a command line, if any."""
+    for i, arg in enumerate(argv):
+        if arg in ("-cd", "--config-dir") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config-dir="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def normalize_overrides(overrides: list[str], config_dir: str | None = None) -> list[str]:
+    """The overrides rewritten for Hydra; raises one ValidationError listing every problem.
+
+    `overrides` may be a whole `sparsify` command line: options (`-m`, `--cfg job`) pass
+    through untouched. `config_dir` is a `--config-dir` copy of conf/, whose groups count as
+    known keys.
+    """
     out: list[str] = []
+    problems: list[Problem] = []
     use_cases: list[str] = []
     custom_name: str | None = None
     has_data = False
+    skip_next = False
     for override in overrides:
+        if skip_next or override.startswith("-"):
+            skip_next = override in OPTIONS_WITH_VALUE
+            out.append(override)
+            continue
         parts = _split(override)
         if parts is None:
             out.append(override)
             continue
         prefix, key, value = parts
+        if "~" not in prefix:  # deleting an unknown key is Hydra's to refuse
+            problem = unknown_key_problem(prefix, key, value, config_dir)
+            if problem is not None:
+                problems.append(problem)
+                continue
         if key == "use_case":
-            names = [_unquote(v.strip()) for v in value.split(",")]
+            names = _choices(value)
             canon = [normalize_use_case(n) for n in names]
             for given, c in zip(names, canon, strict=True):
                 if c == CUSTOM and given != CUSTOM:
                     custom_name = given
+                    problems.extend(p for p in [_custom_name_problem(given)] if p)
             use_cases = canon
             out.append(f"{prefix}use_case={','.join(canon)}")
         elif key == "optim_level" and "(" not in value:
-            for level in value.split(","):
-                _, problem = normalize_level(_unquote(level.strip()))
+            for level in _choices(value):
+                _, problem = normalize_level(level)
                 if problem is not None:
-                    raise ValidationError([problem], "the command line")
+                    problems.append(problem)
             out.append(override)
         elif key == "model" and value not in ("null", ""):
             out.append(f"{prefix}model.path={value}")
         else:
             has_data = has_data or key == "data"
             out.append(override)
+    if problems:
+        raise ValidationError(problems, "the command line")
     if custom_name is not None and len(use_cases) == 1:
         out.append(f"use_case.name={custom_name}")
     if not has_data and len(use_cases) == 1:

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sparsify.report.collect import RunRow
 from sparsify.report.resources import available_cores
+from sparsify.report.summary import table_rows, to_csv
 from tests.conftest import TINY_RUN
 
 BIN = Path(sys.executable).parent
@@ -45,7 +47,9 @@ def sweep(tiny_images: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         f"working_dir={work}",
         *TINY_RUN,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # every job ran and the report was written, and two jobs failed: the command says so
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "2 of 4 sweep job(s) did not finish" in proc.stderr
     (root,) = (work / "multirun").iterdir()
     return root, proc.stdout + proc.stderr
 
@@ -74,6 +78,7 @@ def test_summary_has_one_row_per_job_with_the_failures(sweep: tuple[Path, str]) 
             assert "missing" in row["error"] and "does not exist" in row["error"]
             assert (run_dir / "FAILED").is_file()
             assert row["accuracy"] == "" and row["pareto"] == "False"
+            assert row["sparsity"] == "" and row["quantization"] == ""  # nothing was made
             continue
         assert row["status"] == "done" and row["error"] == ""
         # the numbers are the run's own benchmark.json rows, dense and result
@@ -104,6 +109,9 @@ def test_markdown_html_and_plot(sweep: tuple[Path, str]) -> None:
     root, _ = sweep
     md = (root / "summary.md").read_text()
     assert md.count("| failed |") == 2 and md.count("| done |") == 2
+    for line in md.splitlines():
+        if line.endswith("| failed |"):  # the level asked for, no planned sparsity or INT8
+            assert " | one_shot |  |  |" in line and "int8" not in line
     assert "## Failed or unfinished runs" in md and "does not exist" in md
     assert "![accuracy vs latency](accuracy_vs_latency.png)" in md
     html = (root / "report.html").read_text()
@@ -136,3 +144,18 @@ def test_report_command_errors_name_the_problem(tmp_path: Path) -> None:
     proc = _sparsify("report", str(tmp_path))
     assert proc.returncode == 2
     assert "no run directories under" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_failed_row_shows_no_planned_sparsity_or_int8() -> None:
+    planned = {"level": 0.5, "experiment": "one_shot", "sparsity": 0.51}
+    rows = [
+        RunRow("a", job=0, status="failed", quantization="int8 (qoperator)", **planned),
+        RunRow("b", job=1, status="done", quantization="int8 (qoperator)", **planned),
+    ]
+    headers, cells = table_rows(rows)
+    failed, done = ({h: c for h, c in zip(headers, row, strict=True)} for row in cells)
+    assert failed["sparsity"] == "" and failed["quantization"] == "" and failed["level"] == "0.5"
+    assert done["sparsity"] == "51.0 %" and done["quantization"] == "int8 (qoperator)"
+    failed_csv, done_csv = list(csv.DictReader(to_csv(rows).splitlines()))
+    assert failed_csv["sparsity"] == "" and failed_csv["quantization"] == ""
+    assert done_csv["sparsity"] == "0.51"
