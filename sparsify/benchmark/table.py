@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from sparsify.baseline import small_val_note
 
 REFERENCE_ENGINE = "onnxruntime"  # the deployment default: other engines are also compared to it
 
@@ -42,10 +45,36 @@ def _batches(models: dict[str, Any]) -> list[int]:
 ACCURACY_KEPT_WARNING = 0.95
 
 
-def _metric(model: dict[str, Any]) -> tuple[str | None, float | None]:
+def _metric(model: dict[str, Any], wanted: str | None = None) -> tuple[str | None, float | None]:
+    """The use case's metric (`wanted`, e.g. f1 for QA) when measured, else the first one."""
     acc = model.get("accuracy") or {}
-    metric = next((k for k in acc if k != "samples"), None)
+    metric = wanted if wanted in acc else next((k for k in acc if k != "samples"), None)
     return metric, (float(acc[metric]) if metric and acc[metric] is not None else None)
+
+
+def other_metrics(model: dict[str, Any], headline: str | None) -> dict[str, float]:
+    """What else was measured beside the headline metric (exact match beside F1, ...)."""
+    acc = model.get("accuracy") or {}
+    return {k: float(v) for k, v in acc.items() if k not in ("samples", headline) and v is not None}
+
+
+def val_items(report: dict[str, Any]) -> int | None:
+    """How many val items the accuracies were measured on (the most any model was)."""
+    counts = [
+        int((m.get("accuracy") or {}).get("samples") or 0)
+        for models in report.get("engines", {}).values()
+        for m in models.values()
+        if isinstance(m, dict)
+    ]
+    return max(counts) if counts and max(counts) else None
+
+
+def footnotes(report: dict[str, Any], task: str | None = None) -> list[str]:
+    """Lines under the table: the accuracy column cannot resolve a 1-point change when val
+    is small (one item is worth 100/N points)."""
+    items = val_items(report)
+    note = small_val_note(items, str(task or "")) if items else None
+    return [f"{report.get('metric') or 'accuracy'}: {note}"] if note else []
 
 
 def _accuracy_note(value: float | None, dense: float | None) -> str | None:
@@ -65,19 +94,31 @@ def _notes(model: dict[str, Any], accuracy_note: str | None = None) -> str:
         notes.append("0% ops supported: runs on DeepSparse's ONNX Runtime fallback, no speedup")
     elif fraction is not None and fraction < 0.9:
         notes.append(f"only {fraction:.0%} of ops supported")
+    int8 = model.get("fraction_int8")
+    if int8 is not None and int8 < 0.9:  # OpenVINO ran part of an INT8 graph in float
+        notes.append(f"only {int8:.0%} of the INT8 ops ran in INT8")
     for failure in model.get("failures") or []:
         how = failure.get("signal") or failure.get("kind")
-        notes.append(f"{failure.get('step')} failed ({how})")
+        notes.append(f"{failure.get('step')} failed ({how}){_last_words(failure)}")
     return "; ".join(notes)
 
 
-def comparison(report: dict[str, Any]) -> list[dict[str, Any]]:
+def _last_words(failure: dict[str, Any], limit: int = 160) -> str:
+    """': <the last non-empty line the engine wrote to stderr>' (e.g. DeepSparse's assertion)."""
+    lines = [ln.strip() for ln in str(failure.get("stderr_tail") or "").splitlines()]
+    last = next((ln for ln in reversed(lines) if ln), "")
+    return f": {last[: limit - 1]}…" if len(last) > limit else (f": {last}" if last else "")
+
+
+def comparison(report: dict[str, Any], metric: str | None = None) -> list[dict[str, Any]]:
     """One row per engine and model: accuracy, latency, throughput, speedup, size, sparsity.
 
     speedup_b<N> is throughput over the dense baseline on the same engine; with several engines,
     vs_ort_dense_b<N> is throughput over the dense baseline on ONNX Runtime. A model DeepSparse
     runs with 0 % supported ops gets no speedup (it ran on the fallback), only a note.
+    `metric` (default: the report's, the use case's) is the accuracy column's metric.
     """
+    metric = metric or report.get("metric")
     engines = report["engines"]
     reference = (engines.get(REFERENCE_ENGINE) or {}).get("baseline")
     rows = []
@@ -87,16 +128,16 @@ def comparison(report: dict[str, Any]) -> list[dict[str, Any]]:
         small, large = batches[0], batches[-1]
         base_tp = _value(base, large, "items_per_sec")
         ref_tp = _value(reference, large, "items_per_sec") if reference else None
-        dense_value = _metric(base)[1]
+        dense_value = _metric(base, metric)[1]
         for name, model in models.items():
-            metric, value = _metric(model)
+            shown, value = _metric(model, metric)
             tp = _value(model, large, "items_per_sec")
             unsupported = "no_supported_ops" in (model.get("flags") or [])
             row: dict[str, Any] = {
                 "engine": engine,
                 "model": name,
                 "accuracy": round(value, 3) if value is not None else None,
-                "metric": metric,
+                "metric": shown,
                 f"latency_ms_b{small}": _round(_value(model, small, "median"), 3),
                 f"items_per_sec_b{large}": _round(tp, 1),
                 f"speedup_b{large}": None if unsupported else _ratio(tp, base_tp),
@@ -113,7 +154,8 @@ def comparison(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def format_table(rows: list[dict[str, Any]], notes: Sequence[str] = ()) -> str:
+    """The rows as aligned text; `notes` (`footnotes`) go under it, marked with *."""
     if not rows:
         return "(no benchmark results)"
     headers: list[str] = []
@@ -124,6 +166,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     cells = [[("" if r.get(h) is None else str(r.get(h))) for h in headers] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     lines = [headers, ["-" * w for w in widths], *cells]
-    return "\n".join(
+    text = "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines
     )
+    return text + "".join(f"\n* {note}" for note in notes)

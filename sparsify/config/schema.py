@@ -167,6 +167,20 @@ class ZooConfig:
 
 
 @dataclass
+class BaselineConfig:
+    # how the dense baseline is trained and checked before anything is sparsified
+    # (docs/experiments.md "The dense baseline"): error | warn | off
+    gate: str = "error"
+    margin: float = 5.0  # points above the trivial predictor's score the baseline must reach
+    min_steps: int = 500  # a small train split gets more epochs, up to max_epochs
+    max_epochs: float = 50.0
+    step_budget: int = 5000  # a large train split stops here, whatever experiment.train.epochs
+    patience: int = 5  # epochs without a better val metric before training stops early
+    # YOLO with no model: train a detector from random weights (refused by default)
+    allow_scratch: bool = False
+
+
+@dataclass
 class SparsifyConfig:
     use_case: UseCaseConfig = field(default_factory=UseCaseConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
@@ -176,6 +190,7 @@ class SparsifyConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     # 0..1, or an integer 1..100 read as percent (as the original CLI did)
     optim_level: float = 0.5
     recipe: str | None = None  # a recipe YAML that overrides the experiment's

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparsify.benchmark.table import comparison, format_table
+from sparsify.benchmark.table import comparison, footnotes, format_table, other_metrics
+from sparsify.engines.host import describe_host
 
 EXAMPLES: dict[str, tuple[str, str, str]] = {
     # task -> (Python call, its result, JSON body for POST /predict)
@@ -70,8 +71,16 @@ def _without_sparsify(config: dict[str, Any]) -> str:
     return f"Inputs: {inputs}. {how}."
 
 
-def _measurements(benchmark: dict[str, Any] | None) -> tuple[str, str]:
-    """(summary sentence, table) from benchmark.json."""
+def _also(benchmark: dict[str, Any], engine: str, metric: str | None) -> str:
+    """'; also exact_match 70.1 -> 69.3' : the metrics measured beside the headline one."""
+    models = benchmark["engines"][engine]
+    base, mine = (other_metrics(models[m], metric) for m in ("baseline", "sparsified"))
+    pairs = [f"{k} {base[k]:.4g} -> {mine[k]:.4g}" for k in mine if k in base]
+    return f"; also {', '.join(pairs)}" if pairs else ""
+
+
+def _measurements(benchmark: dict[str, Any] | None, task: str | None = None) -> tuple[str, str]:
+    """(summary sentence, table) from benchmark.json; the use case's metric leads."""
     if not benchmark or not benchmark.get("engines"):
         return "No measurements were recorded.", "(no benchmark results)"
     try:
@@ -89,6 +98,7 @@ def _measurements(benchmark: dict[str, Any] | None) -> tuple[str, str]:
         metric = mine.get("metric")
         acc = (
             f"{metric} {base.get('accuracy')} (dense) -> {mine.get('accuracy')} (this model)"
+            + _also(benchmark, engine, metric)
             if metric
             else "no accuracy measured"
         )
@@ -96,7 +106,14 @@ def _measurements(benchmark: dict[str, Any] | None) -> tuple[str, str]:
             f"- {engine}: {mine.get(speed) if speed else '?'}x the dense throughput at batch "
             f"{speed.removeprefix('speedup_b') if speed else '?'}; {size[0]} MB vs {size[1]} MB; {acc}"
         )
-    return "\n".join(lines) or "No dense-vs-result comparison was recorded.", format_table(rows)
+    notes = footnotes(benchmark, task)
+    return "\n".join(lines) or "No dense-vs-result comparison was recorded.", format_table(
+        rows, notes
+    )
+
+
+def _threads(n: object) -> str:
+    return f"{n} thread" if n == 1 else f"{n} threads"
 
 
 def _measured_how(benchmark: dict[str, Any] | None) -> str:
@@ -114,11 +131,15 @@ def _measured_how(benchmark: dict[str, Any] | None) -> str:
     batches = sorted({r.get("batch_size") for r in runs if r.get("batch_size") is not None})
     cores = runs[0].get("num_cores")
     seconds = runs[0].get("seconds_to_run")
+    engines = {f"{r.get('engine')} {r.get('engine_version')}": r.get("num_cores") for r in runs}
+    on = ", ".join(f"{name} ({_threads(n)})" for name, n in engines.items())
     return (
         f"Dense baseline and this model were exported to ONNX and timed on the same engine, "
-        f"inputs and threads ({cores} cores, batch sizes {batches}, {seconds} s per "
+        f"inputs and threads ({_threads(cores)}, batch sizes {batches}, {seconds} s per "
         "measurement, median latency in ms per batch); accuracy is that of the exported "
-        "models on the validation split, with the pre/post-processing this folder runs."
+        "models on the validation split, with the pre/post-processing this folder runs.\n"
+        f"Measured on {describe_host(runs[0].get('host'))}, with {on}: the speedups hold "
+        "for a CPU with these instruction sets."
     )
 
 
@@ -127,11 +148,18 @@ def _structured(config: dict[str, Any]) -> str:
     what = {
         "ffn_neurons": "feed-forward layers were narrowed from {width} to {kept} neurons",
         "attention_heads": "self-attention layers were cut from {width} to {kept} heads",
+        "channels": "coupled convolution channels were cut from {width} to {kept}",
     }
     return "".join(
         f"\nIts {s['blocks']} blocks' "
         + what[s["structure"]].format(width=s["width"], kept=s["kept"])
         + " (structured pruning; the zeros above are of what is left)."
+        + (
+            f" MACs per sample {s['macs'][0]:,} -> {s['macs'][1]:,} (conv and linear layers), "
+            f"parameters {s['params'][0]:,} -> {s['params'][1]:,}."
+            if s.get("macs")
+            else ""
+        )
         for s in config.get("structured") or []
         if s.get("structure") in what
     )
@@ -147,7 +175,7 @@ def render_model_card(
     """The model card: what the model is, how it was measured, how to run and serve it."""
     task = config["task"]
     call, result, body = EXAMPLES.get(task, ("pipe(inputs)", "...", '{"inputs": ...}'))
-    summary, table = _measurements(benchmark)
+    summary, table = _measurements(benchmark, task)
     labels = config.get("labels") or []
     shown = ", ".join(map(str, labels[:20])) + (" ..." if len(labels) > 20 else "")
     extra_files = (
@@ -186,7 +214,7 @@ Labels ({len(labels)}): {shown or "none"}.
 ```python
 from sparsify.deploy import Pipeline
 
-pipe = Pipeline("{path}")  # engine="onnxruntime" (or "deepsparse")
+pipe = Pipeline("{path}")  # engine="onnxruntime" (or "openvino", "deepsparse")
 result = {call}
 # {result}; result.to_dict() is JSON-ready; a list of inputs gives a list of results
 ```

@@ -39,12 +39,26 @@ def mark_pareto(rows: Sequence[RunRow]) -> list[RunRow]:
     return sorted(front, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0)))
 
 
+# what a run was asked for (read from its config): shown only for a run that finished, so
+# that a failed row does not read as a pruned / INT8 result
+PLANNED = ("sparsity", "quantization")
+
+
+def shown(row: RunRow) -> dict[str, object]:
+    """The row's values as the tables show them: a run that did not finish has no sparsity
+    or quantization of its own."""
+    values = row.as_dict()
+    if row.status != "done":
+        values.update(dict.fromkeys(PLANNED))
+    return values
+
+
 def to_csv(rows: Sequence[RunRow]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.as_dict().items()})
+        writer.writerow({k: ("" if v is None else v) for k, v in shown(row).items()})
     return buf.getvalue()
 
 
@@ -87,18 +101,19 @@ def table_rows(rows: Sequence[RunRow]) -> tuple[list[str], list[list[str]]]:
     ]
     cells = []
     for r in rows:
+        own = shown(r)
         acc = "" if r.accuracy is None else f"{_fmt(r.accuracy)} ({_fmt(r.baseline_accuracy)})"
         lat = (
             "" if r.latency_ms is None else f"{_fmt(r.latency_ms)} ({_fmt(r.baseline_latency_ms)})"
         )
-        sparsity = "" if r.sparsity is None else f"{100 * r.sparsity:.1f} %"
+        sparsity = "" if own["sparsity"] is None else f"{100 * float(own['sparsity']):.1f} %"  # type: ignore[arg-type]
         cells.append(
             [
                 _fmt(r.job),
                 _fmt(r.level, 2),
                 r.experiment or "",
                 sparsity,
-                r.quantization or "",
+                str(own["quantization"] or ""),
                 acc,
                 lat,
                 _fmt(r.throughput, 1),
@@ -109,6 +124,15 @@ def table_rows(rows: Sequence[RunRow]) -> tuple[list[str], list[list[str]]]:
             ]
         )
     return headers, cells
+
+
+def host_lines(rows: Sequence[RunRow]) -> list[str]:
+    """'Measured on <host> (jobs ...)', one line per host the runs were timed on."""
+    jobs: dict[str, list[str]] = {}
+    for r in rows:
+        if r.host:
+            jobs.setdefault(r.host, []).append(_fmt(r.job) or "-")
+    return [f"Measured on {host} (jobs {', '.join(js)})" for host, js in jobs.items()]
 
 
 def to_markdown(rows: Sequence[RunRow], root: Path, plot_name: str | None = None) -> str:
@@ -124,6 +148,7 @@ def to_markdown(rows: Sequence[RunRow], root: Path, plot_name: str | None = None
         f"{len(rows)} run(s): {done} done, {len(rows) - done} failed or unfinished. Latency is the "
         "median at the smallest batch size, throughput at the largest; dense-baseline values in "
         "parentheses; `pareto` marks runs that no other run beats on both accuracy and latency.",
+        *(f"{text}." for text in host_lines(rows)),
         "",
         line(headers),
         line(["---"] * len(headers)),
@@ -144,7 +169,8 @@ def to_console(rows: Sequence[RunRow]) -> str:
     headers, cells = table_rows(rows)
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     fmt = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
-    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *(fmt(c) for c in cells)])
+    table = [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(c) for c in cells)]
+    return "\n".join(table + host_lines(rows))
 
 
 def write_tables(rows: Sequence[RunRow], out: Path, root: Path, plot_name: str | None) -> None:

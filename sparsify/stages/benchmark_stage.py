@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from sparsify.benchmark.measure import engine_opener, measure_models
-from sparsify.benchmark.table import comparison, format_table
+from sparsify.benchmark.table import comparison, footnotes, format_table
 from sparsify.context import RunContext
 from sparsify.engines.base import ModelInputs
 from sparsify.engines.ort import make_random_feeds
@@ -69,11 +69,13 @@ class BenchmarkStage:
             evaluate=evaluate,
             rel=ctx.rel,
         )
-        report: dict[str, Any] = {"engines": engines_report}
+        # metric: the use case's, the accuracy column of the table and the model card
+        report: dict[str, Any] = {"engines": engines_report, "metric": str(ctx.cfg.use_case.metric)}
         metrics = _metrics(report, engines)
         metrics["metric"] = str(ctx.cfg.use_case.metric)
         report["table"] = comparison(report)
-        ctx.log.info("Dense vs result:\n%s", format_table(report["table"]))
+        report["footnotes"] = footnotes(report, str(ctx.cfg.use_case.task))
+        ctx.log.info("Dense vs result:\n%s", format_table(report["table"], report["footnotes"]))
         atomic_write_json(out / "benchmark.json", report)
         atomic_write_json(out / "metrics.json", metrics)
         return BenchmarkOutput(
@@ -81,6 +83,7 @@ class BenchmarkStage:
             benchmark_json=ctx.rel(out / "benchmark.json"),
             metrics_json=ctx.rel(out / "metrics.json"),
             table=report["table"],
+            extra={"footnotes": report["footnotes"]},
         )
 
 

@@ -1,6 +1,7 @@
 """fetch: bring the dense model into the run dir: the user's model as it is, or, when none
 was given or its head does not fit the data, a baseline fine-tuned once on the user's
-train split (cached under cache_dir/baselines)."""
+train split (cached under cache_dir/baselines). Then the dense model is measured on val and
+checked against a trivial predictor before anything is sparsified (sparsify/baseline.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sparsify.algorithms.pruning import overall_sparsity, select_layers
+from sparsify.baseline import (
+    check_baseline,
+    check_gate_mode,
+    measure_dense,
+    small_val_note,
+    trivial_score,
+)
 from sparsify.context import RunContext
 from sparsify.models import get_family
 from sparsify.outputs import FetchOutput, ValidateOutput
@@ -36,6 +44,10 @@ def _baseline_key(ctx: RunContext, source: Path | None) -> str:
             "source": path_fingerprint(str(source) if source else None),
             "arch": str(ctx.cfg.model.arch),
             "train": OmegaConf.to_container(ctx.cfg.experiment.train, resolve=True),
+            "schedule": {
+                k: ctx.cfg.baseline[k]
+                for k in ("min_steps", "max_epochs", "step_budget", "patience")
+            },
             "seed": int(ctx.cfg.seed),
         },
         sort_keys=True,
@@ -94,13 +106,74 @@ def _foundation(
     return found.path, {**entry, "sha256": found.sha256}, found
 
 
+def _measured(ctx: RunContext, family: Any, target: Path, output: FetchOutput) -> dict[str, Any]:
+    """The dense model's val metrics (`measure_dense`), cached by model content and data: a
+    sweep over optim levels measures its shared baseline once."""
+    blob = json.dumps(
+        {
+            "model": output.sha256,
+            "data": path_fingerprint(ctx.output(ValidateOutput).data_path),
+            "data_cfg": OmegaConf.to_container(ctx.cfg.data, resolve=True),
+            "use_case": OmegaConf.to_container(ctx.cfg.use_case, resolve=True),
+        },
+        sort_keys=True,
+    )
+    cached = (
+        ctx.cache_dir
+        / "baselines"
+        / "measured"
+        / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
+    )
+    if cached.is_file():
+        ctx.log.info("Dense baseline's val metrics: cached in %s", cached)
+        return json.loads(cached.read_text())
+    # the family reads the dense model's files (a tokenizer) through fetch's output
+    ctx.outputs[FetchOutput.stage] = output.to_dict()
+    try:
+        scores = measure_dense(ctx, family, target)
+    finally:
+        del ctx.outputs[FetchOutput.stage]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(scores, indent=2))
+    return scores
+
+
+def _check(ctx: RunContext, family: Any, target: Path, output: FetchOutput) -> FetchOutput:
+    """Say how good the dense baseline is before sparsifying it, and stop (baseline.gate=error)
+    when it is no better than a trivial predictor; warn when val is too small to resolve a
+    1-point change."""
+    trivial = trivial_score(ctx)
+    if trivial is None:  # a custom use case: no metric to compare
+        return output
+    note = small_val_note(trivial.items, str(ctx.cfg.use_case.task))
+    if note:
+        ctx.log.warning("Small validation split: %s (add val data for finer comparisons)", note)
+    if check_gate_mode(ctx.cfg) == "off":
+        ctx.log.info("baseline.gate=off: the dense baseline is not checked before sparsifying")
+        return output
+    result = check_baseline(ctx, _measured(ctx, family, target, output), trivial)
+    output.extra["baseline_gate"] = result.to_dict()
+    return output
+
+
 class FetchStage:
     name = "fetch"
     out_dir = "fetch"
     output = FetchOutput
-    config_keys = ("model", "use_case", "experiment", "data", "seed", "optim_level", "zoo")
+    # baseline: how the dense baseline is trained and checked (a stricter gate re-checks)
+    config_keys = (
+        "model",
+        "use_case",
+        "experiment",
+        "data",
+        "seed",
+        "optim_level",
+        "zoo",
+        "baseline",
+    )
 
     def run(self, ctx: RunContext) -> FetchOutput:
+        check_gate_mode(ctx.cfg)  # a typo fails before any training
         family = get_family(str(ctx.cfg.use_case.family))
         target = ctx.stage_dir(self.out_dir) / family.artifact_name
         source = family.resolve_source(ctx)
@@ -112,12 +185,13 @@ class FetchStage:
             baseline, origin = None, str(source)
         else:
             baseline, origin = _dense_baseline(ctx, family, source, target)
-        return FetchOutput(
+        output = FetchOutput(
             baseline=baseline,
             source=origin,
             sha256=sha256_path(target),
             artifacts=[ctx.rel(target)],
         )
+        return _check(ctx, family, target, output)
 
     def _transfer(
         self, ctx: RunContext, family: Any, source: Path | None, target: Path
@@ -141,7 +215,7 @@ class FetchStage:
                 100 * sparsity,
             )
         baseline, origin = _dense_baseline(ctx, family, path, target)
-        return FetchOutput(
+        output = FetchOutput(
             baseline=baseline,
             source=origin,
             foundation=ctx.rel(foundation),
@@ -152,3 +226,4 @@ class FetchStage:
             config_overrides={"model.arch": str(ctx.cfg.model.arch)},
             artifacts=[ctx.rel(target), ctx.rel(foundation)],
         )
+        return _check(ctx, family, target, output)

@@ -27,7 +27,9 @@ from sparsify.models.classifier.model import (
     save_checkpoint,
 )
 from sparsify.models.classifier.training import (
+    cached_pretrained,
     evaluate_classifier,
+    load_pretrained,
     train_classifier,
     train_with_session,
 )
@@ -56,6 +58,26 @@ def _loader(ctx: RunContext, split: str, train: bool) -> DataLoader:
         generator=generator,
         num_workers=int(ctx.cfg.data.num_workers),
     )
+
+
+def _fresh_model(arch: str, num_classes: int) -> tuple[nn.Module, str]:
+    """`arch` with pretrained weights when torchvision's are in torch's cache (never
+    downloaded), else random; and where it started, in words."""
+    model = build_model(arch, num_classes)
+    found = cached_pretrained(arch)
+    if found is not None:
+        file, name = found
+        fresh = load_pretrained(model, file)
+        log.info("Starting from %s (%s); new: %s", name, file, ", ".join(fresh) or "nothing")
+        return model, f"pretrained {name}"
+    log.warning(
+        "No pretrained %s weights offline (torchvision's cache %s has none): training from "
+        "random weights, with more epochs and early stopping on val. A pretrained start is "
+        "far better: put the weights file there, or give model=<a trained checkpoint>",
+        arch,
+        Path(torch.hub.get_dir()) / "checkpoints",
+    )
+    return model, "random weights"
 
 
 class ImageClassifierFamily(ModelFamily):
@@ -115,17 +137,24 @@ class ImageClassifierFamily(ModelFamily):
     def train_baseline(
         self, ctx: RunContext, source: Path | None, out_path: Path
     ) -> dict[str, Any]:
+        """Fine-tune `source`, or with none torchvision's pretrained weights for the arch when
+        they are in torch's cache, else random weights; for `baseline_epochs`, keeping the
+        best epoch on val top-1 and stopping after `baseline.patience` epochs without one."""
+        from sparsify.baseline import baseline_epochs
+
         torch.manual_seed(int(ctx.cfg.seed))
-        _, classes = _data(ctx)
+        root, classes = _data(ctx)
         arch = str(ctx.cfg.model.arch)
-        model = (
-            load_model(source, arch, len(classes), new_head=True, trust=trusted(ctx))
-            if source
-            else build_model(arch, len(classes))
-        )
+        if source:
+            model = load_model(source, arch, len(classes), new_head=True, trust=trusted(ctx))
+            start = str(source)
+        else:
+            model, start = _fresh_model(arch, len(classes))
         train_cfg = ctx.cfg.experiment.train
+        train_loader = _loader(ctx, "train", train=True)
+        epochs = baseline_epochs(ctx.cfg, len(train_loader.dataset), int(train_cfg.batch_size))
         log.info(
-            "Training a dense %s baseline on %s (%s epochs)", arch, _data(ctx)[0], train_cfg.epochs
+            "Training a dense %s baseline on %s from %s (%g epochs)", arch, root, start, epochs
         )
         val_loader = _loader(ctx, "val", train=False)
 
@@ -135,18 +164,19 @@ class ImageClassifierFamily(ModelFamily):
 
         stats = train_classifier(
             model,
-            _loader(ctx, "train", train=True),
-            epochs=float(train_cfg.epochs),
+            train_loader,
+            epochs=epochs,
             lr=float(train_cfg.lr),
             weight_decay=float(train_cfg.weight_decay),
             max_steps=train_cfg.max_steps,
             val_loader=val_loader,
             on_epoch_end=checkpoint,
+            patience=int(ctx.cfg.baseline.patience),
         )
         metrics = evaluate_classifier(model, val_loader)
-        log.info("Dense baseline: top-1 %.2f %% on val", metrics["top1"])
+        log.info("Dense baseline (torch): top-1 %.2f %% on val", metrics["top1"])
         save_checkpoint(model, out_path, arch, classes, metrics=metrics)
-        return {**stats, **metrics}
+        return {**stats, **metrics, "start": start}
 
     def train_sparse(
         self,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -27,10 +29,12 @@ def train_classifier(
     after_step: Callable[[int], None] | None = None,
     val_loader: DataLoader | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    patience: int | None = None,
 ) -> dict[str, float]:
     """AdamW with a one-cycle schedule; `after_step(step)` runs after every optimizer step
     (pruning re-applies masks there). With `val_loader`, top-1 is measured after every epoch
-    and the best epoch's weights are kept; `on_epoch_end(epoch, metrics)` can checkpoint."""
+    and the best epoch's weights are kept, and with `patience` training stops after that many
+    epochs without a better top-1; `on_epoch_end(epoch, metrics)` can checkpoint."""
     steps_per_epoch = len(train_loader)
     total = max(1, math.ceil(epochs * steps_per_epoch))
     if max_steps is not None:
@@ -43,6 +47,7 @@ def train_classifier(
     model.train()
     step, running, epoch = 0, 0.0, 0
     best: tuple[float, dict[str, torch.Tensor]] | None = None
+    since_best = 0
     bar = progress(range(total), total=total, desc="training")
     while step < total:
         for images, labels in train_loader:
@@ -68,6 +73,9 @@ def train_classifier(
                     metrics["top1"],
                     {k: v.detach().clone() for k, v in model.state_dict().items()},
                 )
+                since_best = 0
+            else:
+                since_best += 1
         log.info(
             "epoch %d (step %d/%d): %s",
             epoch,
@@ -77,6 +85,9 @@ def train_classifier(
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
+        if patience and since_best >= patience:
+            log.info("Val top-1 has not improved for %d epochs: stopping early", since_best)
+            break
     bar.close()
     if best is not None:
         model.load_state_dict(best[1])
@@ -137,7 +148,7 @@ def train_with_session(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            session.after_step(step)
+            session.after_step(step, optimizer)  # structured pruning slices its state
             if events is not None:
                 events.scalars(
                     step,
@@ -162,3 +173,27 @@ def train_with_session(
     bar.close()
     model.eval()
     return {"steps": step, "loss": round(running, 5)}
+
+
+def cached_pretrained(arch: str) -> tuple[Path, str] | None:
+    """(file, weights name) of torchvision's pretrained weights for `arch` when they are
+    already in torch's hub cache ($TORCH_HOME/hub/checkpoints); never downloads."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError, AttributeError):  # a built-in arch, or one without weights
+        return None
+    name = Path(urlparse(weights.url).path).name
+    file = Path(torch.hub.get_dir()) / "checkpoints" / name
+    return (file, f"{type(weights).__name__}.{weights.name}") if file.is_file() else None
+
+
+def load_pretrained(model: nn.Module, file: Path) -> list[str]:
+    """Copy the weights of `file` (a torchvision state dict, read weights-only) into `model`
+    wherever the shapes agree; returns the keys left as initialised (the new head)."""
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.load_state_dict(fits, strict=False)
+    return sorted(set(own) - set(fits))

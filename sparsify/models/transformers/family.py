@@ -289,12 +289,15 @@ class TransformersFamily(ModelFamily):
         return [] if trusted(ctx) else _pickle_problems(path)
 
     def needs_baseline(self, ctx: RunContext, source: Path) -> bool:
-        _, _, fresh = load_hf(source, _task(ctx), _labels(ctx) or None, trusted(ctx))
+        labels = _labels(ctx)
+        _, _, fresh = load_hf(source, _task(ctx), labels or None, trusted(ctx))
         if fresh:
+            # "N labels" and "K tensors" side by side: "(2 new tensors)" read like 2 labels
             log.info(
-                "%s has no trained head for these labels (%d new tensors): fine-tuning a "
-                "dense baseline first",
+                "%s has no trained head for %s; %d head tensors are new: fine-tuning a dense "
+                "baseline first",
                 source,
+                f"these {len(labels)} labels" if labels else "this task",
                 len(fresh),
             )
         return bool(fresh)
@@ -302,41 +305,64 @@ class TransformersFamily(ModelFamily):
     def train_baseline(
         self, ctx: RunContext, source: Path | None, out_path: Path
     ) -> dict[str, Any]:
+        """Fine-tune through `transformers.Trainer` (`baseline_arguments`: warmup, the best
+        epoch by the use case's val metric, early stopping), for `baseline_epochs`."""
+        from sparsify.baseline import baseline_epochs
+        from sparsify.models.transformers.training import (
+            TorchEngine,
+            baseline_arguments,
+            train_baseline_with_trainer,
+        )
+
         transformers = require_transformers()
         task, labels = _task(ctx), _labels(ctx)
         model, tokenizer, _ = load_hf(source, task, labels or None, trusted(ctx))  # type: ignore[arg-type]
-        torch.manual_seed(int(ctx.cfg.seed))
-        features = encode_train(
-            _records(ctx, "train"), tokenizer, task, labels, int(ctx.cfg.data.max_length)
+        seed = int(ctx.cfg.seed)
+        torch.manual_seed(seed)
+        features = _Features(
+            encode_train(
+                _records(ctx, "train"), tokenizer, task, labels, int(ctx.cfg.data.max_length)
+            )
         )
         train = ctx.cfg.experiment.train
-        args = transformers.TrainingArguments(
-            output_dir=str(out_path.parent / "trainer"),
-            num_train_epochs=float(train.epochs),
-            learning_rate=float(train.lr),
-            per_device_train_batch_size=int(train.batch_size),
-            weight_decay=float(train.weight_decay),
-            max_steps=int(train.max_steps or -1),
-            warmup_steps=0.1,  # below 1: a fraction of the steps (transformers 5)
-            save_strategy="no",
-            report_to=[],
-            logging_steps=10,
-            use_cpu=str(ctx.cfg.device) == "cpu",
-            seed=int(ctx.cfg.seed),
-            disable_tqdm=True,
+        epochs = baseline_epochs(ctx.cfg, len(features), int(train.batch_size))
+        metric = str(ctx.cfg.use_case.metric)
+        names = [
+            p
+            for p in inspect.signature(model.forward).parameters
+            if p in tokenizer.model_input_names
+        ]
+        args = baseline_arguments(
+            transformers,
+            out_path.parent / "trainer",
+            train,
+            epochs,
+            metric,
+            seed,
+            str(ctx.cfg.device) == "cpu",
         )
-        trainer = transformers.Trainer(
-            model=model,
-            args=args,
-            train_dataset=_Features(features),
-            data_collator=_collator(transformers, tokenizer, task),
+        log.info(
+            "Training a dense baseline from %s: %g epochs at lr %g (10 %% warmup), the best "
+            "epoch by val %s kept",
+            source,
+            epochs,
+            float(train.lr),
+            metric,
         )
-        stats = trainer.train()
-        model.eval()
+        stats = train_baseline_with_trainer(
+            transformers,
+            model,
+            features,
+            _collator(transformers, tokenizer, task),
+            lambda m: evaluate_text(TorchEngine(m, names), tokenizer, ctx),
+            _records(ctx, "val"),
+            args,
+            int(ctx.cfg.baseline.patience),
+        )
         model.save_pretrained(str(out_path))
         tokenizer.save_pretrained(str(out_path))
         shutil.rmtree(out_path.parent / "trainer", ignore_errors=True)
-        return {"steps": int(stats.global_step), "loss": round(float(stats.training_loss), 5)}
+        return stats
 
     def train_sparse(
         self, model: nn.Module, ctx: RunContext, session_for: Any, teacher: nn.Module | None
@@ -463,33 +489,7 @@ class TransformersFamily(ModelFamily):
         return feeds
 
     def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
-        from sparsify.deploy.text import TextRunner
-        from sparsify.models.transformers.metrics import accuracy_f1, entity_f1, squad_scores
-
-        records = _records(ctx, "val")
-        if ctx.cfg.data.max_eval_samples:
-            records = records[: int(ctx.cfg.data.max_eval_samples)]
-        runner = TextRunner(
-            engine, self._tokenizer(ctx), int(ctx.cfg.data.max_length), int(ctx.cfg.data.batch_size)
-        )
-        labels = _labels(ctx)
-        task = _task(ctx)
-        if task == "text-classification":
-            pairs = (
-                [r["text_pair"] for r in records] if records and "text_pair" in records[0] else None
-            )
-            probs = runner.classify([r["text"] for r in records], pairs)
-            refs = [labels.index(str(r["label"])) for r in records]
-            scores = accuracy_f1([int(p) for p in probs.argmax(axis=1)], refs)
-        elif task == "token-classification":
-            tagged = runner.tag_words([r["tokens"] for r in records])
-            preds = [[labels[t] for t, _ in row] for row in tagged]
-            refs = [[str(t) for t in r["tags"]] for r in records]
-            scores = entity_f1(preds, refs)
-        else:
-            preds = [runner.answer(r["question"], r["context"], DOC_STRIDE).answer for r in records]
-            scores = squad_scores(preds, [r["answers"]["text"] for r in records])
-        return {**scores, "samples": len(records)}
+        return evaluate_text(engine, self._tokenizer(ctx), ctx)
 
     def deployment_files(self, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
         tokenizer = self._tokenizer(ctx)
@@ -511,3 +511,35 @@ class TransformersFamily(ModelFamily):
             },
             "labels": _labels(ctx),
         }
+
+
+def evaluate_text(engine: Any, tokenizer: Any, ctx: RunContext) -> dict[str, float]:
+    """The use case's metric (first) and the task's others on val, through the code the
+    deployment runs (TextRunner) on `engine`: an exported model, or a torch one in training."""
+    from sparsify.deploy.text import TextRunner
+    from sparsify.models.transformers.metrics import accuracy_f1, entity_f1, squad_scores
+
+    records = _records(ctx, "val")
+    if ctx.cfg.data.max_eval_samples:
+        records = records[: int(ctx.cfg.data.max_eval_samples)]
+    runner = TextRunner(
+        engine, tokenizer, int(ctx.cfg.data.max_length), int(ctx.cfg.data.batch_size)
+    )
+    labels = _labels(ctx)
+    task = _task(ctx)
+    if task == "text-classification":
+        pairs = [r["text_pair"] for r in records] if records and "text_pair" in records[0] else None
+        probs = runner.classify([r["text"] for r in records], pairs)
+        refs = [labels.index(str(r["label"])) for r in records]
+        scores = accuracy_f1([int(p) for p in probs.argmax(axis=1)], refs)
+    elif task == "token-classification":
+        tagged = runner.tag_words([r["tokens"] for r in records])
+        preds = [[labels[t] for t, _ in row] for row in tagged]
+        refs = [[str(t) for t in r["tags"]] for r in records]
+        scores = entity_f1(preds, refs)
+    else:
+        preds = [runner.answer(r["question"], r["context"], DOC_STRIDE).answer for r in records]
+        scores = squad_scores(preds, [r["answers"]["text"] for r in records])
+    metric = str(ctx.cfg.use_case.metric)
+    first = {metric: scores[metric]} if metric in scores else {}
+    return {**first, **scores, "samples": len(records)}

@@ -124,3 +124,119 @@ def train_with_trainer(
     model.eval()
     report = session.finish()
     return {**report, "loss": round(float(stats.training_loss), 5)}
+
+
+# -- the dense baseline ---------------------------------------------------------------------
+
+
+class TorchEngine:
+    """A torch model behind the engine interface (`run(feeds)`, `input_names`), so the val
+    metric during training is computed by the code that scores the exported models."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, input_names: list[str]) -> None:
+        self.model = model
+        self.input_names = input_names
+
+    @torch.no_grad()
+    def run(self, feeds: dict[str, Any]) -> list[Any]:
+        device = next(self.model.parameters()).device
+        outputs = self.model(**{k: torch.as_tensor(v, device=device) for k, v in feeds.items()})
+        return [t.float().cpu().numpy() for t in _logits(outputs)]
+
+
+def baseline_arguments(
+    transformers: Any,
+    out_dir: Path,
+    train_cfg: Any,
+    epochs: float,
+    metric: str,
+    seed: int,
+    use_cpu: bool,
+) -> Any:
+    """TrainingArguments of the dense baseline: Hugging Face's fine-tuning recipe (linear decay
+    after a 10 % warmup, at experiment.train.lr: 5e-5 for the NLP use cases) for `epochs`
+    (`baseline_epochs`), the val metric measured after every epoch and the best epoch's
+    weights kept (`metric_for_best_model`: the use case's metric, not the loss)."""
+    return transformers.TrainingArguments(
+        output_dir=str(out_dir),
+        num_train_epochs=float(epochs),
+        learning_rate=float(train_cfg.lr),
+        lr_scheduler_type="linear",
+        warmup_steps=0.1,  # below 1: a fraction of the steps (transformers 5)
+        per_device_train_batch_size=int(train_cfg.batch_size),
+        weight_decay=float(train_cfg.weight_decay),
+        max_steps=int(train_cfg.max_steps or -1),
+        eval_strategy="epoch",
+        save_strategy="best",  # a checkpoint only when the val metric improves
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=True,  # every use case metric: accuracy, F1, entity F1
+        report_to=[],
+        logging_steps=10,
+        use_cpu=use_cpu,
+        seed=seed,
+        disable_tqdm=True,
+    )
+
+
+def train_baseline_with_trainer(
+    transformers: Any,
+    model: nn.Module,
+    dataset: Any,
+    collator: Any,
+    evaluate: Any,
+    val: Any,
+    args: Any,
+    patience: int,
+) -> dict[str, Any]:
+    """Fine-tune the dense baseline; `evaluate(model)` returns the metrics on `val` (the use
+    case's metric among them) after every epoch. Stops after `patience` epochs without a better val
+    metric and returns with the best epoch's weights loaded."""
+
+    class BaselineTrainer(transformers.Trainer):
+        def evaluate(
+            self,
+            eval_dataset: Any = None,
+            ignore_keys: Any = None,
+            metric_key_prefix: str = "eval",
+        ) -> dict[str, float]:
+            # QA needs answer spans, NER word-level entities: what evaluate_text computes
+            training = self.model.training
+            scores = evaluate(self.model.eval())
+            self.model.train(training)
+            metrics = {
+                f"{metric_key_prefix}_{k}": float(v) for k, v in scores.items() if k != "samples"
+            }
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(
+                self.args, self.state, self.control, metrics
+            )
+            return metrics
+
+    trainer = BaselineTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=val,  # the val records; `evaluate` scores them through the deployed code
+        data_collator=collator,
+        callbacks=[transformers.EarlyStoppingCallback(early_stopping_patience=max(1, patience))],
+    )
+    stats = trainer.train()
+    best = trainer.state.best_metric
+    if best is None:  # stopped (max_steps) before an epoch ended: measure what there is
+        best = float(trainer.evaluate()[f"eval_{args.metric_for_best_model}"])
+    else:
+        log.info(
+            "Kept the best epoch's weights (val %s %.2f)", args.metric_for_best_model, float(best)
+        )
+    model.eval()
+    return {
+        "steps": int(stats.global_step),
+        "loss": round(float(stats.training_loss), 5),
+        "epochs": round(float(trainer.state.epoch or 0.0), 3),
+        f"val_{args.metric_for_best_model}": round(float(best), 4),
+    }

@@ -165,10 +165,22 @@ class YoloFamily(ModelFamily):
     def train_baseline(
         self, ctx: RunContext, source: Path | None, out_path: Path
     ) -> dict[str, Any]:
+        from sparsify.baseline import baseline_epochs
+
+        arch = str(ctx.cfg.model.arch)
+        if source is None and not bool(ctx.cfg.baseline.allow_scratch):
+            raise SparsifyError(
+                f"{ctx.cfg.use_case.name} has no model to start from: a {arch} detector trained "
+                "from random weights needs hundreds of epochs and thousands of images before its "
+                "mAP means anything (3 epochs on 41 images: mAP50-95 0.0), so it is not trained "
+                "by default.\n  fix: give a trained Ultralytics checkpoint, model=<path to "
+                "best.pt> (e.g. from `yolo train model=yolov8n.pt data=...` where the pretrained "
+                "weights can be downloaded), or train from scratch anyway with "
+                "baseline.allow_scratch=true (and many epochs: experiment.train.epochs=300)"
+            )
         require_ultralytics()
         from ultralytics import YOLO
 
-        arch = str(ctx.cfg.model.arch)
         yolo = load_yolo(source, trusted(ctx)) if source else YOLO(arch_yaml(arch))
         if yolo.task != _ultra_task(ctx):
             raise SparsifyError(
@@ -176,13 +188,24 @@ class YoloFamily(ModelFamily):
                 f"needs {_ultra_task(ctx)}: set model.arch (e.g. yolov8n-seg for segmentation)"
             )
         data_yaml = write_ultralytics_dataset(_summary(ctx), ctx.stage_dir("fetch") / "dataset")
-        log.info(
-            "Training a dense %s baseline with Ultralytics (%s epochs, max_steps %s)",
-            source or arch,
-            ctx.cfg.experiment.train.epochs,
-            ctx.cfg.experiment.train.max_steps,
+        train = ctx.cfg.experiment.train
+        epochs = baseline_epochs(
+            ctx.cfg, int(_summary(ctx)["splits"].get("train", 0)), int(train.batch_size)
         )
-        trainer = run_training(yolo, ctx, data_yaml, out_path.parent / "ultralytics")
+        if source is None:
+            log.warning(
+                "Training %s from random weights (baseline.allow_scratch=true): expect a low "
+                "mAP unless it trains for hundreds of epochs",
+                arch,
+            )
+        log.info(
+            "Training a dense %s baseline with Ultralytics (%s epochs, max_steps %s; "
+            "Ultralytics keeps the best epoch on val mAP)",
+            source or arch,
+            max(1, math.ceil(epochs)),
+            train.max_steps,
+        )
+        trainer = run_training(yolo, ctx, data_yaml, out_path.parent / "ultralytics", epochs)
         best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
         shutil.copyfile(best, out_path)
         shutil.rmtree(best.parent, ignore_errors=True)  # results.csv and args.yaml stay
@@ -299,6 +322,10 @@ class YoloFamily(ModelFamily):
             raise SparsifyError("Ultralytics trained no batch; check the train split")
         report = state["session"].finish()  # a capped run reaches its final sparsity here
         copy_zeros(state["live"], trained)
+        if report.get("structured"):  # channels removed from the live model: the EMA follows
+            from sparsify.algorithms.channels import thin_like
+
+            thin_like(trained, state["live"])
         # a head re-initialised for other classes changes shapes: hand back the trained model
         return {**report, "steps": state["step"], "model": trained}
 
