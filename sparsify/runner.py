@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,9 +13,17 @@ from omegaconf import DictConfig, OmegaConf
 from sparsify.benchmark.table import format_table
 from sparsify.config.compose import compose_config, settle_optim_level
 from sparsify.context import RunContext
+from sparsify.environment import (
+    describe_environment,
+    engine_versions,
+    prepare_environment,
+)
 from sparsify.errors import SparsifyError
 from sparsify.fileio import atomic_write_text
 from sparsify.outputs import BenchmarkOutput, PackageOutput, StageOutput
+from sparsify.paths import check_paths
+from sparsify.run_lock import RunLock
+from sparsify.run_logging import run_logging
 from sparsify.run_record import RunRecord
 from sparsify.stages.manifest import Manifest
 
@@ -57,53 +65,64 @@ class RunResult:
         return benchmark.table if benchmark else []
 
 
-def setup_logging(run_dir: Path, verbose: bool = False) -> logging.Handler:
-    """Console (stderr) + run.log in the run directory for the `sparsify` logger."""
-    logger = logging.getLogger("sparsify")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    fmt = logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s", "%H:%M:%S")
-    for handler in list(logger.handlers):
-        if getattr(handler, "_sparsify", False):
-            logger.removeHandler(handler)
-            handler.close()
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.DEBUG if verbose else logging.INFO)
-    console.setFormatter(fmt)
-    file = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-    file.setLevel(logging.DEBUG)
-    file.setFormatter(fmt)
-    for handler in (console, file):
-        handler._sparsify = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    return file
-
-
 def execute(cfg: DictConfig, run_dir: Path) -> RunResult:
-    """Run the pipeline for a composed config in `run_dir` (created if needed)."""
+    """Run the pipeline for a composed config in `run_dir` (created if needed), holding the
+    run dir's lock (a second process on it is refused)."""
+    # first: ONNX Runtime, Ultralytics and Hugging Face read these when imported
+    prepared = prepare_environment(Path(str(cfg.cache_dir)).expanduser())
+    run_dir = run_dir.expanduser().resolve()
+    check_paths(cfg, run_dir)  # a folder it cannot write: one error now, not mid-stage
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir) as lock, run_logging(run_dir):
+        if lock.unsupported:
+            log.warning(
+                "%s: nothing stops a second run in this run_dir meanwhile", lock.unsupported
+            )
+        if lock.stale:
+            log.info("Took over the lock of %s: that process is gone", lock.stale.describe())
+        if prepared:
+            log.debug("Set for this process (keeps files out of ~): %s", prepared)
+        return _execute_locked(cfg, run_dir)
+
+
+def _execute_locked(cfg: DictConfig, run_dir: Path) -> RunResult:
     from sparsify.stages import STAGES  # noqa: F401 - registers the stages
     from sparsify.stages.pipeline import run_pipeline
 
-    run_dir = run_dir.expanduser().resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(run_dir)
     settle_optim_level(cfg, log)  # before anything reads it, and before config.yaml is saved
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     log.info("Run directory: %s", run_dir)
     ctx = RunContext(cfg=cfg, run_dir=run_dir)
+    # what produced this run dir, so that it alone says how to reproduce it
+    Manifest(run_dir).record_environment(describe_environment(list(cfg.benchmark.engines)))
     try:
         run_pipeline(ctx)
     except SparsifyError as exc:
         log.error("%s", exc)
         Manifest(run_dir).set("status", "failed")
         return RunResult(RunRecord.load(run_dir), "failed", tuple(ctx.outputs), str(exc))
+    _record_engine_versions(run_dir, ctx)
     Manifest(run_dir).set("status", "done")
     result = RunResult(RunRecord.load(run_dir), "done", tuple(ctx.outputs))
     if result.table:
-        print("\n" + format_table(result.table))
+        notes = result.outputs.get("benchmark", {}).get("footnotes") or ()
+        print("\n" + format_table(result.table, notes))
     if result.deployment_dir:
         print(f"\nDeployment folder: {result.deployment_dir}")
     return result
+
+
+def _record_engine_versions(run_dir: Path, ctx: RunContext) -> None:
+    """The versions the engines reported while benchmarking, into the manifest's environment:
+    an engine in its own interpreter (DeepSparse's venv) is not importable here."""
+    if "benchmark" not in ctx.outputs:
+        return
+    path = run_dir / ctx.output(BenchmarkOutput).benchmark_json
+    try:
+        reported = engine_versions(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return
+    Manifest(run_dir).record_engine_versions(reported)
 
 
 def run(

@@ -18,6 +18,7 @@ import onnx
 from sparsify.algorithms.concat_ranges import shared_concat_ranges
 from sparsify.algorithms.ort_fusions import FUSED_OP, apply_conv_weight_zero_point, apply_to_file
 from sparsify.errors import SparsifyError
+from sparsify.fileio import temp_file
 from sparsify.matching import match_onnx_nodes
 from sparsify.onnx_graph import constant_names, producers_by_output
 
@@ -92,7 +93,8 @@ def _preprocess(fp32_path: Path, out_path: Path) -> Path:
         return out_path
     except Exception as exc:  # the preprocessor chokes on some exotic graphs; it is only an aid
         log.warning(
-            "quant_pre_process failed on %s (%s: %s); quantizing the model without it",
+            "quant_pre_process failed on %s (%s: %s); quantizing the model without it: "
+            "the INT8 model is still correct, possibly slower (no graph pre-optimization)",
             fp32_path,
             type(exc).__name__,
             exc,
@@ -157,11 +159,9 @@ def _staging(out_path: Path) -> Iterator[Path]:
     directory, so the block runs in a scratch folder beside the output (never the user's
     current directory), removed too."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{out_path.stem}.", suffix=".tmp.onnx", dir=out_path.parent
-    )
+    # the umask's mode, not mkstemp's 0600: this file is renamed onto model.onnx
+    fd, tmp = temp_file(out_path.parent, prefix=f".{out_path.stem}.", suffix=".tmp.onnx")
     os.close(fd)
-    tmp = Path(tmp_name)
     scratch = Path(tempfile.mkdtemp(prefix=".quant-", dir=out_path.parent))
     try:
         with contextlib.chdir(scratch):

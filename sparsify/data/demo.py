@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from sparsify.fileio import temp_dir
 from sparsify.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def materialize_demo(name: str, cache_dir: Path) -> Path:
         return target
     parent.mkdir(parents=True, exist_ok=True)
     log.info("Writing demo dataset <%s> to %s", name, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=parent))
+    tmp = temp_dir(parent, prefix=f".{name}-")  # the umask's mode, not 0700
     try:
         demo.build(tmp)
         (tmp / COMPLETE_MARKER).write_text(f"{demo.description}\n")

@@ -1,4 +1,6 @@
-"""manifest.json: what each stage of a run did. Written atomically after every change.
+"""manifest.json: what each stage of a run did, and what produced the run (`environment`:
+versions, commit, CPU, cores; `sparsify.environment.describe_environment`). Written
+atomically after every change.
 
 This is the pipeline's writer; everything else reads a run through `sparsify.run_record`."""
 
@@ -29,6 +31,16 @@ class Manifest:
 
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value
+        self.save()
+
+    def record_environment(self, environment: dict[str, Any]) -> None:
+        """What this run ran in (the latest run in this dir, for the stages it ran)."""
+        self.set("environment", environment)
+
+    def record_engine_versions(self, versions: dict[str, str]) -> None:
+        """Engine versions reported by the engines themselves, over those read up front."""
+        environment = self.data.setdefault("environment", {})
+        environment["engines"] = {**environment.get("engines", {}), **versions}
         self.save()
 
     def save(self) -> None:

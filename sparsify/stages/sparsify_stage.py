@@ -292,7 +292,16 @@ class SparsifyStage:
         def calibration() -> list[dict[str, np.ndarray]]:
             n = int(ctx.cfg.experiment.calibration_samples)
             ctx.log.info("Reading %d calibration samples from the train split", n)
-            return family.calibration_feeds(ctx, n)
+            feeds = family.calibration_feeds(ctx, n)  # one per sample, at most n
+            if len(feeds) < n:  # else "on 17 calibration samples" later reads like a bug
+                ctx.log.info(
+                    "The train split has only %d samples: calibrating on all %d "
+                    "(experiment.calibration_samples=%d)",
+                    len(feeds),
+                    len(feeds),
+                    n,
+                )
+            return feeds
 
         recipe = load_recipe(
             str(ctx.cfg.recipe or ctx.cfg.experiment.recipe), recipe_variables(ctx)

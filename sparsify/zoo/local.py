@@ -8,13 +8,12 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sparsify.errors import Problem, SparsifyError
-from sparsify.fileio import atomic_write_json
+from sparsify.fileio import atomic_write_json, temp_dir
 from sparsify.outputs import FetchOutput, SparsifyOutput, ValidateOutput
 from sparsify.run_record import CONFIG, MANIFEST, RunRecord
 from sparsify.zoo.catalog import (
@@ -155,7 +154,7 @@ class LocalZoo:
         if problems:
             raise SparsifyError("; ".join(str(p) for p in problems))
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
+        staging = temp_dir(self.root, prefix=f".{name}.")  # the umask's mode, not 0700
         try:
             target = staging / source.name
             if source.is_dir():

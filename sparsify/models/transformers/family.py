@@ -18,6 +18,7 @@ from torch import nn
 
 from sparsify.algorithms.structured import HEADS_FIELD, set_attention_heads
 from sparsify.context import RunContext
+from sparsify.data.subset import split_subset
 from sparsify.errors import Problem, SparsifyError
 from sparsify.models.base import ModelFamily
 from sparsify.models.safe_load import refused_globals, torch_load, trusted, unsafe_problem
@@ -63,7 +64,8 @@ def _records(ctx: RunContext, split: str) -> list[dict[str, Any]]:
     from sparsify.data.text import load_split
 
     validated = ctx.output(ValidateOutput)
-    return load_split(validated.data_dir, validated.summary, split)
+    records = load_split(validated.data_dir, validated.summary, split)
+    return split_subset(records, ctx.cfg, split)  # data.train_samples / data.val_samples
 
 
 def resolve_hf_source(path_or_id: str) -> Path:
