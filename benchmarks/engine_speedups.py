@@ -1,4 +1,4 @@
-"""Dense FP32 vs sparsify's INT8 and sparse+INT8, on ONNX Runtime and DeepSparse, side by side.
+"""Dense FP32 vs sparsify's INT8 and sparse+INT8, on ONNX Runtime, OpenVINO and DeepSparse.
 
     .venv/bin/python benchmarks/engine_speedups.py [--batch 16] [--time 4] [--rounds 3]
         [--models cnn,resnet50,yolo,bert] [--yolo yolov8n]
@@ -66,6 +66,8 @@ def variants(mask_types: list[str]) -> list[tuple[str, str, str]]:
         ("int8 QDQ / ORT", "int8_qdq", "onnxruntime"),
         ("int8 dynamic / ORT", "int8_dynamic", "onnxruntime"),
         (f"sparse {mask_types[0]}+int8 / ORT", f"sparse_int8_{mask_types[0]}", "onnxruntime"),
+        ("dense fp32 / OpenVINO", "dense", "openvino"),
+        ("int8 QDQ / OpenVINO", "int8_qdq", "openvino"),
         ("dense fp32 / DeepSparse", "dense", "deepsparse"),
     ]
     out += [(f"sparse {m}+int8 / DeepSparse", f"sparse_int8_{m}", "deepsparse") for m in mask_types]
@@ -312,6 +314,8 @@ def report(
         notes = []
         if "fraction_of_supported_ops" in r:
             notes.append(f"supported ops {r['fraction_of_supported_ops']:.2f}")
+        if r.get("int8_layers"):  # OpenVINO: compute layers it ran in INT8
+            notes.append(f"INT8 layers {r['int8_layers']}/{r['compute_layers']}")
         if key.startswith("sparse_int8"):
             sparsity = onnx_weight_sparsity(paths[key])["sparsity"]
             notes.append(f"weight sparsity {sparsity:.2f}")
@@ -338,16 +342,10 @@ def report(
 def cpu_summary() -> str:
     """The CPU and the vector extensions INT8 speed depends on (VNNI: 4-wide int8 dot products
     in one instruction; without it an INT8 GEMM is at most about twice an FP32 one)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return "cpu: unknown"
-    name = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "?")
-    flags = set(next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), []))
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    have = [f for f in wanted if f in flags]
-    vnni = "with" if {"avx512_vnni", "avx_vnni"} & flags else "WITHOUT"
-    return f"cpu: {name}, {' '.join(have) or 'no AVX2'} ({vnni} VNNI int8 dot products)"
+    from sparsify.engines.host import cpu_flags, describe_host, host_record
+
+    vnni = "with" if {"avx512_vnni", "avx_vnni"} & cpu_flags() else "WITHOUT"
+    return f"cpu: {describe_host(host_record())} ({vnni} VNNI int8 dot products)"
 
 
 def main() -> int:

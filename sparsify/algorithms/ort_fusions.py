@@ -232,14 +232,10 @@ CONV_WEIGHT_ZERO_POINTS = ("auto", "zero", "offset")
 
 
 def cpu_has_amx() -> bool:
-    """Whether this CPU has Intel AMX INT8 tiles (Linux: the amx_int8 flag of /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return any(
-        line.startswith("flags") and "amx_int8" in line.split() for line in text.splitlines()
-    )
+    """Whether this CPU has Intel AMX INT8 tiles (the one reader: sparsify.engines.host)."""
+    from sparsify.engines.host import cpu_has_amx as has_amx
+
+    return has_amx()
 
 
 # ONNX Runtime's INT8 GEMM beats its symmetric-conv kernels on an AMX CPU only for convs deep

@@ -2,22 +2,24 @@
 
 A step (loading, a benchmark at one batch size, the accuracy pass) that crashes, hangs or
 raises is recorded under the model's `failures` with what happened, and the next step starts a
-fresh worker; the other steps, models and engines are still measured.
+fresh worker; the other steps, models and engines are still measured. Each timed run records
+the engine's version, the threads it was given (`num_cores`; by default the CPUs this process
+may use) and the host (`host`: CPU model, the flags INT8 speed depends on, usable CPUs).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sparsify.benchmark.onnx_stats import file_size_mb, onnx_weight_sparsity
+from sparsify.benchmark.onnx_stats import file_size_mb, int8_op_count, onnx_weight_sparsity
 from sparsify.engines.base import EngineFailure, batch_size_of
+from sparsify.engines.host import available_cores, host_record
 from sparsify.engines.registry import open_engine
 from sparsify.engines.timing import merge_rounds
 from sparsify.engines.worker_client import SubprocessEngine
@@ -56,28 +58,34 @@ def _failure(step: str, exc: EngineFailure) -> dict[str, Any]:
 
 
 def _static(path: Path, rel: Callable[[Path], str]) -> dict[str, Any]:
-    """What a model's file says without running it: size and weight sparsity."""
+    """What a model's file says without running it: size, weight sparsity, INT8 ops."""
     return {
         "model_path": rel(path),
         "size_mb": round(file_size_mb(path), 4),
         "sparsity": round(onnx_weight_sparsity(path)["sparsity"], 6),
+        "int8_ops": int8_op_count(path),
         "benchmarks": [],
         "failures": [],
         "flags": [],
     }
 
 
+def _int8_fraction(analysis: dict[str, Any], int8_ops: int) -> dict[str, Any]:
+    """OpenVINO's INT8 compute layers over the graph's INT8 ops (QLinear*, DQ-fed Conv/MatMul):
+    below 1, it ran some of what was quantized in float. Nothing for a float graph."""
+    if "int8_layers" not in analysis or not int8_ops:
+        return {}
+    return {"fraction_int8": round(min(1.0, analysis["int8_layers"] / int8_ops), 4)}
+
+
 def _flag(out: dict[str, Any]) -> None:
-    fractions = [
-        r["fraction_of_supported_ops"]
-        for r in out["benchmarks"]
-        if "fraction_of_supported_ops" in r
-    ]
-    if fractions:
-        out["fraction_of_supported_ops"] = min(fractions)
-        if out["fraction_of_supported_ops"] <= 0.0:
-            # DeepSparse hands an unsupported graph to its bundled ONNX Runtime: no speedup
-            out["flags"].append(NO_SUPPORTED_OPS)
+    for key in ("fraction_of_supported_ops", "fraction_int8"):
+        fractions = [r[key] for r in out["benchmarks"] if key in r]
+        if fractions:
+            out[key] = min(fractions)
+    if out.get("fraction_of_supported_ops", 1.0) <= 0.0:
+        # DeepSparse hands an unsupported graph to its bundled ONNX Runtime: no speedup
+        out["flags"].append(NO_SUPPORTED_OPS)
     if out["failures"]:
         out["flags"].append(FAILED)
 
@@ -145,6 +153,7 @@ def measure_models(
     keys = [(engine, name) for engine in engines for name in paths]
     outs = {key: copy.deepcopy(static[key[1]]) for key in keys}
     workers = {key: _Worker(key[0], paths[key[1]], opener) for key in keys}
+    host = host_record()
     try:
         bar = progress(
             feeds_by_batch.items(),
@@ -155,18 +164,23 @@ def measure_models(
             timed = _timed_rounds(workers, outs, feeds, warmup_s, time_s, rounds)
             for (engine, name), result in timed.items():
                 live = workers[(engine, name)].get()
-                outs[(engine, name)]["benchmarks"].append(
+                out = outs[(engine, name)]
+                out["benchmarks"].append(
                     {
                         "engine": engine,
                         "engine_version": live.version,
                         "model_path": rel(paths[name]),
                         "batch_size": int(batch),
                         "input_shapes": [list(v.shape) for v in feeds.values()],
-                        "num_cores": live.num_threads or os.cpu_count(),
+                        # the threads the engine was given (the worker's default: the CPUs
+                        # this process may use), not the host's count
+                        "num_cores": live.num_threads or available_cores(),
+                        "host": host,
                         "scenario": "sync",
                         "seconds_to_run": float(time_s),
                         "benchmark_result": result,
                         **live.analysis,
+                        **_int8_fraction(live.analysis, out["int8_ops"]),
                     }
                 )
         for key, worker in workers.items() if evaluate is not None else ():

@@ -1,4 +1,4 @@
-"""Static measurements of an exported ONNX model: weight sparsity and file size."""
+"""Static measurements of an exported ONNX model: weight sparsity, INT8 ops and file size."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ WEIGHT_INPUTS: dict[str, tuple[tuple[int, int | None], ...]] = {
     "QGemm": ((0, 2), (3, 5)),
     "MatMulIntegerToFloat": ((0, 4), (1, 5)),
 }
+# ops that compute in integers themselves (QOperator format); in the QDQ format an INT8 op is a
+# Conv / MatMul / Gemm whose weight comes from a DequantizeLinear
+INTEGER_OPS = set(WEIGHT_INPUTS) - {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 
 
 def file_size_mb(path: Path) -> float:
@@ -114,3 +117,25 @@ def onnx_weight_sparsity(path: Path) -> dict[str, Any]:
         "params": params,
         "per_tensor": per_tensor,
     }
+
+
+def int8_op_count(path: Path) -> int:
+    """How many Conv / MatMul / Gemm ops of the graph are INT8: QOperator ops, or (QDQ) ops whose
+    weight comes from a DequantizeLinear of a constant. Read from names only (no weights)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    constants = {i.name for i in graph.initializer}
+    constants |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    producers = producers_by_output(graph)
+
+    def dequantized_weight(name: str) -> bool:
+        dq = producers.get(name)
+        return dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in constants
+
+    return sum(
+        node.op_type in INTEGER_OPS
+        or any(
+            idx < len(node.input) and dequantized_weight(node.input[idx])
+            for idx, _ in WEIGHT_INPUTS.get(node.op_type, ())
+        )
+        for node in graph.node
+    )

@@ -49,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("deployment_dir", type=Path, help="the deployment/ folder of a run")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--engine", default="onnxruntime", help="onnxruntime (default) or deepsparse")
+    p.add_argument(
+        "--engine", default="onnxruntime", help="onnxruntime (default), openvino or deepsparse"
+    )
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: all)")
     p.add_argument(
         "--max-body-mb",

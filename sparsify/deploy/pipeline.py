@@ -47,6 +47,9 @@ class Pipeline:
 
     One input gives one result; a list gives a list. top_k > 1 gives a list of the k best.
     Bad inputs raise `sparsify.deploy.InputError`. Calls are safe from several threads.
+
+    `engine`: "onnxruntime" (in this process), "openvino" or "deepsparse" (each in a worker
+    process, one call at a time); `num_threads` None uses the CPUs this process may use.
     """
 
     def __init__(

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from sparsify.engines.host import available_cores
 from sparsify.engines.timing import time_runs
 from sparsify.engines.worker import ORT_DISABLED_OPTIMIZERS
 from sparsify.errors import SparsifyError
@@ -42,18 +43,22 @@ class OnnxRuntimeEngine:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise SparsifyError(f"cannot load ONNX model {self.model_path}: no such file")
-        self.num_threads = num_threads
+        # by default the CPUs this process may use (`taskset -c 0` gives 1), set explicitly so
+        # that the number recorded is the number used
+        self.num_threads = int(num_threads) if num_threads else available_cores()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # sequential: one request at a time is what a latency number means
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if num_threads is not None:
-            options.intra_op_num_threads = int(num_threads)
+        # errors only: its warnings ("Removing initializer ... not used by any node" on every
+        # transformer load) are C++ chatter that never changes a result
+        options.log_severity_level = 3
+        options.intra_op_num_threads = self.num_threads
         log.info(
             "Loading %s in onnxruntime %s (CPU, threads=%s)",
             self.model_path,
             ort.__version__,
-            num_threads if num_threads is not None else "default",
+            self.num_threads,
         )
         self.session = ort.InferenceSession(
             str(self.model_path),

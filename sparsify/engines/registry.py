@@ -1,8 +1,10 @@
-"""Engines by name: the known names and aliases, a worker for benchmarking (onnxruntime on this
-interpreter, DeepSparse in its venv), and the engine a deployment Pipeline runs on."""
+"""Engines by name: the known names and aliases, a worker for benchmarking (onnxruntime and
+OpenVINO on this interpreter, DeepSparse in its venv), and the engine a deployment Pipeline
+runs on."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 from pathlib import Path
@@ -15,8 +17,8 @@ from sparsify.engines.worker_client import SubprocessEngine
 from sparsify.errors import SparsifyError
 from sparsify.registry import canonical_key
 
-ENGINE_NAMES = ("onnxruntime", "deepsparse")
-ALIASES = {"ort": "onnxruntime", "ds": "deepsparse"}
+ENGINE_NAMES = ("onnxruntime", "deepsparse", "openvino")
+ALIASES = {"ort": "onnxruntime", "ov": "openvino", "ds": "deepsparse"}
 
 
 def engine_name(name: str) -> str | None:
@@ -34,7 +36,7 @@ def check_engine_names(names: list[str]) -> list[str]:
         if key is None:
             raise SparsifyError(
                 f"benchmark.engines: unknown engine {name!r}; known: {', '.join(ENGINE_NAMES)} "
-                "(e.g. benchmark.engines=[onnxruntime,deepsparse])"
+                "(e.g. benchmark.engines=[onnxruntime,openvino,deepsparse])"
             )
         out.append(key)
     return out
@@ -72,8 +74,21 @@ def deepsparse_python(configured: str | None = None) -> Path:
     return path
 
 
+def check_openvino() -> None:
+    """OpenVINO runs in this interpreter's worker: a missing one names the extra."""
+    if importlib.util.find_spec("openvino") is None:
+        raise EngineFailure(
+            "openvino",
+            "unavailable",
+            "OpenVINO is not installed in this environment: pip install 'sparsify[openvino]' "
+            "(`make install` includes it), or drop it: benchmark.engines=[onnxruntime]",
+        )
+
+
 def open_engine(name: str, model_path: Path, cfg: Any) -> SubprocessEngine:
     """`name` on `model_path` in a worker process, configured from the `benchmark` config."""
+    if name == "openvino":
+        check_openvino()
     python = deepsparse_python(cfg.get("deepsparse_python")) if name == "deepsparse" else None
     threads = int(cfg.num_threads) if cfg.get("num_threads") else None
     return SubprocessEngine(
@@ -108,12 +123,12 @@ class SerializedEngine:
             close()
 
 
-def _deepsparse(model_path: Path, num_threads: int | None) -> SerializedEngine:
+def _in_worker(name: str, model_path: Path, num_threads: int | None) -> SerializedEngine:
     from omegaconf import OmegaConf
 
     settings = OmegaConf.create({"num_threads": num_threads, "deepsparse_python": None})
-    # raises EngineFailure (a SparsifyError) saying how to install DeepSparse when it is missing
-    return SerializedEngine(open_engine("deepsparse", Path(model_path), settings))
+    # raises EngineFailure (a SparsifyError) saying how to install the engine when it is missing
+    return SerializedEngine(open_engine(name, Path(model_path), settings))
 
 
 def load_engine(name: str, model_path: Path, num_threads: int | None = None) -> Any:
@@ -124,6 +139,6 @@ def load_engine(name: str, model_path: Path, num_threads: int | None = None) -> 
 
         # InferenceSession.run is thread-safe: no lock, concurrent requests overlap
         return OnnxRuntimeEngine(Path(model_path), num_threads=num_threads)
-    if key == "deepsparse":
-        return _deepsparse(Path(model_path), num_threads)
+    if key in ("deepsparse", "openvino"):
+        return _in_worker(key, Path(model_path), num_threads)
     raise SparsifyError(f"unknown engine {name!r}; known engines: {', '.join(ENGINE_NAMES)}")

@@ -1,15 +1,18 @@
 """Engine worker: loads one ONNX model on one runtime and serves requests, one JSON per line.
 
 Run as a script (`python worker.py WORKDIR`) by any interpreter that has numpy and the engine:
-the main virtualenv for onnxruntime, `.venv-deepsparse` for DeepSparse. It imports nothing
-from sparsify (that interpreter may not have sparsify's dependencies) except timing.py and
-deepsparse_graph.py, loaded by path. Requests come on stdin; replies go to the original stdout,
-while anything the engine prints (DeepSparse's C++ banner included) is sent to stderr, so it
-cannot corrupt the protocol. Arrays travel as .npz files inside WORKDIR.
+the main virtualenv for onnxruntime and OpenVINO, `.venv-deepsparse` for DeepSparse. It imports
+nothing from sparsify (that interpreter may not have sparsify's dependencies) except timing.py,
+host.py and deepsparse_graph.py, loaded by path. Requests come on stdin; replies go to the
+original stdout, while anything the engine prints (DeepSparse's C++ banner included) is sent to
+stderr, unbuffered, so it cannot corrupt the protocol and an abort() loses none of it. Arrays
+travel as .npz files inside WORKDIR. Without a thread count, engines use the CPUs this process
+may run on (its affinity), and the load reply says how many.
 
 Requests: {"op": "load", "engine", "model", "num_threads"}, {"op": "run", "inputs", "outputs"},
 {"op": "benchmark", "inputs", "warmup_s", "time_s", "keep_latencies"}, {"op": "exit"}.
-Replies: {"ok": true, ...} or {"ok": false, "type", "error", "traceback"}.
+Replies: {"ok": true, ...} or {"ok": false, "type", "error", "traceback"}; the load reply has
+"version", "input_names" and "num_threads" (the threads the engine was given).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def _sibling(name: str) -> Any:
 
 
 timing = _sibling("timing")
+host = _sibling("host")
 deepsparse_graph = _sibling("deepsparse_graph")
 
 # ONNX Runtime graph fusions left off, here and in the in-process OnnxRuntimeEngine.
@@ -54,14 +58,13 @@ MAX_COMPILED = 8  # DeepSparse compiles per input shape; keep a few, drop the ol
 class OrtModel:
     """onnxruntime on the CPU provider, set up like OnnxRuntimeEngine in the parent."""
 
-    def __init__(self, model: Path, num_threads: int | None, workdir: Path) -> None:
+    def __init__(self, model: Path, num_threads: int, workdir: Path) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if num_threads:
-            options.intra_op_num_threads = int(num_threads)
+        options.intra_op_num_threads = int(num_threads)
         self.session = ort.InferenceSession(
             str(model),
             sess_options=options,
@@ -107,7 +110,7 @@ def _deepsparse_copy(model: Path, workdir: Path) -> Path:
 class DeepSparseModel:
     """deepsparse.Engine, compiled per input shape (it only runs static shapes)."""
 
-    def __init__(self, model: Path, num_threads: int | None, workdir: Path) -> None:
+    def __init__(self, model: Path, num_threads: int, workdir: Path) -> None:
         os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
         import deepsparse
         import onnx
@@ -115,7 +118,7 @@ class DeepSparseModel:
         self.path = _deepsparse_copy(model, workdir)
         # a copy written beside the model is deleted on close (the workdir goes anyway)
         self.cleanup = self.path if self.path.parent == model.parent else None
-        self.num_cores = int(num_threads) if num_threads else None
+        self.num_cores = int(num_threads)
         self.version = deepsparse.__version__
         graph = onnx.load(str(self.path), load_external_data=False).graph
         initializers = {i.name for i in graph.initializer}
@@ -163,13 +166,82 @@ class DeepSparseModel:
         return {"fraction_of_supported_ops": float(engine.fraction_of_supported_ops)}
 
 
-ENGINES = {"onnxruntime": OrtModel, "deepsparse": DeepSparseModel}
+# OpenVINO CPU layers that do a model's arithmetic (what an INT8 graph quantizes)
+OPENVINO_COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
+
+
+class OpenVinoModel:
+    """OpenVINO on its CPU plugin, LATENCY hint, compiled per input shape: a dynamic dim is
+    reshaped to the feed's (static shapes compile to faster kernels); past MAX_COMPILED shapes,
+    or for a graph that refuses the reshape, one dynamic-shape compile serves the rest."""
+
+    def __init__(self, model: Path, num_threads: int, workdir: Path) -> None:
+        import openvino
+
+        self.core = openvino.Core()
+        self.model = self.core.read_model(str(model))
+        self.version = openvino.get_version().split("-")[0]
+        self.input_names = [port.get_any_name() for port in self.model.inputs]
+        self.dynamic = any(port.get_partial_shape().is_dynamic for port in self.model.inputs)
+        self.config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": int(num_threads),
+            # OpenVINO runs FP32 layers in BF16 on CPUs with AMX / AVX512-BF16 by default: keep
+            # the precision the model was exported in, as the other engines do
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        self.compiled: OrderedDict[tuple, Any] = OrderedDict()
+        self.any_shape: Any = None  # (compiled model, infer request) for dynamic shapes
+
+    def _compile(self, shapes: list[list[int]]) -> Any:
+        model = self.model
+        if shapes:
+            model = self.model.clone()
+            model.reshape(dict(zip(self.input_names, shapes, strict=True)))
+        compiled = self.core.compile_model(model, "CPU", self.config)
+        return compiled, compiled.create_infer_request()
+
+    def _request(self, shapes: list[list[int]]) -> tuple[Any, Any]:
+        key = tuple(tuple(s) for s in shapes) if self.dynamic else ()
+        if key in self.compiled:
+            self.compiled.move_to_end(key)
+            return self.compiled[key]
+        if len(self.compiled) < MAX_COMPILED:
+            try:
+                self.compiled[key] = self._compile(shapes if self.dynamic else [])
+                return self.compiled[key]
+            except RuntimeError as exc:  # e.g. a Reshape constant that fixes another size
+                print(f"OpenVINO: no static compile for {shapes}: {exc}", file=sys.stderr)
+        if self.any_shape is None:
+            self.any_shape = self._compile([])
+        return self.any_shape
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        compiled, request = self._request([list(a.shape) for a in arrays])
+        # inputs are used in place (as ONNX Runtime does); outputs are copies
+        result = request.infer(dict(zip(self.input_names, arrays, strict=True)), share_inputs=True)
+        return [np.asarray(result[port]) for port in compiled.outputs]
+
+    def analysis(self, arrays: list[np.ndarray]) -> dict[str, Any]:
+        """How many compute layers ran in INT8, from the compiled model's runtime info."""
+        compiled, _ = self._request([list(a.shape) for a in arrays])
+        infos = [op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()]
+        precisions = [
+            info["runtimePrecision"].astype(str)
+            for info in infos
+            if info["layerType"].astype(str) in OPENVINO_COMPUTE_LAYERS
+        ]
+        int8 = sum(p in ("i8", "u8") for p in precisions)
+        return {"int8_layers": int8, "compute_layers": len(precisions)}
+
+
+ENGINES = {"onnxruntime": OrtModel, "deepsparse": DeepSparseModel, "openvino": OpenVinoModel}
 
 
 class Worker:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.model: OrtModel | DeepSparseModel | None = None
+        self.model: OrtModel | DeepSparseModel | OpenVinoModel | None = None
 
     def _arrays(self, path: str) -> list[np.ndarray]:
         assert self.model is not None, "load a model first"
@@ -180,8 +252,13 @@ class Worker:
         op = request["op"]
         if op == "load":
             cls = ENGINES[request["engine"]]
-            self.model = cls(Path(request["model"]), request.get("num_threads"), self.workdir)
-            return {"version": self.model.version, "input_names": self.model.input_names}
+            threads = int(request.get("num_threads") or host.available_cores())
+            self.model = cls(Path(request["model"]), threads, self.workdir)
+            return {
+                "version": self.model.version,
+                "input_names": self.model.input_names,
+                "num_threads": threads,
+            }
         if self.model is None:
             raise RuntimeError(f"{op!r} before 'load'")
         if op == "run":
@@ -228,7 +305,22 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _unbuffered_c_stdout() -> None:
+    """Make C's stdout unbuffered. fd 1 goes to the stderr file, so the C library would buffer it
+    fully (4 KiB), and abort() drops what is still in that buffer: DeepSparse prints its
+    `Assertion at ...` there right before aborting. (Python does this itself under
+    PYTHONUNBUFFERED, which the parent sets; this covers an interpreter that ignores it.)"""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.setvbuf(ctypes.c_void_p.in_dll(libc, "stdout"), None, 2, 0)  # 2: _IONBF
+    except (OSError, ValueError, AttributeError):
+        pass  # no C library to reach (not POSIX): Python-level output is unbuffered anyway
+
+
 def main(argv: list[str]) -> int:
+    _unbuffered_c_stdout()  # before anything writes to C's stdout: setvbuf must come first
     _die_with_parent()
     # the protocol keeps the real stdout; fd 1 (C++ prints included) now goes to stderr
     reply_stream = os.fdopen(os.dup(1), "w", encoding="utf-8")

@@ -27,7 +27,9 @@ STDERR_TAIL = 4000
 
 
 class SubprocessEngine(ModelInputs):
-    """`engine` ("onnxruntime" or "deepsparse") on `model_path`, inside `python worker.py`.
+    """`engine` ("onnxruntime", "openvino" or "deepsparse") on `model_path`, inside
+    `python worker.py`. `num_threads` None: the CPUs this process may use; `num_threads` then
+    says what the worker was given.
 
     Every request waits at most `timeout_s` (a benchmark also gets its warm-up and measuring
     time); past that the worker is killed. A worker that dies, hangs or raises turns into an
@@ -57,7 +59,10 @@ class SubprocessEngine(ModelInputs):
         self.analysis: dict[str, Any] = {}
         super().__init__(self.model_path)
         self._workdir = Path(tempfile.mkdtemp(prefix=f"sparsify-{engine}-"))
-        self._stderr = open(self._workdir / "stderr.txt", "w+b")  # noqa: SIM115 (closed in close)
+        self._stderr_path = self._workdir / "stderr.txt"
+        # append-only, so whatever the worker's libraries write lands at the end; read back
+        # through a handle of our own (`_tail`), whose seeks cannot move the worker's offset
+        self._stderr = open(self._stderr_path, "ab")  # noqa: SIM115 (closed in close)
         self._replies: queue.Queue[str | None] = queue.Queue()
         self._counter = 0
         log.info(
@@ -73,7 +78,13 @@ class SubprocessEngine(ModelInputs):
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
-                env={**os.environ, "NM_DISABLE_ANALYTICS": "1", **(env or {})},
+                # unbuffered: a worker that aborts leaves its last lines (C stdio included)
+                env={
+                    **os.environ,
+                    "NM_DISABLE_ANALYTICS": "1",
+                    "PYTHONUNBUFFERED": "1",
+                    **(env or {}),
+                },
                 start_new_session=True,  # a kill takes the worker's own children too
             )
         except OSError as exc:
@@ -97,6 +108,7 @@ class SubprocessEngine(ModelInputs):
             self._cleanup()
             raise
         self.version = reply.get("version")
+        self.num_threads = reply.get("num_threads") or num_threads
 
     # -- Engine protocol (input_* come from ModelInputs) -----------------------------------
     @property
@@ -234,11 +246,14 @@ class SubprocessEngine(ModelInputs):
             time.sleep(0.05)
 
     def _tail(self) -> str:
-        self._stderr.flush()
-        self._stderr.seek(0, os.SEEK_END)
-        size = self._stderr.tell()
-        self._stderr.seek(max(0, size - STDERR_TAIL))
-        return self._stderr.read().decode("utf-8", "replace").strip()
+        """The last STDERR_TAIL bytes the worker wrote (its last words, not its banner)."""
+        try:
+            with open(self._stderr_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - STDERR_TAIL))
+                return f.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
 
     def _cleanup(self) -> None:
         self._stderr.close()

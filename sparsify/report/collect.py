@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from sparsify.benchmark.table import comparison
+from sparsify.engines.host import benchmark_host, describe_host
 from sparsify.outputs import SparsifyOutput, ValidateOutput
 from sparsify.recipes.levels import derive
 from sparsify.run_record import CONFIG, FAILED, HYDRA_CONFIG, MANIFEST, RunRecord
@@ -45,6 +46,7 @@ class RunRow:
     baseline_size_mb: float | None = None
     pareto: bool = False
     error: str | None = None
+    host: str | None = None  # CPU, its INT8/BF16 flags and usable CPUs the run was timed on
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,6 +154,8 @@ def _fill_benchmark(row: RunRow, report: dict[str, Any]) -> None:
     row.speedup, _ = _prefixed(result, "speedup_b")
     row.size_mb = result.get("size_mb")
     row.baseline_size_mb = base.get("size_mb")
+    host = benchmark_host(report)
+    row.host = describe_host(host) if host else None
     if result.get("sparsity") is not None:  # measured in the exported file
         row.sparsity = round(float(result["sparsity"]), 4)
 

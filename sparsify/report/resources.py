@@ -6,8 +6,6 @@ Registered as OmegaConf resolvers so the launcher presets in conf/hydra/launcher
 
 from __future__ import annotations
 
-import os
-
 from omegaconf import DictConfig, OmegaConf
 
 DEFAULT_THREADS_PER_JOB = 1
@@ -15,10 +13,9 @@ DEFAULT_THREADS_PER_JOB = 1
 
 def available_cores() -> int:
     """Cores this process may run on (CPU affinity / cgroup cpusets), not the host's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    from sparsify.engines.host import available_cores as usable
+
+    return usable()
 
 
 def threads_per_job(threads: int | str | None) -> int:

@@ -129,3 +129,61 @@ def deepsparse_python() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return DEEPSPARSE_PYTHON
+
+
+ASSERTION = "Assertion at ./src/include/wand/jit/sparse_direct_convolution/simd_b.hpp:501"
+
+
+@pytest.fixture
+def banner_then_abort_python(tmp_path: Path) -> Path:
+    """Runs the real worker ("deepsparse" served by onnxruntime) the way DeepSparse 1.8 fails on
+    some graphs: a long banner printed from C on loading, then on 'benchmark' an assertion
+    printed from C to stdout, nothing flushed, and abort()."""
+    return _executable(
+        tmp_path / "banner-then-abort-python",
+        f"""#!{sys.executable}
+import ctypes, importlib.util, os, sys
+libc = ctypes.CDLL(None)
+spec = importlib.util.spec_from_file_location("worker", sys.argv[1])
+worker = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(worker)
+class Banner(worker.OrtModel):
+    def __init__(self, *args):
+        for i in range(200):
+            libc.printf(b"DeepSparse banner line %d: an engine by Neural Magic\\n", i)
+        super().__init__(*args)
+worker.ENGINES["deepsparse"] = Banner
+serve = worker.Worker.handle
+def handle(self, request):
+    if request["op"] == "benchmark":
+        libc.fputs(b"[nm_ort] compiling the graph\\n", ctypes.c_void_p.in_dll(libc, "stderr"))
+        libc.printf(b"{ASSERTION}\\n")
+        os.abort()
+    return serve(self, request)
+worker.Worker.handle = handle
+sys.exit(worker.main(sys.argv[2:]))
+""",
+    )
+
+
+@pytest.fixture
+def openvino_abort_on_benchmark_python(tmp_path: Path) -> Path:
+    """Runs the real worker with the real OpenVINO engine, but calls os.abort() on a
+    'benchmark' request: a native crash after loading fine."""
+    return _executable(
+        tmp_path / "openvino-abort-python",
+        f"""#!{sys.executable}
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("worker", sys.argv[1])
+worker = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(worker)
+serve = worker.Worker.handle
+def handle(self, request):
+    if request["op"] == "benchmark":
+        print("openvino: about to crash", file=sys.stderr, flush=True)
+        os.abort()
+    return serve(self, request)
+worker.Worker.handle = handle
+sys.exit(worker.main(sys.argv[2:]))
+""",
+    )

@@ -108,3 +108,11 @@ def test_quantized_zeros_are_values_at_the_zero_point(tmp_path: Path) -> None:
 
     stats = onnx_weight_sparsity(path)
     assert stats == {"sparsity": 5 / 8, "zeros": 5, "params": 8, "per_tensor": {"w_q": 5 / 8}}
+
+
+def test_int8_ops_are_counted_in_both_formats(cnn_models: dict[str, Path]) -> None:
+    """The two convs are quantized (Conv / MatMul op types); the Linear is a Gemm, left float."""
+    from sparsify.benchmark.onnx_stats import int8_op_count
+
+    counts = {name: int8_op_count(path) for name, path in cnn_models.items()}
+    assert counts == {"fp32": 0, "qoperator": 2, "qoperator_per_channel": 2, "qdq": 2}

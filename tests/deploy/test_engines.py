@@ -1,4 +1,4 @@
-"""Engine selection: ONNX Runtime here; DeepSparse delegated to sparsify.benchmark."""
+"""Engine selection: ONNX Runtime here; OpenVINO and DeepSparse in a worker process."""
 
 from __future__ import annotations
 
@@ -81,3 +81,68 @@ def test_deepsparse_unavailable_says_how_to_get_it(
     monkeypatch.setenv("SPARSIFY_DEEPSPARSE_PYTHON", str(tmp_path / "no-python"))
     with pytest.raises(SparsifyError, match="DeepSparse"):
         Pipeline(classifier_run.deployment_dir, engine="deepsparse")
+
+
+def test_openvino_pipeline_matches_onnxruntime(classifier_run: RunResult) -> None:
+    pytest.importorskip("openvino")
+    pipe = Pipeline(classifier_run.deployment_dir, engine="OV", num_threads=1)
+    try:
+        assert isinstance(pipe.engine, SerializedEngine) and pipe.engine_name == "openvino"
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 255, (20, 24, 3), dtype=np.uint8) for _ in range(3)]
+        want = Pipeline(classifier_run.deployment_dir)(images, top_k=3)
+        got = pipe(images, top_k=3)
+        for mine, theirs in zip(got, want, strict=True):
+            assert [c.label for c in mine] == [c.label for c in theirs]
+            assert [c.score for c in mine] == pytest.approx([c.score for c in theirs], abs=2e-3)
+    finally:
+        pipe.engine.close()
+
+
+def test_serve_runs_on_openvino(classifier_run: RunResult, tmp_path: Path) -> None:
+    """`sparsify serve --engine openvino` as a user runs it."""
+    pytest.importorskip("openvino")
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    import base64
+    import io
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from tests.deploy.builders import env_without_proxy
+    from tests.deploy.test_server import free_port
+
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w+b")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsify", "serve", str(classifier_run.deployment_dir)]
+        + ["--port", str(port), "--engine", "openvino", "--threads", "1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env_without_proxy(),
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.2)
+        buffer = io.BytesIO()
+        Image.new("RGB", (10, 10), (0, 0, 255)).save(buffer, format="PNG")
+        body = {"inputs": base64.b64encode(buffer.getvalue()).decode()}
+        reply = httpx.post(f"{url}/predict", json=body, timeout=30, trust_env=False)
+        assert reply.status_code == 200 and reply.json()["predictions"][0]["label"] in "abc"
+        info = httpx.get(f"{url}/info", timeout=5, trust_env=False).json()
+        assert info["engine"] == "openvino"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
