@@ -83,6 +83,7 @@ class SubprocessEngine(ModelInputs):
                     **os.environ,
                     "NM_DISABLE_ANALYTICS": "1",
                     "PYTHONUNBUFFERED": "1",
+                    **self._private_home(engine),
                     **(env or {}),
                 },
                 start_new_session=True,  # a kill takes the worker's own children too
@@ -125,6 +126,16 @@ class SubprocessEngine(ModelInputs):
         finally:
             inputs.unlink(missing_ok=True)
             outputs.unlink(missing_ok=True)
+
+    def _private_home(self, engine: str) -> dict[str, str]:
+        """OpenVINO's import writes telemetry ids to ~/intel (openvino_telemetry, pulled in
+        by openvino.tools.ovc): its worker gets a HOME inside the worker's temporary folder,
+        removed on close, so nothing lands in the user's home."""
+        if engine != "openvino":
+            return {}
+        home = self._workdir / "home"
+        home.mkdir(exist_ok=True)
+        return {"HOME": str(home)}
 
     def benchmark(
         self,

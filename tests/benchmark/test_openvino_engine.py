@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from omegaconf import OmegaConf
+from onnx import TensorProto, helper
 
 from sparsify.benchmark.measure import measure_model, measure_models
 from sparsify.benchmark.table import comparison
@@ -147,3 +149,29 @@ def test_missing_openvino_names_the_extra(
     with pytest.raises(EngineFailure, match=r"pip install 'sparsify\[openvino\]'") as info:
         open_engine("openvino", cnn_models["fp32"], cfg)
     assert info.value.kind == "unavailable"
+
+
+def test_openvino_worker_writes_nothing_in_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """openvino's import writes telemetry ids under ~/intel; the worker keeps them in its own
+    temporary folder."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    model = tmp_path / "relu.onnx"
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    engine = SubprocessEngine("openvino", model, num_threads=1)
+    try:
+        (out,) = engine.run({"x": -np.ones((1, 4), np.float32)})
+    finally:
+        engine.close()
+    assert np.array_equal(out, np.zeros((1, 4), np.float32))
+    assert list(home.iterdir()) == []
