@@ -6,13 +6,16 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
 from sparsify.errors import SparsifyError
 from sparsify.outputs import StageOutput
 from sparsify.recipes.levels import Derived, derive
+
+if TYPE_CHECKING:
+    from sparsify.recipes.recipe import Recipe
 
 T = TypeVar("T", bound=StageOutput)
 
@@ -91,3 +94,13 @@ def recipe_variables(ctx: RunContext) -> dict[str, Any]:
         },
         "experiment": OmegaConf.to_container(ctx.cfg.experiment, resolve=True),
     }
+
+
+def load_run_recipe(ctx: RunContext) -> Recipe:
+    """The run's recipe (`recipe`, else the experiment's), interpolated with
+    `recipe_variables` and its top-level variables set by `recipe_args`."""
+    from sparsify.recipes.recipe import load_recipe  # the modifiers import torch
+
+    cfg = ctx.cfg
+    args = OmegaConf.to_container(cfg.recipe_args, resolve=True) if cfg.get("recipe_args") else {}
+    return load_recipe(str(cfg.recipe or cfg.experiment.recipe), recipe_variables(ctx), args)  # type: ignore[arg-type]

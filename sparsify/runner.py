@@ -95,6 +95,8 @@ def _execute_locked(cfg: DictConfig, run_dir: Path) -> RunResult:
     ctx = RunContext(cfg=cfg, run_dir=run_dir)
     # what produced this run dir, so that it alone says how to reproduce it
     Manifest(run_dir).record_environment(describe_environment(list(cfg.benchmark.engines)))
+    if cfg.get("run") is not None:  # bookkeeping ids (project / experiment), as given
+        Manifest(run_dir).set("run", OmegaConf.to_container(cfg.run, resolve=True))
     try:
         run_pipeline(ctx)
     except SparsifyError as exc:

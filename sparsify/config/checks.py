@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from sparsify.config.options import option_problems
 from sparsify.config.schema import STAGE_NAMES
 from sparsify.engines.registry import ENGINE_NAMES, engine_name
 from sparsify.errors import Problem, SparsifyError, ValidationError
@@ -109,6 +110,12 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
             )
         )
     problems.extend(_quantization_problems(cfg.quantization))
+    from sparsify.algorithms.quant_variants import variant_problems  # onnx: imported when used
+
+    problems.extend(
+        variant_problems(cfg)
+    )  # quantization.variants, benchmark.max_drop / min_speedup
+    problems.extend(option_problems(cfg))  # the original CLI's options (docs/legacy_cli.md)
     problems.extend(_calibration_problems(cfg))
     family = str(use_case.family)
     done = IMPLEMENTED.get(family, set())
@@ -183,9 +190,8 @@ def calibration_uses(cfg: DictConfig) -> list[str]:
     one-shot pruning by SparseGPT or with BatchNorm re-estimation, GPTQ weight rounding and
     static INT8. Empty when the level or the recipe is wrong (reported on their own)."""
     from sparsify.algorithms.session import has_training
-    from sparsify.context import RunContext, recipe_variables
+    from sparsify.context import RunContext, load_run_recipe
     from sparsify.recipes.modifiers import OneShotPruning, SparseGPTModifier
-    from sparsify.recipes.recipe import load_recipe
     from sparsify.stages.sparsify_stage import _quantization
 
     level, problem = normalize_level(cfg.optim_level)
@@ -195,7 +201,7 @@ def calibration_uses(cfg: DictConfig) -> list[str]:
     settled.optim_level = float(level)  # type: ignore[arg-type]
     ctx = RunContext(cfg=settled, run_dir=Path("."))
     try:
-        recipe = load_recipe(str(cfg.recipe or cfg.experiment.recipe), recipe_variables(ctx))
+        recipe = load_run_recipe(ctx)
     except SparsifyError:
         return []
     uses: list[str] = []

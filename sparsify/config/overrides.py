@@ -17,7 +17,7 @@ import re
 
 from sparsify.config.keys import unknown_key_problem
 from sparsify.errors import Problem, ValidationError
-from sparsify.recipes.levels import normalize_level
+from sparsify.recipes.levels import named_level, normalize_level
 from sparsify.use_cases import CUSTOM, known_use_cases, normalize_use_case
 
 DEFAULT_DATA_FORMAT = {
@@ -149,11 +149,23 @@ def normalize_overrides(overrides: list[str], config_dir: str | None = None) -> 
             use_cases = canon
             out.append(f"{prefix}use_case={','.join(canon)}")
         elif key == "optim_level" and "(" not in value:
-            for level in _choices(value):
+            levels = _choices(value)
+            for level in levels:
                 _, problem = normalize_level(level)
                 if problem is not None:
                     problems.append(problem)
-            out.append(override)
+            if any(named_level(level) is not None for level in levels):
+                # the schema field is a float: a named level (`balanced`) is its number here
+                numbers = [
+                    str(named_level(level) if named_level(level) is not None else level)
+                    for level in levels
+                ]
+                out.append(f"{prefix}optim_level={','.join(numbers)}")
+            else:
+                out.append(override)
+        elif (key == "recipe_args" or key.startswith("recipe_args.")) and "~" not in prefix:
+            # a dict of the recipe's own names: Hydra would want `+` for each new one
+            out.append(f"++{key}={value}")
         elif key == "model" and value not in ("null", ""):
             out.append(f"{prefix}model.path={value}")
         else:

@@ -32,6 +32,13 @@ class TrainConfig:
     batch_size: int = 32
     weight_decay: float = 1e-4
     max_steps: int | None = None  # caps every training loop (tests use 2)
+    # the DistillationModifier's teacher: dense (the model as training starts: the dense
+    # baseline for training_aware, the foundation for sparse_transfer), off (no distillation),
+    # or a checkpoint of the same family and classes
+    teacher: str = "dense"
+    # an optimizer state (torch.save of optimizer.state_dict()) to resume fine-tuning from;
+    # its per-parameter state must fit the model's parameters
+    optimizer: str | None = None
 
 
 @dataclass
@@ -62,6 +69,9 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 0
     max_eval_samples: int | None = None
+    # use only this many samples of the split (a subset drawn with `seed`; null = all)
+    train_samples: int | None = None
+    val_samples: int | None = None
     # text formats: column names (null = the conventional names, see docs/datasets.md)
     text_column: str | None = None
     text_pair_column: str | None = None
@@ -126,6 +136,11 @@ class QuantizationConfig:
     # when the CPU quantizing has AMX (amx_int8). YOLOv8s QDQ, 160 px, batch 16, 2 threads,
     # Xeon with AMX: 39.4 -> 35.3 ms/batch
     conv_weight_zero_point: str = "auto"
+    # the INT8 graphs written besides this one (sparsify/variants/), each timed and scored by
+    # the benchmark, which packages the fastest that holds accuracy (docs/benchmark.md):
+    # a format (qoperator | qdq | dynamic) with optional _fp32_depthwise / _int8_depthwise /
+    # _no_concat; null = the model family's set; [] = this format only, nothing chosen
+    variants: list[str] | None = None
 
 
 @dataclass
@@ -150,6 +165,33 @@ class BenchmarkConfig:
     timeout_s: float = 600.0
     # null = $SPARSIFY_DEEPSPARSE_PYTHON, else .venv-deepsparse/bin/python in the project
     deepsparse_python: str | None = None
+    # the metric the table leads with: null = the use case's; kl = KL divergence of the
+    # result's outputs from the dense model's on val (no labels needed; lower is better);
+    # or accuracy / mAP / recall / f1 / a metric name the use case reports (docs/legacy_cli.md)
+    metric: str | None = None
+    # with quantization.variants: a candidate may lose at most this many points of the use
+    # case's metric against dense on the same engine
+    max_drop: float = 1.0
+    # latency guard: an INT8 package must reach this throughput over dense on the deployment
+    # engine (deploy.engine, default onnxruntime), else the faster of FP32 pruned and dense ships
+    min_speedup: float = 1.05
+
+
+@dataclass
+class DeployConfig:
+    # the engine the deployment targets (added to benchmark.engines); null = none in particular
+    engine: str | None = None
+    hardware: str | None = None  # free text recorded in deployment/config.json
+    # sync everywhere; async / elastic only on an engine with scheduler modes (deepsparse)
+    scenario: str = "sync"
+
+
+@dataclass
+class RunInfoConfig:
+    # bookkeeping ids (the original's cloud project / experiment), recorded in config.yaml and
+    # the manifest; usable in paths, e.g. working_dir=runs/${run.project_id}
+    project_id: str | None = None
+    experiment_id: str | None = None
 
 
 @dataclass
@@ -181,6 +223,24 @@ class BaselineConfig:
 
 
 @dataclass
+class BudgetConfig:
+    # the accuracy budget search (hydra/sweeper=sparsify_budget, docs/budget.md); a plain run
+    # or another sweeper ignores these keys
+    max_drop: float = 1.0  # points of `metric` a package may lose against dense, on val
+    trials: int = 8  # runs the search makes at most (the original num_trials)
+    max_time: float | None = None  # hours; no new trial starts after (max_train_time)
+    engine: str = "onnxruntime"  # the speedup maximised is measured on this engine
+    metric: str | None = None  # null = the use case's; or another metric the family reports
+    # dimensions searched, merged over the experiment's defaults (the sweeper config's
+    # `spaces`): a nested config key -> [choices] or {low, high[, step]}; null drops one
+    space: dict[str, Any] = field(default_factory=dict)
+    # null: go on with a study already in hydra.sweep.dir; true: also find the latest earlier
+    # search of the same command under the multirun folder; false: refuse to reuse one
+    resume: bool | None = None
+    keep: int | None = 3  # trial run dirs that keep their ONNX/checkpoints (best first)
+
+
+@dataclass
 class SparsifyConfig:
     use_case: UseCaseConfig = field(default_factory=UseCaseConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
@@ -191,9 +251,16 @@ class SparsifyConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    # 0..1, or an integer 1..100 read as percent (as the original CLI did)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    run: RunInfoConfig = field(default_factory=RunInfoConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    # 0..1, an integer 1..100 read as percent, or accuracy (0.0) / balanced (0.5) /
+    # performant (1.0), as the original CLI took them
     optim_level: float = 0.5
     recipe: str | None = None  # a recipe YAML that overrides the experiment's
+    # values for the recipe's top-level variables (e.g. {num_epochs: 5}); a name the recipe
+    # does not define is refused, naming those it does
+    recipe_args: dict[str, Any] = field(default_factory=dict)
     working_dir: str = "sparsify_runs"
     run_dir: str = "${working_dir}/${experiment.name}_${use_case.name}/${now:%Y-%m-%d_%H-%M-%S}"
     cache_dir: str = "${oc.env:SPARSIFY_CACHE,'~/.cache/sparsify'}"

@@ -30,13 +30,31 @@ class Derived:
         return " + ".join(parts)
 
 
+# the original CLI's named levels
+LEVEL_NAMES = {"accuracy": 0.0, "balanced": 0.5, "performant": 1.0}
+
+
+def named_level(value: object) -> float | None:
+    """The fraction of a named level (`balanced` -> 0.5; case and spaces ignored), else None."""
+    if not isinstance(value, str):
+        return None
+    return LEVEL_NAMES.get(value.strip().strip("'\"").strip().lower())
+
+
 def normalize_level(value: object) -> tuple[float | None, Problem | None]:
-    """0..1 as is; an integer 2..100 as percent. Anything else is a problem.
+    """0..1 as is; an integer 2..100 as percent; a name of LEVEL_NAMES as its fraction.
+    Anything else is a problem.
 
     The config step (`sparsify.config.compose.settle_optim_level`) calls this once per run;
     afterwards `cfg.optim_level` is the fraction. Readers of old run directories, whose
     config.yaml may hold a percent, call it too."""
-    fix = "give a number from 0.0 to 1.0, or an integer percent from 1 to 100 (e.g. 50)"
+    fix = (
+        "give a number from 0.0 to 1.0, or an integer percent from 1 to 100 (e.g. 50), "
+        f"or one of {', '.join(LEVEL_NAMES)}"
+    )
+    named = named_level(value)
+    if named is not None:
+        return named, None
     try:
         level = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

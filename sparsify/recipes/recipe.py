@@ -244,13 +244,56 @@ def evaluate(expression: str, variables: Mapping[str, Any]) -> Any:
     return float(f"{value:.12g}") if isinstance(value, float) else value
 
 
-def _resolve_variables(raw: dict[str, Any], source: str, problems: list[Problem]) -> dict[str, Any]:
-    """Top-level scalars are variables; eval() ones may use each other in any order."""
-    variables = {
+def _top_level_variables(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
         k: v
         for k, v in raw.items()
-        if k != "version" and not isinstance(v, dict | list) and not k.endswith("modifiers")
+        if k != "version" and not isinstance(v, dict | list) and not str(k).endswith("modifiers")
     }
+
+
+def recipe_args_problems(
+    source: str, raw: dict[str, Any], args: Mapping[str, Any]
+) -> list[Problem]:
+    """A `recipe_args` name the recipe does not define, each naming those it does."""
+    names = sorted(str(k) for k in _top_level_variables(raw))
+    return [
+        Problem(
+            f"recipe_args.{key}",
+            value,
+            f"is not a variable of recipe {source}",
+            f"use one of: {', '.join(names)}"
+            if names
+            else "this recipe defines no top-level variables: leave recipe_args empty",
+        )
+        for key, value in args.items()
+        if key not in names
+    ]
+
+
+def check_recipe_args(name_or_path: str, args: Mapping[str, Any]) -> list[Problem]:
+    """`recipe_args_problems` read from the recipe file itself (the config check, before a
+    run: values are not interpolated, only the names matter)."""
+    if not args:
+        return []
+    source, text = read_recipe_text(name_or_path)
+    try:
+        raw = yaml.load(text, Loader=_RecipeLoader) or {}
+    except yaml.YAMLError:
+        return []  # the sparsify stage reports an unreadable recipe
+    return recipe_args_problems(source, raw if isinstance(raw, dict) else {}, args)
+
+
+def _resolve_variables(
+    raw: dict[str, Any], source: str, problems: list[Problem], args: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Top-level scalars are variables, `args` (recipe_args) replacing their values; eval()
+    ones may use each other in any order."""
+    variables = _top_level_variables(raw)
+    bad = recipe_args_problems(source, raw, args)
+    problems += bad
+    if not bad:
+        variables.update(args)  # before eval(): num_epochs=5 moves every eval(... num_epochs)
     pending = {
         k: m.group(1) for k, v in variables.items() if isinstance(v, str) and (m := _EVAL.match(v))
     }
@@ -381,8 +424,11 @@ def _entries(
 # --- loading ---------------------------------------------------------------------------------
 
 
-def load_recipe(name_or_path: str, variables: dict[str, Any]) -> Recipe:
-    """Read, interpolate (`${optim_level}`, `${derived.sparsity}`, ...), eval() and validate."""
+def load_recipe(
+    name_or_path: str, variables: dict[str, Any], args: Mapping[str, Any] | None = None
+) -> Recipe:
+    """Read, interpolate (`${optim_level}`, `${derived.sparsity}`, ...), eval() and validate;
+    `args` (the config's recipe_args) set the recipe's top-level variables."""
     source, text = read_recipe_text(name_or_path)
     try:
         loaded = yaml.load(text, Loader=_RecipeLoader) or {}
@@ -393,7 +439,7 @@ def load_recipe(name_or_path: str, variables: dict[str, Any]) -> Recipe:
     except Exception as exc:  # noqa: BLE001 - YAML/interpolation errors are user errors here
         raise SparsifyError(f"recipe {source} cannot be read: {exc}") from None
     problems: list[Problem] = []
-    recipe_vars = _resolve_variables(raw, source, problems)
+    recipe_vars = _resolve_variables(raw, source, problems, dict(args or {}))
     modifiers: list[Modifier] = []
     for stage, name, kwargs in _entries(raw, source, problems):
         key = f"{source}:{stage}.{name}"

@@ -15,6 +15,7 @@ from typing import Any
 from sparsify import __version__
 from sparsify.context import RunContext
 from sparsify.deploy.model_card import render_model_card
+from sparsify.engines.registry import engine_name
 from sparsify.fileio import atomic_write_json
 from sparsify.models import get_family
 from sparsify.outputs import BenchmarkOutput, FetchOutput, PackageOutput, SparsifyOutput
@@ -70,17 +71,70 @@ def write_model_card(out: Path, source: str, describe: str) -> Path:
     return readme
 
 
+def _deploy_target(ctx: RunContext) -> dict[str, Any]:
+    """The deployment target (`deploy`: engine, hardware, scenario) and the run's bookkeeping
+    ids (`run`), as given; ids left unset are left out."""
+    from omegaconf import OmegaConf
+
+    deploy = ctx.cfg.get("deploy")
+    ids = OmegaConf.to_container(ctx.cfg.run, resolve=True) if ctx.cfg.get("run") else {}
+    target: dict[str, Any] = {}
+    if deploy is not None:
+        target["deploy"] = {
+            "engine": engine_name(str(deploy.engine)) if deploy.engine else None,
+            "hardware": deploy.hardware,
+            "scenario": str(deploy.scenario).strip().lower(),
+        }
+    kept = {k: v for k, v in (ids or {}).items() if v is not None}  # type: ignore[union-attr]
+    return {**target, **({"run": kept} if kept else {})}
+
+
+def _measured(path: Path) -> dict[str, Any]:
+    """config.json's `measured`: the engines this model was timed on, the fastest of them
+    (throughput at the largest batch size), and with quantization.variants the candidate
+    chosen, on which engine, why, and each engine's own pick."""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    speeds: dict[str, float] = {}
+    for engine, models in (report.get("engines") or {}).items():
+        runs = (models.get("sparsified") or {}).get("benchmarks") or []
+        if runs:
+            largest = max(runs, key=lambda r: r["batch_size"])
+            speeds[engine] = float(largest["benchmark_result"]["items_per_sec"])
+    measured: dict[str, Any] = {
+        "engines": list(report.get("engines") or {}),
+        "fastest_engine": max(speeds, key=speeds.__getitem__) if speeds else None,
+    }
+    chosen = report.get("chosen")
+    if chosen:
+        measured.update(
+            variant=chosen["variant"],
+            kind=chosen["kind"],
+            chosen_on=chosen["engine"],
+            speedup=chosen["speedup"],
+            fallback=chosen["fallback"],
+            reason=chosen["reason"],
+            fastest_by_engine={e: c["variant"] for e, c in chosen["by_engine"].items()},
+        )
+    return measured
+
+
 class PackageStage:
     name = "package"
     out_dir = "deployment"  # what users and `sparsify serve` look for
     output = PackageOutput
-    config_keys = ("use_case", "experiment", "optim_level")
+    # deploy / run: recorded in config.json
+    config_keys = ("use_case", "experiment", "optim_level", "deploy", "run")
 
     def run(self, ctx: RunContext) -> PackageOutput:
         out = ctx.stage_dir(self.out_dir)
         family = get_family(str(ctx.cfg.use_case.family))
         produced, bench = ctx.output(SparsifyOutput), ctx.output(BenchmarkOutput)
-        shutil.copyfile(ctx.artifact(str(produced.model_onnx)), out / "model.onnx")
+        # quantization.variants: the candidate the benchmark chose (it may be FP32 or dense)
+        chosen = bench.chosen or {}
+        shutil.copyfile(
+            ctx.artifact(str(chosen.get("path") or produced.model_onnx)), out / "model.onnx"
+        )
+        kind = chosen.get("kind", "int8" if produced.quantization else "fp32")
         shutil.copyfile(ctx.artifact(str(produced.recipe_applied)), out / "recipe.yaml")
         shutil.copyfile(ctx.artifact(bench.benchmark_json), out / "benchmark.json")
         shutil.copyfile(ctx.artifact(bench.metrics_json), out / "metrics.json")
@@ -92,9 +146,15 @@ class PackageStage:
             family_part=family_part,
             experiment=str(ctx.cfg.experiment.name),
             optim_level=ctx.level,
-            sparsity=produced.sparsity,
-            quantized=bool(produced.quantization),
-            **({"structured": produced.structured} if produced.structured else {}),
+            sparsity=0.0 if kind == "dense" else produced.sparsity,
+            quantized=bool(produced.quantization) and kind == "int8",
+            **(
+                {"structured": produced.structured}
+                if produced.structured and kind != "dense"
+                else {}
+            ),
+            **_deploy_target(ctx),
+            measured=_measured(out / "benchmark.json"),
         )
         atomic_write_json(out / "config.json", config)
         source = str(ctx.output(FetchOutput).source or "?")

@@ -14,31 +14,30 @@ import onnx
 import torch
 from torch import nn
 
+from sparsify.algorithms import quant_variants
 from sparsify.algorithms.gptq import round_weights_for_int8
 from sparsify.algorithms.one_shot import target_sparsity, torch_batches
 from sparsify.algorithms.onnx_pruning import prune_onnx
+from sparsify.algorithms.optimizer_state import resume_optimizer
 from sparsify.algorithms.ort_fusions import apply_conv_weight_zero_point
 from sparsify.algorithms.pruning import PRUNABLE_TYPES, log_sparsity
 from sparsify.algorithms.qat import fold_weight_quantizers, strip_qat
-from sparsify.algorithms.quantization import (
-    FloatNodes,
-    apply_ort_fusions,
-    quantize_onnx_dynamic,
-    quantize_onnx_static,
-)
+from sparsify.algorithms.quant_variants import Variant
+from sparsify.algorithms.quantization import apply_ort_fusions
 from sparsify.algorithms.session import RecipeSession, has_training
-from sparsify.context import RunContext, recipe_variables
+from sparsify.context import RunContext, load_run_recipe
 from sparsify.errors import SparsifyError
 from sparsify.matching import collect_unmatched
 from sparsify.models import get_family
 from sparsify.models.base import ModelFamily
 from sparsify.outputs import FetchOutput, SparsifyOutput
 from sparsify.recipes.modifiers import (
+    DistillationModifier,
     MagnitudePruningModifier,
     OneShotPruning,
     QuantizationModifier,
 )
-from sparsify.recipes.recipe import Modifier, Recipe, load_recipe
+from sparsify.recipes.recipe import Modifier, Recipe
 
 
 def _prune(
@@ -67,7 +66,7 @@ def _prune(
 
 def _fp32_depthwise(q: Any) -> bool:
     """Depthwise convs stay FP32 in INT8 when weights are per tensor (config, see schema)."""
-    return bool(q.fp32_depthwise) and not bool(q.per_channel)
+    return quant_variants.configured_fp32_depthwise(q)
 
 
 def _gptq_applies(model: Any, result: dict[str, Any], ctx: RunContext) -> bool:
@@ -85,12 +84,6 @@ def _quantized_ops(q: Any, family: ModelFamily) -> list[str]:
     # a family may add ops per format, e.g. classifiers' residual Adds in QOperator (INT8 end
     # to end for DeepSparse), YOLO's activations in QDQ (INT8 end to end on ONNX Runtime)
     return family.int8_ops(list(q.ops), str(q.format))
-
-
-def _float_nodes(family: ModelFamily, fmt: str) -> FloatNodes:
-    """The family's choice of ONNX nodes `fmt` leaves float, made by the quantizer on the
-    graph it quantizes."""
-    return lambda graph: family.int8_float_nodes(graph, fmt)
 
 
 def _round_weights(
@@ -128,35 +121,43 @@ def _quantize(
     ctx: RunContext,
     modifier: Modifier,
     family: ModelFamily,
+    variant: Variant | None = None,
 ) -> dict[str, Any]:
+    """`fp32` quantized into `final` as `variant` (default: the configured INT8 model)."""
     q = ctx.cfg.quantization
-    if str(q.format) == "dynamic":  # nothing to calibrate: activation scales come per batch
-        return quantize_onnx_dynamic(
-            fp32,
-            final,
-            per_channel=bool(q.per_channel),
-            weight_type=str(q.weight_type),
-            op_types=_quantized_ops(q, family),
-            ignore=list(modifier.kwargs.get("ignore") or []),
-            fp32_depthwise=_fp32_depthwise(q),
-            keep_float=_float_nodes(family, "dynamic"),
-        )
-    return quantize_onnx_static(
+    return quant_variants.quantize_variant(
+        variant or quant_variants.configured(q, family),
         fp32,
         final,
-        calibration(),
-        fmt=str(q.format),
-        per_channel=bool(q.per_channel),
-        activation_type=str(q.activation_type),
-        weight_type=str(q.weight_type),
-        op_types=_quantized_ops(q, family),
-        ignore=list(modifier.kwargs.get("ignore") or []),
-        fp32_depthwise=_fp32_depthwise(q),
-        calibration_method=str(q.calibration),
-        percentile=float(q.percentile),
-        keep_float=_float_nodes(family, str(q.format)),
-        ort_fusions=bool(q.ort_fusions),
-        conv_weight_zero_point=str(q.conv_weight_zero_point),
+        calibration,
+        q,
+        family,
+        list(modifier.kwargs.get("ignore") or []),
+    )
+
+
+def _variants(
+    source: Path,
+    final: Path,
+    calibration: Any,
+    ctx: RunContext,
+    modifier: Modifier,
+    family: ModelFamily,
+    configured: Variant,
+) -> dict[str, dict[str, Any]] | None:
+    """The other INT8 graphs `quantization.variants` asks for, from the same `source` and
+    calibration samples, in sparsify/variants/ (None with `[]`: the configured one only)."""
+    q = ctx.cfg.quantization
+    names = quant_variants.requested(q, family.name)
+    if not names:
+        return None
+    return quant_variants.write_variants(
+        quant_variants.unique(names, q, family),
+        configured,
+        final,
+        final.parent / "variants",
+        lambda v, path: _quantize(source, path, calibration, ctx, modifier, family, v),
+        ctx.rel,
     )
 
 
@@ -171,6 +172,29 @@ def _quantization(recipe: Recipe, ctx: RunContext) -> Modifier | None:
     if quant is None or not quant.kwargs.get("enabled", ctx.derived.quantize):
         return None
     return quant
+
+
+def _teacher(model: nn.Module, recipe: Recipe, family: ModelFamily, ctx: RunContext) -> Any:
+    """The distillation teacher `experiment.train.teacher` names: dense (the model as
+    training starts), off (none), or a checkpoint of the family; None without a
+    DistillationModifier in the recipe."""
+    chosen = str(ctx.cfg.experiment.train.get("teacher") or "dense")
+    if recipe.distillation() is None:
+        if chosen not in ("dense", "off"):
+            ctx.log.warning("Teacher %s not used: the recipe has no DistillationModifier", chosen)
+        return None
+    if chosen == "off":
+        ctx.log.info("Distillation off (experiment.train.teacher=off): labels only")
+        return None
+    if chosen == "dense":
+        teacher = copy.deepcopy(model)
+    else:
+        ctx.log.info("Distilling from the teacher %s", chosen)
+        teacher = family.load(Path(chosen).expanduser(), ctx)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
 
 
 def _train(
@@ -190,11 +214,7 @@ def _train(
     trained model: `model` itself, or the one the family's trainer returns under "model" when
     it cannot train in place (Ultralytics with a new head for other classes).
     """
-    distill = recipe.distillation()
-    teacher = copy.deepcopy(model).eval() if distill else None
-    if teacher is not None:
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+    teacher = _teacher(model, recipe, family, ctx)
 
     q = ctx.cfg.quantization
     # ONNX Runtime re-quantizes the QAT weights; qdq exports the QAT graph itself, unless the
@@ -222,10 +242,17 @@ def _train(
         )
 
     ctx.log.info("Training under recipe %s (%.2f epochs)", recipe.source, recipe.epochs())
-    stats = family.train_sparse(model, ctx, session_for, teacher)
+    resume = ctx.cfg.experiment.train.get("optimizer")
+    with resume_optimizer(Path(str(resume)).expanduser() if resume else None, model):
+        stats = family.train_sparse(model, ctx, session_for, teacher)
     model = stats.pop("model", model)
     result.update(stats)
-    applied.extend(m for m in recipe.modifiers if not isinstance(m, QuantizationModifier))
+    applied.extend(
+        m
+        for m in recipe.modifiers
+        if not isinstance(m, QuantizationModifier)
+        and not (teacher is None and isinstance(m, DistillationModifier))  # teacher off
+    )
     qat_exported = False
     if stats.get("qat") and export_qat:
         with warnings.catch_warnings():  # the fake-quant scales are constants by design
@@ -303,9 +330,7 @@ class SparsifyStage:
                 )
             return feeds
 
-        recipe = load_recipe(
-            str(ctx.cfg.recipe or ctx.cfg.experiment.recipe), recipe_variables(ctx)
-        )
+        recipe = load_run_recipe(ctx)
         applied: list[Modifier] = []
         result: dict[str, Any] = {"sparsity": 0.0, "per_layer_sparsity": {}}
         ignore = list(family.prune_ignore)
@@ -327,6 +352,7 @@ class SparsifyStage:
         family.save(model, checkpoint, ctx)
         fp32 = family.export(model, out / "model_fp32.onnx", ctx)
 
+        variants = None
         if qat_exported:
             ctx.log.info("INT8 model: the QAT fake-quant graph exported as QDQ")
             result["quantization"] = {
@@ -335,6 +361,8 @@ class SparsifyStage:
                 **result.pop("ort_fusions", {"ort_fused_matmuls": 0, "ort_float_inputs": 0}),
                 **result.pop("conv_zero_point"),
             }
+            qat = quant_variants.resolve("qdq", ctx.cfg.quantization, family)
+            variants = _variants(fp32, final, calibration, ctx, quant, family, qat)  # type: ignore[arg-type]
             applied.append(quant)  # type: ignore[arg-type]
         elif quantize:
             how = "of the QAT-trained weights" if result.get("qat") else "post-training"
@@ -355,6 +383,8 @@ class SparsifyStage:
                     )
                     | rounding
                 )
+                configured = quant_variants.configured(ctx.cfg.quantization, family)
+                variants = _variants(source, final, calibration, ctx, quant, family, configured)  # type: ignore[arg-type]
             finally:
                 if source != fp32:
                     source.unlink(missing_ok=True)
@@ -364,11 +394,15 @@ class SparsifyStage:
         recipe.modifiers = applied
         (out / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
         files = (baseline_onnx, checkpoint, fp32, final, out / "recipe.yaml")
+        files += tuple(ctx.artifact(v["path"]) for v in (variants or {}).values() if "path" in v)
+        files = tuple(dict.fromkeys(files))  # the configured variant is `final`
         # `result` gathered what pruning, training and quantization reported: the typed
         # fields are picked out, the rest (a family's training stats) kept as it is
         produced = SparsifyOutput.from_dict(result)
         produced.artifacts = [ctx.rel(p) for p in files]
         produced.baseline_onnx = ctx.rel(baseline_onnx)
         produced.model_onnx = ctx.rel(final)
+        produced.model_fp32_onnx = ctx.rel(fp32)
+        produced.variants = variants
         produced.recipe_applied = ctx.rel(out / "recipe.yaml")
         return produced

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from sparsify.algorithms.session import RecipeSession
 from sparsify.context import RunContext
 from sparsify.data.image_folder import ImageFolderDataset, calibration_arrays, list_samples
+from sparsify.data.subset import split_subset
 from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_image
 from sparsify.errors import Problem
 from sparsify.models.base import ModelFamily
@@ -46,9 +47,14 @@ def _data(ctx: RunContext) -> tuple[Path, list[str]]:
     return validated.data_dir, list(validated.summary["classes"])
 
 
-def _loader(ctx: RunContext, split: str, train: bool) -> DataLoader:
+def _samples(ctx: RunContext, split: str) -> list[tuple[Path, int]]:
+    """The split's (image, label) pairs, cut to data.train_samples / data.val_samples."""
     root, classes = _data(ctx)
-    samples = list_samples(root, split, classes)
+    return split_subset(list_samples(root, split, classes), ctx.cfg, split)
+
+
+def _loader(ctx: RunContext, split: str, train: bool) -> DataLoader:
+    samples = _samples(ctx, split)
     dataset = ImageFolderDataset(samples, ImagePreprocess.from_config(ctx.cfg.data), augment=train)
     generator = torch.Generator().manual_seed(int(ctx.cfg.seed))
     return DataLoader(
@@ -228,16 +234,14 @@ class ImageClassifierFamily(ModelFamily):
         return export_onnx(model, path, int(ctx.cfg.data.image_size), int(ctx.cfg.export.opset))
 
     def calibration_feeds(self, ctx: RunContext, n: int) -> list[dict[str, np.ndarray]]:
-        root, classes = _data(ctx)
-        samples = list_samples(root, "train", classes)
+        samples = _samples(ctx, "train")
         arrays = calibration_arrays(
             samples, ImagePreprocess.from_config(ctx.cfg.data), n, int(ctx.cfg.seed)
         )
         return [{"input": a[None]} for a in arrays]
 
     def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
-        root, classes = _data(ctx)
-        samples = list_samples(root, "val", classes)
+        samples = _samples(ctx, "val")
         limit = ctx.cfg.data.max_eval_samples
         if limit:
             samples = samples[: int(limit)]
