@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 # torch first, pinned: left to a resolver it pulls a multi-GB CUDA build
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv deepsparse demo test test-all lint format clean
+.PHONY: venv deepsparse chromium demo test test-all lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev,nlp,yolo,serve,channels,openvino]"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev,nlp,yolo,serve,channels,openvino,cluster,budget]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -36,7 +36,14 @@ deepsparse: $(DS_STAMP)  ## the DeepSparse engine's own virtualenv (idempotent)
 demo: venv  ## one-shot sparsification of a ResNet-18 on the bundled digits data, offline
 	$(BIN)/sparsify data=digits optim_level=0.5
 
-test: venv deepsparse  ## the test suite CI runs (DeepSparse tests fail, not skip, here)
+# Headless Chromium from Debian's packages: tests/report/test_html_browser.py opens report.html
+# in it. Skipped when it already runs; needs root to install (else the test says why it skips).
+chromium:
+	@chromium --version >/dev/null 2>&1 || { [ "$$(id -u)" != 0 ] \
+	  && echo "chromium missing and not root: run 'sudo make chromium'" >&2 \
+	  || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
+
+test: venv deepsparse chromium  ## the test suite CI runs (DeepSparse tests fail, not skip, here)
 	SPARSIFY_REQUIRE_DEEPSPARSE=1 $(BIN)/pytest -q
 
 lint: venv

@@ -19,9 +19,11 @@ def test_every_code_folder_is_listed_as_a_package() -> None:
         tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     )
     on_disk = {
-        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "sparsify").rglob("__init__.py")
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("sparsify", "hydra_plugins")  # hydra_plugins/: our Hydra launcher plugin
+        for p in (ROOT / top).rglob("__init__.py")
     }
-    assert on_disk | {"sparsify.conf", "sparsify.builtin_recipes"} == listed
+    assert on_disk | {"sparsify.conf", "sparsify.builtin_recipes", "hydra_plugins"} == listed
 
 
 @pytest.mark.slow

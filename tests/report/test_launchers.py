@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,15 @@ from sparsify.report.resources import available_cores, n_jobs, register_resolver
 PRESETS = Path(__file__).resolve().parents[2] / "conf" / "hydra" / "launcher"
 TARGETS = {
     "sparsify_joblib": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
-    "sparsify_ray": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
+    "sparsify_ray": "hydra_plugins.sparsify_ray_launcher.ray_launcher.RayLauncher",
     "sparsify_slurm": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+    "sparsify_submitit_local": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
 }
 PLUGINS = {
     "sparsify_joblib": "hydra_plugins.hydra_joblib_launcher",
-    "sparsify_ray": "hydra_plugins.hydra_ray_launcher",
+    "sparsify_ray": "ray",  # the launcher is sparsify's own; Ray is the cluster extra
     "sparsify_slurm": "hydra_plugins.hydra_submitit_launcher",
+    "sparsify_submitit_local": "hydra_plugins.hydra_submitit_launcher",
 }
 
 
@@ -84,15 +87,19 @@ def test_basic_launcher_leaves_benchmark_threads_alone() -> None:
 
 @pytest.mark.parametrize(
     ("preset", "cpus_key"),
-    [("sparsify_ray", "ray.remote.num_cpus"), ("sparsify_slurm", "cpus_per_task")],
+    [
+        ("sparsify_ray", "launcher.ray.remote.num_cpus"),
+        ("sparsify_slurm", "cpus_per_task"),
+        ("sparsify_submitit_local", "cpus_per_task"),
+    ],
 )
 def test_cluster_preset(preset: str, cpus_key: str) -> None:
     raw = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text())
-    assert raw["_target_"] == TARGETS[preset]
     cpus = OmegaConf.select(OmegaConf.create(raw), cpus_key)
     assert isinstance(cpus, int) and cpus >= 1
-    # the group option composes whether or not the plugin is installed (plain keys, no
-    # plugin schema in its defaults), and every job benchmarks with the CPUs it reserves
+    # the group option composes whether or not the plugin (Ray for sparsify_ray) is installed:
+    # the submitit presets are plain keys, the Ray one builds on our own schema; every job
+    # benchmarks with the CPUs it reserves
     cfg = _compose([f"hydra/launcher={preset}"])
     assert cfg.hydra.launcher._target_ == TARGETS[preset]
     assert _job_threads(cfg) == str(cpus)
@@ -101,8 +108,63 @@ def test_cluster_preset(preset: str, cpus_key: str) -> None:
         pytest.skip(f"{PLUGINS[preset]} not installed: checked the YAML and its _target_ only")
     # with the plugin: every key is one its schema knows, with the right type
     get_class(TARGETS[preset])
+    if preset == "sparsify_ray":  # composed on its schema above: instantiating is the check
+        instantiate(cfg.hydra.launcher)
+        return
     schema = {
-        "sparsify_ray": "hydra_plugins.hydra_ray_launcher._config.RayLauncherConf",
         "sparsify_slurm": "hydra_plugins.hydra_submitit_launcher.config.SlurmQueueConf",
+        "sparsify_submitit_local": "hydra_plugins.hydra_submitit_launcher.config.LocalQueueConf",
     }[preset]
     OmegaConf.merge(OmegaConf.structured(get_class(schema)), raw)
+
+
+def test_slurm_preset_makes_a_requeueable_sbatch_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keys a cluster needs reach sbatch as submitit writes it, with the USR2 signal that
+    makes submitit requeue a preempted job (it resumes in the same run dir)."""
+    if not _installed("sparsify_slurm"):
+        pytest.skip("hydra-submitit-launcher not installed")
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    srun = tmp_path / "bin" / "srun"  # submitit only checks that srun exists before writing
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\nexit 1\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
+    cfg = _compose(
+        [
+            "hydra/launcher=sparsify_slurm",
+            "hydra.launcher.partition=cpu",
+            "hydra.launcher.gpus_per_node=1",
+        ]
+    )
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    params.pop("_target_")
+    for key in ("partition", "timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node"):
+        assert key in params, key
+    assert params["array_parallelism"] >= 1 and params["signal_delay_s"] > 0
+    # what hydra-submitit-launcher's launch() does with them
+    executor = submitit.AutoExecutor(
+        cluster="slurm", folder=tmp_path / "jobs", slurm_max_num_timeout=params["max_num_timeout"]
+    )
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **{
+            k if k in base else f"slurm_{k}": v
+            for k, v in params.items()
+            if k not in {"submitit_folder", "max_num_timeout"}
+        }
+    )
+    script = executor._executor._make_submission_file_text("python -m x", "uid")
+    for line in (
+        "#SBATCH --partition=cpu",
+        "#SBATCH --time=240",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --open-mode=append",  # a requeued job appends to its logs
+    ):
+        assert line in script, (line, script)
