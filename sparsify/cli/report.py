@@ -11,9 +11,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparsify report",
         description=(
-            "Write summary.csv, summary.md, report.html and accuracy_vs_latency.png for the "
+            "Write summary.csv, summary.md, report.html and accuracy-vs-latency plots for the "
             "runs under DIR: one run directory, a sweep root (sparsify_runs/multirun/<time>) "
-            "or a tree holding several sweeps. Failed runs are listed with their error."
+            "or a tree holding several sweeps. Runs of different use cases or metrics get a "
+            "table and a plot each. Failed runs are listed with their error."
         ),
     )
     parser.add_argument("dir", metavar="DIR", help="a run directory or a folder of runs")
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> int:
         print(report.console())
         for row in report.rows:
             if row.status != "done":
-                print(f"  job {row.job} {row.status}: {' '.join((row.error or '').split())[:300]}")
+                print(f"  {row.run} {row.status}: {' '.join((row.error or '').split())[:300]}")
         print()
     for name, path in report.files.items():
         print(f"{name}: {path}")

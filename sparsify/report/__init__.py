@@ -1,7 +1,8 @@
-"""Sweep reports: one row per run (dense vs result), Pareto front, accuracy-vs-latency plot.
+"""Sweep reports: one row per run (dense vs result), Pareto fronts, accuracy-vs-latency plots.
 
 `build_report(root)` reads run directories (one run, a sweep, or a tree of sweeps) and writes
-summary.csv, summary.md, report.html and accuracy_vs_latency.png. The multirun callback
+summary.csv (every run), summary.md and report.html (a table per use case and metric) and a
+plot per use case and metric (accuracy_vs_latency.png when there is one). The multirun callback
 (`sparsify.report.callback.SweepReport`) calls it at the end of every sweep; `sparsify report
 DIR` calls it after the fact.
 """
@@ -13,25 +14,27 @@ from pathlib import Path
 
 from sparsify.errors import SparsifyError
 from sparsify.fileio import atomic_write_text
-from sparsify.report.collect import RunRow, collect
+from sparsify.report.collect import RunRow, collect, row_from_record
+from sparsify.report.groups import PLOT_STEM, Group, group_rows, mark_fronts, plot_file
 from sparsify.report.html import to_html
 from sparsify.report.plot import plot_accuracy_latency
-from sparsify.report.summary import mark_pareto, to_console, write_tables
+from sparsify.report.summary import to_console, write_tables
 
-PLOT_NAME = "accuracy_vs_latency.png"
+PLOT_NAME = f"{PLOT_STEM}.png"
 
 
 @dataclass
 class Report:
     rows: list[RunRow]
     files: dict[str, Path] = field(default_factory=dict)
+    groups: list[Group] = field(default_factory=list)
 
     @property
     def front(self) -> list[RunRow]:
         return [r for r in self.rows if r.pareto]
 
     def console(self) -> str:
-        return to_console(self.rows)
+        return to_console(self.groups or group_rows(self.rows))
 
 
 def build_report(root: str | Path, out: str | Path | None = None) -> Report:
@@ -47,17 +50,21 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Report:
         )
     out_dir = Path(out).expanduser().resolve() if out is not None else root
     out_dir.mkdir(parents=True, exist_ok=True)
-    front = mark_pareto(rows)
-    plot = out_dir / PLOT_NAME
-    has_plot = plot_accuracy_latency(rows, front, plot)
-    if not has_plot:
-        plot.unlink(missing_ok=True)  # a stale plot from an earlier report would mislead
-    write_tables(rows, out_dir, root, PLOT_NAME if has_plot else None)
-    atomic_write_text(out_dir / "report.html", to_html(rows, root, plot if has_plot else None))
-    files = {name: out_dir / name for name in ("summary.csv", "summary.md", "report.html")}
-    if has_plot:
-        files["plot"] = plot
-    return Report(rows, files)
+    groups = group_rows(rows)
+    front = mark_fronts(groups)
+    # plots of an earlier report over other runs would mislead next to this one
+    for stale in out_dir.glob(f"{PLOT_STEM}*.png"):
+        stale.unlink(missing_ok=True)
+    files: dict[str, Path] = {}
+    for group in groups:
+        name = plot_file(group, several=len(groups) > 1)
+        if plot_accuracy_latency(group.rows, front, out_dir / name, group.title):
+            group.plot = name
+            files["plot" if len(groups) == 1 else f"plot ({group.title})"] = out_dir / name
+    write_tables(rows, groups, out_dir, root)
+    atomic_write_text(out_dir / "report.html", to_html(groups, root, out_dir))
+    files = {name: out_dir / name for name in ("summary.csv", "summary.md", "report.html")} | files
+    return Report(rows, files, groups)
 
 
-__all__ = ["Report", "RunRow", "build_report"]
+__all__ = ["Group", "Report", "RunRow", "build_report", "row_from_record"]

@@ -36,9 +36,7 @@ def failed_sweep_jobs() -> str | None:
 def _record_outcome(root: Path, rows: list[Any]) -> None:
     failed = [r for r in rows if r.status != "done"]
     if failed:
-        jobs = ", ".join(
-            f"{r.job if r.job is not None else r.run_dir} ({r.status})" for r in failed
-        )
+        jobs = ", ".join(f"{r.run or r.run_dir} ({r.status})" for r in failed)
         _last_sweep["failed"] = (
             f"{len(failed)} of {len(rows)} sweep job(s) did not finish: {jobs}. "
             f"Their errors are in the sweep report under {root} and in each job's run.log"
@@ -80,7 +78,7 @@ class SweepReport(Callback):
         print(f"\nSweep summary ({len(report.rows)} runs):\n{report.console()}")
         for row in report.rows:
             if row.status != "done":
-                print(f"  job {row.job} {row.status}: {' '.join((row.error or '').split())[:300]}")
+                print(f"  {row.run} {row.status}: {' '.join((row.error or '').split())[:300]}")
         print(f"\nSweep report: {report.files['report.html']}")
         print(f"Summary: {report.files['summary.csv']}, {report.files['summary.md']}")
 

@@ -1,4 +1,4 @@
-"""The sweep table: Pareto front, summary.csv and summary.md."""
+"""The sweep tables: Pareto front, summary.csv (every run) and summary.md (a table per group)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import csv
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sparsify.fileio import atomic_write_text
 from sparsify.report.collect import COLUMNS, RunRow
+
+if TYPE_CHECKING:  # groups.py builds on mark_pareto here
+    from sparsify.report.groups import Group
 
 
 def _measured(row: RunRow) -> bool:
@@ -80,13 +84,18 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
-def table_rows(rows: Sequence[RunRow]) -> tuple[list[str], list[list[str]]]:
-    """Headers and cells of the human-readable table (markdown, console, HTML)."""
+def table_rows(
+    rows: Sequence[RunRow], metric: str | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the human-readable table (markdown, console, HTML): one group's
+    rows, headed by the group's `metric` (default: the first one the rows recorded)."""
     lat_b = next((r.latency_batch for r in rows if r.latency_batch), None)
     tp_b = next((r.throughput_batch for r in rows if r.throughput_batch), None)
-    metric = next((r.metric for r in rows if r.metric), "accuracy")
+    metric = metric or next((r.metric for r in rows if r.metric), "accuracy")
     headers = [
-        "job",
+        "run",
+        "use case",
+        "data",
         "level",
         "experiment",
         "sparsity",
@@ -109,7 +118,9 @@ def table_rows(rows: Sequence[RunRow]) -> tuple[list[str], list[list[str]]]:
         sparsity = "" if own["sparsity"] is None else f"{100 * float(own['sparsity']):.1f} %"  # type: ignore[arg-type]
         cells.append(
             [
-                _fmt(r.job),
+                r.run or r.run_dir,
+                r.use_case or "",
+                r.data or "",
                 _fmt(r.level, 2),
                 r.experiment or "",
                 sparsity,
@@ -127,16 +138,29 @@ def table_rows(rows: Sequence[RunRow]) -> tuple[list[str], list[list[str]]]:
 
 
 def host_lines(rows: Sequence[RunRow]) -> list[str]:
-    """'Measured on <host> (jobs ...)', one line per host the runs were timed on."""
-    jobs: dict[str, list[str]] = {}
+    """'Measured on <host> (runs ...)', one line per host the runs were timed on."""
+    runs: dict[str, list[str]] = {}
     for r in rows:
         if r.host:
-            jobs.setdefault(r.host, []).append(_fmt(r.job) or "-")
-    return [f"Measured on {host} (jobs {', '.join(js)})" for host, js in jobs.items()]
+            runs.setdefault(r.host, []).append(r.run or r.run_dir)
+    if len(runs) == 1:
+        ((host, names),) = runs.items()
+        return [
+            f"Measured on {host} ({'all ' if len(names) == len(rows) else ''}"
+            f"{len(names)} run{'s' if len(names) != 1 else ''})"
+        ]
+    return [f"Measured on {host} (runs {', '.join(names)})" for host, names in runs.items()]
 
 
-def to_markdown(rows: Sequence[RunRow], root: Path, plot_name: str | None = None) -> str:
-    headers, cells = table_rows(rows)
+INTRO = (
+    "Latency is the median at the smallest batch size, throughput at the largest; dense-baseline "
+    "values in parentheses; `pareto` marks runs that no other run on the same dense baseline "
+    "beats on both the metric and latency. One table per use case and metric."
+)
+
+
+def to_markdown(groups: Sequence[Group], root: Path) -> str:
+    rows = [r for g in groups for r in g.rows]
 
     def line(values: Sequence[str]) -> str:
         return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
@@ -145,34 +169,40 @@ def to_markdown(rows: Sequence[RunRow], root: Path, plot_name: str | None = None
     out = [
         f"# Sweep summary: {root}",
         "",
-        f"{len(rows)} run(s): {done} done, {len(rows) - done} failed or unfinished. Latency is the "
-        "median at the smallest batch size, throughput at the largest; dense-baseline values in "
-        "parentheses; `pareto` marks runs that no other run beats on both accuracy and latency.",
+        f"{len(rows)} run(s): {done} done, {len(rows) - done} failed or unfinished. {INTRO}",
         *(f"{text}." for text in host_lines(rows)),
-        "",
-        line(headers),
-        line(["---"] * len(headers)),
-        *(line(c) for c in cells),
     ]
+    for group in groups:
+        headers, cells = table_rows(group.rows, group.metric)
+        out += ["", f"## {group.title}", "", line(headers), line(["---"] * len(headers))]
+        out += [line(c) for c in cells]
+        if group.plot:
+            out += ["", f"![accuracy vs latency]({group.plot})"]
     failed = [r for r in rows if r.status != "done"]
     if failed:
         out += ["", "## Failed or unfinished runs", ""]
-        out += [f"- job {_fmt(r.job)} `{r.run_dir}`: {one_line(r.error)}" for r in failed]
-    if plot_name:
-        out += ["", f"![accuracy vs latency]({plot_name})"]
+        out += [f"- {r.run} `{r.run_dir}`: {one_line(r.error)}" for r in failed]
     out += ["", "Run directories:", ""]
-    out += [f"- job {_fmt(r.job)}: `{r.run_dir}`" for r in rows]
+    out += [f"- {r.run}: `{r.run_dir}`" for r in rows]
     return "\n".join(out) + "\n"
 
 
-def to_console(rows: Sequence[RunRow]) -> str:
-    headers, cells = table_rows(rows)
+def _console_table(headers: list[str], cells: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     fmt = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
-    table = [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(c) for c in cells)]
-    return "\n".join(table + host_lines(rows))
+    return [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(c) for c in cells)]
 
 
-def write_tables(rows: Sequence[RunRow], out: Path, root: Path, plot_name: str | None) -> None:
+def to_console(groups: Sequence[Group]) -> str:
+    lines: list[str] = []
+    for group in groups:
+        if lines:
+            lines.append("")
+        lines.append(f"{group.title} ({len(group.rows)} run{'s' if len(group.rows) != 1 else ''})")
+        lines += _console_table(*table_rows(group.rows, group.metric))
+    return "\n".join(lines + host_lines([r for g in groups for r in g.rows]))
+
+
+def write_tables(rows: Sequence[RunRow], groups: Sequence[Group], out: Path, root: Path) -> None:
     atomic_write_text(out / "summary.csv", to_csv(rows))
-    atomic_write_text(out / "summary.md", to_markdown(rows, root, plot_name))
+    atomic_write_text(out / "summary.md", to_markdown(groups, root))
