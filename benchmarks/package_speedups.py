@@ -23,14 +23,18 @@ block4 is what DeepSparse's INT8 kernels skip). The text model gets one more: th
 heads removed (StructuredPruningModifier) at `--ffn-level` (0.7: 80 % of the rest pruned), held
 to both targets since narrower layers run faster on every engine, and the same FFN removal
 (no heads) with INT8 QDQ only (at `--int8-level`, no
-block sparsity: ONNX Runtime's package). Numbers measured with it: benchmarks/RESULTS.md.
+block sparsity: ONNX Runtime's package). The CNNs and YOLO get `channels`: one-shot channel
+pruning (`recipes/one_shot_channels.yaml` at `--channel-level`, 1.0 = 50 % of every prunable
+channel group removed, next layers re-fit by least squares, BatchNorm re-estimated) + INT8 QDQ;
+its MACs column shows the conv/linear multiply-accumulates per sample after / before.
+Numbers measured with it: benchmarks/RESULTS.md.
 Targets: ONNX Runtime INT8 >= 2.5x dense ONNX Runtime at batch 16, DeepSparse sparse + INT8
 >= 5x.
 
 .venv/bin/python benchmarks/package_speedups.py [--models cnn,bert,yolo] [--cnn mobilenet_v2]
     [--image-size 96] [--yolo-size 160] [--sparse-level 1.0]
     [--mask-type block4] [--ffn-sparsity 0.5] [--head-sparsity 0.5] [--ffn-level 0.7]
-    [--packages qoperator,qdq,dynamic,sparse,ffn,ffn-qdq]
+    [--packages qoperator,qdq,dynamic,sparse,ffn,ffn-qdq,channels] [--channel-level 1.0]
     [--epochs 10] [--batch 16] [--time 3] [--out DIR]
 """
 
@@ -105,7 +109,7 @@ def pick(given: float | None, model_default: float | None, default: float) -> fl
     return given if given is not None else (model_default or default)
 
 
-PACKAGES = ("qoperator", "qdq", "dynamic", "sparse", "ffn", "ffn-qdq")
+PACKAGES = ("qoperator", "qdq", "dynamic", "sparse", "ffn", "ffn-qdq", "channels")
 
 
 def packages(
@@ -152,7 +156,14 @@ def packages(
         ),
         ("sparse", f"{args.mask_type} sparse + INT8", "sparse", sparse(0.0, args.sparse_level)),
         *(structured if kind == "bert" and args.ffn_sparsity > 0 else []),
-    ]
+        *(
+            [("channels", "channels + INT8 (QDQ)", "structured", [
+                "experiment=one_shot", f"optim_level={args.channel_level}",
+                "recipe=one_shot_channels", "quantization.format=qdq"])]
+            if kind != "bert"
+            else []
+        ),
+    ]  # fmt: skip
     return [
         (label, k, extra)
         for key, label, k, extra in every
@@ -218,6 +229,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"which packages to build, of {','.join(PACKAGES)} (qoperator always: it trains "
         "the dense baseline)",
     )
+    parser.add_argument(
+        "--channel-level",
+        type=float,
+        default=1.0,
+        help="cnn / yolo `channels` package: optim level of one_shot_channels (1.0 = 50 %% "
+        "of the channels)",
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--time", type=float, default=3.0, help="seconds measured per model")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (kept)")
@@ -265,27 +283,33 @@ def main() -> int:
             table = rows(result)
             baseline = baseline or result.run_dir / result.outputs["fetch"]["artifacts"][0]
             ort_dense = table["onnxruntime"]["baseline"]
+            thin = (result.outputs["sparsify"].get("structured") or [{}])[0]
+            macs = (
+                f"{thin['macs'][1] / 1e6:.1f}M/{thin['macs'][0] / 1e6:.1f}M"
+                if thin.get("macs")
+                else "same"
+            )
             for engine, models in table.items():
                 res = models["sparsified"]
                 speedup = res.get(f"vs_ort_dense_b{args.batch}", res.get(f"speedup_b{args.batch}"))
                 target = target_of(target_kind, engine)
                 lines.append(
                     (kind, label, engine, res["sparsity"], ort_dense["accuracy"],
-                     res["accuracy"], speedup, target, res.get("notes") or "", seconds)
+                     res["accuracy"], speedup, target, res.get("notes") or "", macs)
                 )  # fmt: skip
             print(f"   [{kind} {label}: {seconds:.0f} s, {result.run_dir}]", flush=True)
         print(f"{kind}: {setup.what}")
     header = (
         f"{'model':<5} | {'package':<28} | {'engine':<11} | {'sparsity':>8} | {'dense':>6} | "
-        f"{'result':>6} | {'delta':>6} | {'vs ORT dense':>12} | {'target':>6} | ok"
+        f"{'result':>6} | {'delta':>6} | {'MACs':>13} | {'vs ORT dense':>12} | {'target':>6} | ok"
     )
     print(header)
     print("-" * len(header))
-    for kind, label, engine, sparsity, dense, acc, speedup, target, notes, _ in lines:
+    for kind, label, engine, sparsity, dense, acc, speedup, target, notes, macs in lines:
         ok = "" if target is None else ("yes" if speedup and speedup >= target else "NO")
         print(
             f"{kind:<5} | {label:<28} | {engine:<11} | {100 * (sparsity or 0):7.1f}% | "
-            f"{dense:6.2f} | {acc:6.2f} | {acc - dense:+6.2f} | "
+            f"{dense:6.2f} | {acc:6.2f} | {acc - dense:+6.2f} | {macs:>13} | "
             f"{(f'{speedup:.2f}x' if speedup else '-'):>12} | "
             f"{(f'{target:g}x' if target else ''):>6} | {ok} {notes}"
         )

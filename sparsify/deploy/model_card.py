@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparsify.benchmark.table import comparison, footnotes, format_table, other_metrics
+from sparsify.benchmark.table import (
+    comparison,
+    footnotes,
+    format_table,
+    other_metrics,
+    variant_rows,
+)
 from sparsify.engines.host import describe_host
 
 EXAMPLES: dict[str, tuple[str, str, str]] = {
@@ -165,6 +171,24 @@ def _structured(config: dict[str, Any]) -> str:
     )
 
 
+def _choice(benchmark: dict[str, Any] | None) -> str:
+    """Why this file was packaged (quantization.variants) and what else was measured; empty
+    when no choice was made."""
+    chosen = (benchmark or {}).get("chosen")
+    if not chosen:
+        return ""
+    rule = (
+        f"the fastest candidate on {chosen['engine']} within benchmark.max_drop="
+        f"{chosen['max_drop']:g} points of dense {chosen['metric']}, INT8 only at "
+        f"benchmark.min_speedup={chosen['min_speedup']:g}x dense or more"
+    )
+    return (
+        f"\n**Why this model** ({chosen['variant']}, {rule}): {chosen['reason']}.\n\n"
+        f"Candidates (speedup: throughput over dense, geometric mean over the batch sizes):\n\n"
+        f"```\n{format_table(variant_rows(benchmark))}\n```\n"  # type: ignore[arg-type]
+    )
+
+
 def render_model_card(
     config: dict[str, Any],
     benchmark: dict[str, Any] | None,
@@ -208,7 +232,7 @@ Labels ({len(labels)}): {shown or "none"}.
 ```
 {table}
 ```
-
+{_choice(benchmark)}
 ## Run it with Python
 
 ```python

@@ -89,8 +89,21 @@ def test_every_shipped_recipe_validates_at_every_level(
     for m in recipe.pruning():
         target = m.kwargs.get("final_sparsity", m.kwargs.get("sparsity"))
         if target is not None:
-            assert target == pytest.approx(variables["derived"]["sparsity"])
+            assert target == pytest.approx(_expected_target(name, m, level, variables))
     assert load_recipe(name, variables).to_yaml() == recipe.to_yaml()
+
+
+# channel recipes map the level to a removed share of channels of their own (documented in
+# each recipe's header): none below 0.3, then linear up to this share at 1.0
+CHANNEL_SHARE = {"one_shot_channels": 0.5, "training_aware_channels": 0.7}
+
+
+def _expected_target(name: str, modifier: Any, level: float, variables: dict) -> float:
+    if name not in CHANNEL_SHARE:
+        return float(variables["derived"]["sparsity"])
+    if modifier.name == "ChannelPruningModifier" or modifier.kwargs.get("structure") == "channels":
+        return CHANNEL_SHARE[name] * max(0.0, min(1.0, (level - 0.3) / 0.7))
+    return 0.0  # the recipe's unstructured_sparsity, 0 by default: the thin model stays dense
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -408,6 +421,9 @@ pruning_modifiers:
     structure: ffn_neurons
     final_sparsity: 0.5
     end_epoch: 4.0
+  - !ChannelPruningModifier
+    sparsity: 0.25
+    importance: bn_scale
 
 modifiers:
   - !QuantizationModifier
@@ -442,6 +458,7 @@ def test_legacy_tag_form_parses_every_modifier(tmp_path: Path) -> None:
         "SparseGPTModifier",
         "ConstantPruningModifier",
         "StructuredPruningModifier",
+        "ChannelPruningModifier",
     ]
 
 

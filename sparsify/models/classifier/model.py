@@ -82,12 +82,34 @@ def checkpoint_problems(
     return _fit_problems(ckpt, path, arch, num_classes, key)
 
 
+def build_for_checkpoint(ckpt: dict[str, Any], arch: str, num_classes: int) -> nn.Module:
+    """`arch` with `num_classes` outputs, thinned to the channel counts a channel-pruned
+    checkpoint records (`channels`: layer -> plain ints, so it stays weights-only); the
+    classifier head keeps `num_classes` outputs whatever the checkpoint's were."""
+    model = build_model(arch, num_classes)
+    channels = ckpt.get("channels")
+    if channels:
+        from sparsify.algorithms.channel_widths import set_layer_widths
+
+        heads = {k.rpartition(".")[0] for k in head_keys(arch, num_classes)}
+        modules = dict(model.named_modules())
+        widths = {}
+        for name, counts in channels.items():
+            counts = [int(c) for c in counts]
+            if name in heads and name in modules:  # its outputs are the classes, not channels
+                own = modules[name]
+                counts[1] = own.out_features if isinstance(own, nn.Linear) else own.out_channels
+            widths[str(name)] = counts
+        set_layer_widths(model, widths)
+    return model
+
+
 def _fit_problems(
     ckpt: dict[str, Any], path: Path, arch: str, num_classes: int, key: str
 ) -> list[Problem]:
     """Why the read checkpoint `ckpt` does not fit `arch` with `num_classes` outputs."""
     try:
-        model = build_model(ckpt.get("arch_key") or arch, num_classes)
+        model = build_for_checkpoint(ckpt, ckpt.get("arch_key") or arch, num_classes)
     except SparsifyError as exc:
         return [Problem(key, str(path), str(exc), "point model.path at a state dict of model.arch")]
     saved_arch = ckpt.get("arch_key")
@@ -140,7 +162,7 @@ def head_fits(path: Path, arch: str, classes: list[str], trust: bool = False) ->
     saved = ckpt.get("classes")
     if saved is not None and list(saved) != list(classes):
         return False
-    expected = build_model(arch, len(classes)).state_dict()
+    expected = build_for_checkpoint(ckpt, arch, len(classes)).state_dict()
     return all(
         tuple(ckpt["state_dict"][k].shape) == tuple(expected[k].shape)
         for k in head_keys(arch, len(classes))
@@ -156,7 +178,7 @@ def load_model(
     problems = _fit_problems(ckpt, path, arch, num_classes, "model.path")
     if problems:
         raise SparsifyError(str(problems[0]))
-    model = build_model(arch, num_classes)
+    model = build_for_checkpoint(ckpt, arch, num_classes)
     state = ckpt["state_dict"]
     expected = model.state_dict()
     other = [k for k in head_keys(arch, num_classes) if state[k].shape != expected[k].shape]
@@ -177,9 +199,15 @@ def load_model(
 def save_checkpoint(
     model: nn.Module, path: Path, arch: str, classes: list[str], **extra: Any
 ) -> None:
-    """SparseML-style checkpoint: state dict plus what is needed to rebuild the model."""
+    """SparseML-style checkpoint: state dict plus what is needed to rebuild the model (a
+    channel-pruned model's channel counts per thinned layer, as plain ints)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
+    if arch in available_archs() and "channels" not in extra:
+        from sparsify.algorithms.channel_widths import layer_widths
+
+        channels = layer_widths(model, build_model(arch, len(classes)))
+        extra = {**extra, **({"channels": channels} if channels else {})}
     torch.save(
         {"state_dict": model.state_dict(), "arch_key": arch, "classes": list(classes), **extra}, tmp
     )

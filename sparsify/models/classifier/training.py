@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from sparsify.algorithms.session import RecipeSession
 from sparsify.models.tensorboard import EventLog
@@ -122,24 +122,32 @@ def train_with_session(
     weight_decay: float = 1e-4,
     teacher: nn.Module | None = None,
     events: EventLog | None = None,
+    forward: nn.Module | None = None,
 ) -> dict[str, float]:
     """Fine-tune under a training recipe: the session sets the learning rate, distils from
     `teacher`, switches QAT on and updates / re-applies the pruning masks every step. No
-    best-epoch selection: the weights that count are the last ones, at the final sparsity."""
+    best-epoch selection: the weights that count are the last ones, at the final sparsity.
+    `forward` computes the logits when it is not `model` itself (its DDP wrapper: gradients
+    all-reduced over the ranks, the loader then a DistributedSampler's)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
+    net = forward if forward is not None else model
+    sampler = train_loader.sampler
     if teacher is not None:
         teacher.eval()
     model.train()
-    step, running = 0, 0.0
+    step, running, passes = 0, 0.0, 0
     bar = progress(range(session.total_steps), total=session.total_steps, desc="training")
     while step < session.total_steps:
+        if isinstance(sampler, DistributedSampler):  # another shuffle (the same on all ranks)
+            sampler.set_epoch(passes)
+        passes += 1
         for images, labels in train_loader:
             new_lr = session.before_step(step)
             if new_lr is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = new_lr
-            logits = model(images)
+            logits = net(images)
             loss = loss_fn(logits, labels)
             if teacher is not None:
                 with torch.no_grad():

@@ -16,8 +16,15 @@ from sparsify.algorithms.schedules import INTER_FUNCS, LR_FUNCS
 
 SCHEMA = "schema"  # the dataclass field metadata key that holds the JSON Schema fragment
 
-# StructuredPruningModifier's structures: transformer feed-forward neurons, BERT-style heads
-STRUCTURES = ["ffn_neurons", "attention_heads"]
+# StructuredPruningModifier's structures: transformer feed-forward neurons, BERT-style heads,
+# CNN / YOLO channels (sparsify.algorithms.channels)
+STRUCTURES = ["ffn_neurons", "attention_heads", "channels"]
+# how channel pruning ranks channels (sparsify.algorithms.channels.IMPORTANCES)
+IMPORTANCE = {
+    "enum": ["magnitude", "bn_scale", "taylor"],
+    "description": "magnitude (L2 norm of the channel's weights in every coupled layer), "
+    "bn_scale (|BatchNorm scale|) or taylor (|weight x gradient|, first order)",
+}
 # unstructured | blockN (SparseML's `block` = 4 weights in a row) | N:M (e.g. 2:4)
 MASK_PATTERN = r"^(unstructured|block([1-9][0-9]*)?|[1-9][0-9]*:[1-9][0-9]*)$"
 

@@ -6,6 +6,9 @@
   with many small weights give more (unstructured only).
 - `SparseGPTModifier`: layer-wise OBS reconstruction on the calibration inputs
   (`sparsegpt.sparsegpt_prune_model`).
+- `ChannelPruningModifier`: whole channels of CNNs / YOLO removed, the next layers re-fit by
+  least squares (`channels`, `channel_reconstruction`); the one-shot design of channel
+  pruning (`StructuredPruningModifier` with `structure: channels` is its training-aware one).
 
 `recalibrate_batchnorm: true` re-estimates BatchNorm statistics on the calibration data
 afterwards.
@@ -22,6 +25,14 @@ import torch
 from torch import nn
 
 from sparsify.algorithms.batchnorm import batched_inputs, has_batchnorm, recalibrate_batchnorm
+from sparsify.algorithms.channel_reconstruction import reconstruct_consumers
+from sparsify.algorithms.channels import (
+    ROOT_TYPES,
+    ChannelGraph,
+    channel_report,
+    count_macs,
+    taylor_gradients,
+)
 from sparsify.algorithms.masks import magnitude_layer_masks, parse_mask_type
 from sparsify.algorithms.one_shot import (
     Feeds,
@@ -32,13 +43,24 @@ from sparsify.algorithms.one_shot import (
 from sparsify.algorithms.pruning import apply_masks, log_sparsity, overall_sparsity, select_layers
 from sparsify.algorithms.sparsegpt import sparsegpt_prune_model
 from sparsify.errors import SparsifyError
+from sparsify.matching import DEPTHWISE
 from sparsify.recipes.modifiers.base import REGISTRY, Modifier, register
-from sparsify.recipes.modifiers.fields import BOOL, IGNORE, MASK, SPARSITY, TARGETS, spec
+from sparsify.recipes.modifiers.fields import (
+    BOOL,
+    IGNORE,
+    IMPORTANCE,
+    MASK,
+    SPARSITY,
+    TARGETS,
+    spec,
+    state,
+)
 from sparsify.recipes.modifiers.pruning import GradualFields
 
 log = logging.getLogger("sparsify")
 
 Calibration = Callable[[], Feeds]
+TAYLOR_BATCHES = 4  # calibration batches whose gradients rank channels by first-order Taylor
 
 
 class PruneJob(NamedTuple):
@@ -211,6 +233,73 @@ class SparseGPTModifier(OneShotPruning):
             after_layer=after_layer,
         )
         return Pruned(self.name, result.stats, after_layer is not None)
+
+
+@register
+@dataclass(kw_only=True)
+class ChannelPruningModifier(OneShotPruning):
+    """Whole channels of CNNs / YOLO removed once (`sparsify.algorithms.channels`): ranked on
+    the calibration data, removed with everything coupled to them, the layers reading them
+    re-fit by least squares, BatchNorm re-estimated. `sparsity` is the channel fraction."""
+
+    sparsity: float = spec(SPARSITY, 0.0)
+    importance: str = spec(IMPORTANCE, "magnitude")
+    # one ranking over every group (groups with many weak channels give more) instead of the
+    # same fraction from each
+    global_pruning: bool = spec(BOOL, False)
+    reconstruct: bool = spec(BOOL, True)  # least-squares re-fit of the next layers
+    ignore: list[str] = spec(IGNORE, factory=list)
+    recalibrate_batchnorm: bool = spec(BOOL, True)
+    report: dict[str, Any] = state(dict)
+
+    def recalibrates(self) -> bool:
+        return bool(self.recalibrate_batchnorm)
+
+    def apply(
+        self, model: nn.Module, calibration: Calibration, default_ignore: list[str] | None = None
+    ) -> dict[str, Any]:
+        # a depthwise conv has no channels of its own (each follows its input channel): the
+        # families' __DEPTHWISE__ is about unstructured masks and would freeze MobileNets
+        defaults = [e for e in default_ignore or [] if e != DEPTHWISE]
+        done = super().apply(model, calibration, defaults)
+        return {**done, "structured": [self.report]}
+
+    def prune(self, job: PruneJob) -> Pruned:
+        model = job.model
+        batches = torch_batches(job.calibration())
+        if not batches:
+            raise SparsifyError(f"{self.name} needs calibration samples (train split)")
+        selected = {id(m) for m in job.layers.values()}
+        protected = [n for n, m in model.named_modules() if isinstance(m, ROOT_TYPES)
+                     and id(m) not in selected]  # fmt: skip
+        example = batches[0]
+        macs, params = count_macs(model, example)
+        graph = ChannelGraph(model, example, protected)
+        importance = str(self.importance)
+        if importance == "taylor":
+            taylor_gradients(model, batches[:TAYLOR_BATCHES])
+        chosen = graph.choose(float(self.sparsity), importance, bool(self.global_pruning))
+        model.zero_grad(set_to_none=True)
+        if self.reconstruct:
+            reconstruct_consumers(model, graph.consumers(chosen), batches)
+        graph.remove(chosen)
+        thin_macs, thin_params = count_macs(model, example)
+        width = sum(g.width for g in graph.groups)
+        removed = sum(len(v) for v in chosen.values())
+        self.report = channel_report(len(chosen), width, removed, (macs, thin_macs),
+                                     (params, thin_params))  # fmt: skip
+        log.info(
+            "Channel pruning (%s%s): %d of %d channels removed; MACs %d -> %d, params %d -> %d",
+            importance,
+            ", global" if self.global_pruning else "",
+            removed,
+            width,
+            macs,
+            thin_macs,
+            params,
+            thin_params,
+        )
+        return Pruned(self.name, {}, False)
 
 
 def one_shot_modifier(name: str, fields: dict[str, Any]) -> OneShotPruning:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from sparsify import distributed
 from sparsify.algorithms.masks import magnitude_layer_masks, parse_mask_type
 from sparsify.algorithms.pruning import overall_sparsity, select_layers
 from sparsify.algorithms.schedules import sparsity_at, update_epochs
@@ -161,6 +162,7 @@ class GMPruningModifier(GradualFields, TrainingPruning):
             mask_type = parse_mask_type(str(self.mask_type))
             target = mask_type.implied_sparsity or self.current_sparsity
             fresh = magnitude_layer_masks({n: self.layers[n] for n in touched}, target, mask_type)
+            distributed.broadcast_masks(fresh)
             self.masks.update(fresh)
             self.apply_masks()
         return touched
@@ -179,6 +181,9 @@ class GMPruningModifier(GradualFields, TrainingPruning):
                 self.end,
             )
         self.masks = magnitude_layer_masks(self.layers, target, mask_type)
+        # under torchrun the ranks hold the same weights (DDP), so the same masks; rank 0's
+        # are sent anyway, so that a tie broken differently cannot split the ranks
+        distributed.broadcast_masks(self.masks)
         self.current_sparsity = target
         session.event(epoch, "masks updated", sparsity=f"{target:.4f}")
 
@@ -203,6 +208,7 @@ class ConstantPruningModifier(TrainingPruning):
     def before_step(self, session: RecipeSession, step: int) -> None:
         if step == 0:
             self.masks = {n: m.weight.detach() != 0 for n, m in self.layers.items()}
+            distributed.broadcast_masks(self.masks)
             self.current_sparsity = overall_sparsity(self.layers)
             session.event(0.0, "masks held fixed", sparsity=f"{self.current_sparsity:.4f}")
 
