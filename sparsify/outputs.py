@@ -109,6 +109,10 @@ class SparsifyOutput(StageOutput):
     qat: bool | None = optional()  # whether training ran quantization-aware
     baseline_onnx: str | None = None  # the dense model exported, relative to the run dir
     model_onnx: str | None = None  # the result
+    model_fp32_onnx: str | None = optional()  # the result before INT8 (pruned, FP32)
+    # quantization.variants: name -> {path (relative to the run dir), format, fp32_depthwise,
+    # ops, configured, same_as | failed}; absent when only the configured INT8 model was made
+    variants: dict[str, dict[str, Any]] | None = optional()
     recipe_applied: str | None = None  # the modifiers that were applied, as a recipe
     ignore_unmatched: list[str] | None = optional()  # recipe `ignore` entries matching nothing
 
@@ -124,6 +128,9 @@ class BenchmarkOutput(StageOutput):
     benchmark_json: str = "benchmark/benchmark.json"
     metrics_json: str = "benchmark/metrics.json"
     table: list[dict[str, Any]] = field(default_factory=list)  # dense vs result, printed
+    # the candidate packaged (benchmark.json `chosen`): variant, path, engine, reason, ...;
+    # absent when no choice was made (quantization.variants=[])
+    chosen: dict[str, Any] | None = optional()
 
 
 @dataclass

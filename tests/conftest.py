@@ -37,6 +37,20 @@ def _baseline_gate_off() -> Iterator[None]:
         os.environ["SPARSIFY_BASELINE_GATE"] = old
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _configured_int8_only() -> Iterator[None]:
+    """quantization.variants (default: the family's set) writes, times and scores several
+    INT8 graphs per run and may package another: the suite keeps the configured one
+    ([]) unless a test asks for variants (tests/stages/test_variants.py)."""
+    old = os.environ.get("SPARSIFY_QUANT_VARIANTS")
+    os.environ["SPARSIFY_QUANT_VARIANTS"] = "[]"
+    yield
+    if old is None:
+        os.environ.pop("SPARSIFY_QUANT_VARIANTS", None)
+    else:
+        os.environ["SPARSIFY_QUANT_VARIANTS"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 classes, 8 train / 4 val images each, 20x16 PNGs."""

@@ -74,7 +74,13 @@ def footnotes(report: dict[str, Any], task: str | None = None) -> list[str]:
     is small (one item is worth 100/N points)."""
     items = val_items(report)
     note = small_val_note(items, str(task or "")) if items else None
-    return [f"{report.get('metric') or 'accuracy'}: {note}"] if note else []
+    notes = [f"{report.get('metric') or 'accuracy'}: {note}"] if note else []
+    chosen = report.get("chosen")
+    if chosen:  # quantization.variants: why the result is the model it is
+        notes.append(
+            f"result = {chosen['variant']} (chosen on {chosen['engine']}): {chosen['reason']}"
+        )
+    return notes
 
 
 def _accuracy_note(value: float | None, dense: float | None) -> str | None:
@@ -142,6 +148,8 @@ def comparison(report: dict[str, Any], metric: str | None = None) -> list[dict[s
                 f"items_per_sec_b{large}": _round(tp, 1),
                 f"speedup_b{large}": None if unsupported else _ratio(tp, base_tp),
             }
+            if name == "sparsified" and report.get("chosen"):
+                row["variant"] = report["chosen"]["variant"]
             if len(engines) > 1:
                 row[f"vs_ort_dense_b{large}"] = None if unsupported else _ratio(tp, ref_tp)
             row["size_mb"] = model.get("size_mb")
@@ -152,6 +160,30 @@ def comparison(report: dict[str, Any], metric: str | None = None) -> list[dict[s
             row["notes"] = _notes(model, drop)
             rows.append(row)
     return rows
+
+
+def variant_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every candidate quantization.variants put up, per engine (fastest first): its speedup
+    over dense (geometric mean over the batch sizes), metric, drop and status."""
+    metric = (report.get("chosen") or {}).get("metric") or "accuracy"
+    rows: list[dict[str, Any]] = []
+    for name, variant in (report.get("variants") or {}).items():
+        for engine, m in (variant.get("engines") or {}).items():
+            rows.append(
+                {
+                    "engine": engine,
+                    "candidate": name,
+                    "kind": variant.get("kind"),
+                    "speedup": m.get("speedup"),
+                    metric: None if m.get(metric) is None else round(float(m[metric]), 3),
+                    "drop": m.get("accuracy_drop"),
+                    "status": m.get("status"),
+                }
+            )
+        if "same_as" in variant or "failed" in variant:
+            why = f"same graph as {variant['same_as']}" if "same_as" in variant else "not written"
+            rows.append({"engine": "", "candidate": name, "status": why})
+    return sorted(rows, key=lambda r: (r["engine"], -(r.get("speedup") or 0.0)))
 
 
 def format_table(rows: list[dict[str, Any]], notes: Sequence[str] = ()) -> str:

@@ -39,6 +39,9 @@ class TrainConfig:
     # an optimizer state (torch.save of optimizer.state_dict()) to resume fine-tuning from;
     # its per-parameter state must fit the model's parameters
     optimizer: str | None = None
+    # under torchrun: BatchNorm statistics over every rank's batch (SyncBatchNorm) instead of
+    # each rank's own (plain BatchNorm); docs/distributed.md
+    sync_batchnorm: bool = False
 
 
 @dataclass

@@ -14,6 +14,7 @@ import onnx
 import torch
 from torch import nn
 
+from sparsify import distributed
 from sparsify.algorithms import quant_variants
 from sparsify.algorithms.gptq import round_weights_for_int8
 from sparsify.algorithms.one_shot import target_sparsity, torch_batches
@@ -246,6 +247,11 @@ def _train(
     with resume_optimizer(Path(str(resume)).expanduser() if resume else None, model):
         stats = family.train_sparse(model, ctx, session_for, teacher)
     model = stats.pop("model", model)
+    if distributed.active():  # the ranks part here: rank 0 goes on alone (docs/distributed.md)
+        distributed.write_fingerprint(model, ctx.run_dir)
+        distributed.barrier()
+        if not distributed.is_main():
+            return False, model
     result.update(stats)
     applied.extend(
         m
