@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sparsify.budget import budget_outcome
 from sparsify.config.overrides import config_dir_option, hydra_quote, normalize_overrides
 from sparsify.config.schema import register_configs
 from sparsify.errors import SparsifyError
@@ -133,6 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(interrupted("sparsify", _running["run_dir"], _running["sweep"]))
     failed = failed_sweep_jobs()
+    outcome = budget_outcome()
+    if outcome is not None:  # a budget search: failed trials are part of it (trials.csv)
+        if outcome:
+            print(f"sparsify: {outcome}", file=sys.stderr)
+            sys.exit(1)
+        return
     if failed:  # every job ran and the report is written; the status says not all went well
         print(f"sparsify: {failed}", file=sys.stderr)
         sys.exit(1)

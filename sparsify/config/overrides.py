@@ -111,6 +111,10 @@ def config_dir_option(argv: list[str]) -> str | None:
     return None
 
 
+# dict-valued keys whose entries are the user's own names (no schema below them)
+FREE_DICTS = ("recipe_args", "budget.space")
+
+
 def normalize_overrides(overrides: list[str], config_dir: str | None = None) -> list[str]:
     """The overrides rewritten for Hydra; raises one ValidationError listing every problem.
 
@@ -163,8 +167,11 @@ def normalize_overrides(overrides: list[str], config_dir: str | None = None) -> 
                 out.append(f"{prefix}optim_level={','.join(numbers)}")
             else:
                 out.append(override)
-        elif (key == "recipe_args" or key.startswith("recipe_args.")) and "~" not in prefix:
-            # a dict of the recipe's own names: Hydra would want `+` for each new one
+        elif (
+            key in FREE_DICTS or key.startswith(tuple(f"{k}." for k in FREE_DICTS))
+        ) and "~" not in prefix:
+            # a dict of the recipe's own names / of budget search dimensions: Hydra would want
+            # `+` for each new one
             out.append(f"++{key}={value}")
         elif key == "model" and value not in ("null", ""):
             out.append(f"{prefix}model.path={value}")
