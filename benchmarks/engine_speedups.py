@@ -348,8 +348,7 @@ def cpu_summary() -> str:
     return f"cpu: {describe_host(host_record())} ({vnni} VNNI int8 dot products)"
 
 
-def main() -> int:
-    global YOLO_ARCH  # --yolo sets the arch yolo() builds
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="cnn,resnet50,yolo,bert")
     parser.add_argument("--batch", type=int, default=16)
@@ -366,7 +365,12 @@ def main() -> int:
         help="masks of the sparse variants, each measured: unstructured, block4 (4 input "
         "channels pruned together, what VNNI's 4-wide INT8 dot products skip), 2:4, ...",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    global YOLO_ARCH  # --yolo sets the arch yolo() builds
+    args = build_parser().parse_args()
     YOLO_ARCH = args.yolo
     import onnxruntime
 

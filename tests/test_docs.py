@@ -17,6 +17,7 @@ import importlib.util
 import re
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,19 @@ def check_sparsify(args: list[str]) -> None:
         compose_config(job, config_dir=config_dir)
 
 
+def check_benchmark(script: str, args: list[str]) -> None:
+    """A documented benchmark command parses with the script's own argument parser."""
+    path = ROOT / script
+    assert path.is_file(), f"no benchmark script {script}"
+    spec = importlib.util.spec_from_file_location(f"_doc_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if hasattr(module, "build_parser"):
+        module.build_parser().parse_args(args)
+    else:
+        module.parse_args(args)
+
+
 def check_make(target: str) -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(rf"^{re.escape(target)}:", makefile, re.M), f"no make target {target}"
@@ -118,6 +132,11 @@ def test_documented_command(doc: Path, index: int, command: str) -> None:
         parsers[argv[1]]().parse_args(argv[2:])
     elif program == "sparsify":
         check_sparsify(argv[1:])
+    elif program.startswith("python") and len(argv) > 1 and argv[1].startswith("benchmarks/"):
+        check_benchmark(argv[1], argv[2:])
+    elif program == "ray":
+        # Ray's own CLI (docs/sweeps.md): its flags are Ray's; the cluster extra must ship it
+        assert shutil.which("ray", path=str(Path(sys.executable).parent)), "ray is not installed"
     else:
         raise AssertionError(f"{doc.name}: no check for `{command}`; add one to this test")
 
