@@ -12,7 +12,7 @@ pruned group by group, each with its own Hessian.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -24,6 +24,7 @@ from sparsify.algorithms.hessian import (
     layer_hessians,
     output_energy,
     require_calibration,
+    stop_before,
     unsupported_reason,
 )
 from sparsify.algorithms.masks import (
@@ -172,6 +173,7 @@ def sparsegpt_prune_model(
     percdamp: float = 0.01,
     sequential: bool = True,
     after_layer: Callable[[], Any] | None = None,
+    layer_sparsity: Mapping[str, float] | None = None,
 ) -> PruneResult:
     """Prune `layers` of `model` in place with SparseGPT, using calibration `batches`.
 
@@ -182,6 +184,11 @@ def sparsegpt_prune_model(
     every Hessian in one pass of the dense model. Grouped convolutions get one Hessian per
     group; layers SparseGPT cannot handle (other types, or never called) are pruned by
     magnitude, with a warning. The model's train/eval mode is restored afterwards.
+    `after_layer` runs after each layer (e.g. BatchNorm re-estimation); sequentially, its
+    forward passes stop at the next layer to prune (`hessian.StopForward`, which
+    `batchnorm.recalibrate_batchnorm` expects): that layer's Hessian only needs what runs
+    before it. After the last layer they run whole. `layer_sparsity` gives layers their
+    own sparsity (e.g. `profile: sensitivity`), `sparsity` the others.
     """
     kind = parse_mask_type(mask_type)
     _check_sparsity(sparsity, kind)
@@ -189,13 +196,22 @@ def sparsegpt_prune_model(
     masks: dict[str, torch.Tensor] = {}
     stats: dict[str, dict[str, Any]] = {}
     hessians = layer_hessians(model, layers, batches, sequential, desc="SparseGPT layers")
-    for name, layer, acc in hessians:
+    names = list(layers)
+    for index, (name, layer, acc) in enumerate(hessians):
         masks[name], stats[name] = _prune_one(
-            name, layer, acc, sparsity, kind, block_size, percdamp
+            name,
+            layer,
+            acc,
+            (layer_sparsity or {}).get(name, sparsity),
+            kind,
+            block_size,
+            percdamp,
         )
         del acc
         if after_layer is not None:  # e.g. BatchNorm re-estimated before the next layer's turn
-            after_layer()
+            later = [layers[n] for n in names[index + 1 :] if unsupported_reason(layers[n]) is None]
+            with stop_before(later[0] if sequential and later else None):
+                after_layer()
         log.debug(
             "  %-40s %-9s sparsity %6.2f %%  relative output error %s",
             name,

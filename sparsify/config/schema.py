@@ -144,6 +144,10 @@ class QuantizationConfig:
     # a format (qoperator | qdq | dynamic) with optional _fp32_depthwise / _int8_depthwise /
     # _no_concat; null = the model family's set; [] = this format only, nothing chosen
     variants: list[str] | None = None
+    # post-training INT8 within this many points of the FP32 model's metric on val: the layers
+    # INT8 hurts most are kept FP32, one at a time, until it fits (sparsify.algorithms.
+    # int8_budget, NNCF's accuracy control on our quantizer); null = every layer INT8
+    max_drop: float | None = None
 
 
 @dataclass

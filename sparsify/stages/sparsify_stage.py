@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sparsify import distributed
-from sparsify.algorithms import quant_variants
+from sparsify.algorithms import int8_budget, quant_variants
 from sparsify.algorithms.gptq import round_weights_for_int8
 from sparsify.algorithms.one_shot import target_sparsity, torch_batches
 from sparsify.algorithms.onnx_pruning import prune_onnx
@@ -62,7 +62,7 @@ def _prune(
         total = sum(sizes.values())
         overall = sum(per_layer[n] * sizes[n] for n in per_layer) / total if total else 0.0
         return {"per_layer_sparsity": per_layer, "sparsity": overall}
-    return modifier.apply(model, calibration, default_ignore)
+    return modifier.apply(model, calibration, default_ignore, ctx.stage_dir("sparsify"))
 
 
 def _fp32_depthwise(q: Any) -> bool:
@@ -379,13 +379,15 @@ class SparsifyStage:
                 source = rounded or fp32
             try:
                 result["quantization"] = (
-                    _quantize(
-                        source,
+                    int8_budget.quantize_within_budget(  # quantization.max_drop: FP32 fallback
+                        lambda m: _quantize(source, final, calibration, ctx, m, family),
+                        quant,
+                        model,
+                        fp32,
                         final,
                         calibration,
-                        ctx,
-                        quant,  # type: ignore[arg-type]
                         family,
+                        ctx,
                     )
                     | rounding
                 )

@@ -61,6 +61,13 @@ MASK = {
     "description": "unstructured, blockN (e.g. block4) or N:M with N < M (e.g. 2:4)",
 }
 BOOL = {"type": "boolean", "description": "true or false"}
+# one-shot pruning: every layer at the target, or per-layer targets from a sensitivity analysis
+# on the calibration data (sparsify.algorithms.sensitivity), the overall sparsity the same
+PROFILE = {
+    "enum": ["uniform", "sensitivity"],
+    "description": "uniform (every layer at the target sparsity) or sensitivity (more "
+    "sparsity where pruning costs the outputs least, the overall sparsity unchanged)",
+}
 LOG_TYPES = {
     "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
     "description": "__ALL__ or a list of logger names",

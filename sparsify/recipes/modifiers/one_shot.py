@@ -11,7 +11,9 @@
   pruning (`StructuredPruningModifier` with `structure: channels` is its training-aware one).
 
 `recalibrate_batchnorm: true` re-estimates BatchNorm statistics on the calibration data
-afterwards.
+afterwards. `profile: sensitivity` (magnitude, SparseGPT) gives each layer its own sparsity
+from a sensitivity analysis on the calibration data (`sparsify.algorithms.sensitivity`), the
+overall count of zeros at the target; the analysis goes to sensitivity.csv / .png.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -33,7 +36,11 @@ from sparsify.algorithms.channels import (
     count_macs,
     taylor_gradients,
 )
-from sparsify.algorithms.masks import magnitude_layer_masks, parse_mask_type
+from sparsify.algorithms.masks import (
+    magnitude_layer_masks,
+    parse_mask_type,
+    structured_magnitude_mask,
+)
 from sparsify.algorithms.one_shot import (
     Feeds,
     global_magnitude_masks,
@@ -41,6 +48,8 @@ from sparsify.algorithms.one_shot import (
     torch_batches,
 )
 from sparsify.algorithms.pruning import apply_masks, log_sparsity, overall_sparsity, select_layers
+from sparsify.algorithms.sensitivity import MAX_SAMPLES, sensitivity_profile
+from sparsify.algorithms.sensitivity_report import write_report
 from sparsify.algorithms.sparsegpt import sparsegpt_prune_model
 from sparsify.errors import SparsifyError
 from sparsify.matching import DEPTHWISE
@@ -50,6 +59,7 @@ from sparsify.recipes.modifiers.fields import (
     IGNORE,
     IMPORTANCE,
     MASK,
+    PROFILE,
     SPARSITY,
     TARGETS,
     spec,
@@ -68,6 +78,7 @@ class PruneJob(NamedTuple):
     layers: dict[str, nn.Module]  # the selected layers, by name
     calibration: Calibration
     recalibrate: bool  # re-estimate BatchNorm statistics (the recipe asks, the model has BN)
+    report_dir: Path | None = None  # where analyses are written (the sparsify stage's folder)
 
 
 class Pruned(NamedTuple):
@@ -97,9 +108,14 @@ class OneShotPruning(Modifier):
         return False
 
     def apply(
-        self, model: nn.Module, calibration: Calibration, default_ignore: list[str] | None = None
+        self,
+        model: nn.Module,
+        calibration: Calibration,
+        default_ignore: list[str] | None = None,
+        report_dir: Path | None = None,
     ) -> dict[str, Any]:
-        """Prune `model` in place; returns what it did."""
+        """Prune `model` in place; returns what it did (`report_dir`: where an analysis the
+        modifier runs is written)."""
         targets = self.kwargs.get("targets", "__ALL_PRUNABLE__")
         ignore = [*(self.kwargs.get("ignore") or []), *(default_ignore or [])]
         layers = select_layers(model, targets, ignore)
@@ -109,7 +125,7 @@ class OneShotPruning(Modifier):
                 f"(ignore={ignore}); use __ALL_PRUNABLE__ or `re:` patterns of layer names"
             )
         recalibrate = self.recalibrates() and has_batchnorm(model)
-        done = self.prune(PruneJob(model, layers, calibration, recalibrate))
+        done = self.prune(PruneJob(model, layers, calibration, recalibrate, report_dir))
         if recalibrate and not done.recalibrated:
             recalibrate_batchnorm(model, batched_inputs(calibration()))  # restores the mode
         elif recalibrate:  # the last layer's re-estimation already gave the final statistics
@@ -132,15 +148,57 @@ class OneShotPruning(Modifier):
         raise NotImplementedError(f"{self.name} does not say how it prunes")
 
 
-def _magnitude(layers: dict[str, nn.Module], sparsity: float, mask_type: str) -> Pruned:
+def _magnitude(
+    layers: dict[str, nn.Module],
+    sparsity: float,
+    mask_type: str,
+    per_layer: dict[str, float] | None = None,
+) -> Pruned:
     log.info("Magnitude pruning %d layers to %.1f %% (%s)", len(layers), 100 * sparsity, mask_type)
-    apply_masks(layers, magnitude_layer_masks(layers, sparsity, mask_type))
+    if per_layer is None:
+        apply_masks(layers, magnitude_layer_masks(layers, sparsity, mask_type))
+    else:
+        apply_masks(
+            layers,
+            {
+                n: structured_magnitude_mask(m.weight, per_layer[n], mask_type)
+                for n, m in layers.items()
+            },
+        )
     return Pruned("MagnitudePruningModifier", {}, False)
+
+
+@dataclass(kw_only=True)
+class ProfileFields(OneShotPruning):
+    """`profile`: uniform, or per-layer sparsities from a sensitivity analysis."""
+
+    profile: str = spec(PROFILE, "uniform")
+
+    def layer_sparsities(self, job: PruneJob) -> dict[str, float] | None:
+        """Each layer's sparsity under `profile: sensitivity` (None: uniform), the analysis
+        written to the job's report folder."""
+        if self.profile != "sensitivity":
+            return None
+        if parse_mask_type(self.mask).kind == "nm":
+            raise SparsifyError(
+                f"{self.name}: profile: sensitivity cannot move the sparsity of N:M masks "
+                f"({self.mask} fixes every layer's); use mask_structure unstructured or blockN, "
+                "or profile: uniform"
+            )
+        batches = torch_batches(job.calibration()[:MAX_SAMPLES])
+        if not batches:
+            raise SparsifyError(f"{self.name}: profile: sensitivity needs calibration samples")
+        allocated, rows = sensitivity_profile(
+            job.model, job.layers, batches, self.target_sparsity, self.mask
+        )
+        if job.report_dir is not None:
+            write_report(job.report_dir, rows)
+        return allocated
 
 
 @register
 @dataclass(kw_only=True)
-class MagnitudePruningModifier(GradualFields, OneShotPruning):
+class MagnitudePruningModifier(GradualFields, ProfileFields):
     # re-estimate BatchNorm statistics on calibration data after pruning (one-shot)
     recalibrate_batchnorm: bool = spec(BOOL, False)
 
@@ -148,7 +206,7 @@ class MagnitudePruningModifier(GradualFields, OneShotPruning):
         return bool(self.recalibrate_batchnorm)
 
     def prune(self, job: PruneJob) -> Pruned:
-        return _magnitude(job.layers, self.target_sparsity, self.mask)
+        return _magnitude(job.layers, self.target_sparsity, self.mask, self.layer_sparsities(job))
 
 
 @register
@@ -169,7 +227,7 @@ class GlobalMagnitudePruningModifier(GradualFields, OneShotPruning):
 
 @register
 @dataclass(kw_only=True)
-class SparseGPTModifier(OneShotPruning):
+class SparseGPTModifier(ProfileFields):
     aliases = {"dampening_frac": "percdamp"}
 
     sparsity: float = spec(SPARSITY, 0.0)
@@ -202,11 +260,12 @@ class SparseGPTModifier(OneShotPruning):
         return bool(self.recalibrate_batchnorm)
 
     def prune(self, job: PruneJob) -> Pruned:
-        model, layers, calibration, recalibrate = job
+        model, layers, calibration, recalibrate, _ = job
         sparsity, mask_type = self.target_sparsity, self.mask
+        per_layer = self.layer_sparsities(job)
         if isinstance(model, torch.jit.ScriptModule):
             log.info("SparseGPT needs forward hooks, which TorchScript lacks: pruning by magnitude")
-            return _magnitude(layers, sparsity, mask_type)
+            return _magnitude(layers, sparsity, mask_type, per_layer)
         feeds = calibration()
         log.info(
             "SparseGPT pruning %d layers to %.1f %% (%s) on %d calibration samples",
@@ -231,6 +290,7 @@ class SparseGPTModifier(OneShotPruning):
             percdamp=float(self.percdamp),
             sequential=sequential,
             after_layer=after_layer,
+            layer_sparsity=per_layer,
         )
         return Pruned(self.name, result.stats, after_layer is not None)
 
@@ -256,12 +316,16 @@ class ChannelPruningModifier(OneShotPruning):
         return bool(self.recalibrate_batchnorm)
 
     def apply(
-        self, model: nn.Module, calibration: Calibration, default_ignore: list[str] | None = None
+        self,
+        model: nn.Module,
+        calibration: Calibration,
+        default_ignore: list[str] | None = None,
+        report_dir: Path | None = None,
     ) -> dict[str, Any]:
         # a depthwise conv has no channels of its own (each follows its input channel): the
         # families' __DEPTHWISE__ is about unstructured masks and would freeze MobileNets
         defaults = [e for e in default_ignore or [] if e != DEPTHWISE]
-        done = super().apply(model, calibration, defaults)
+        done = super().apply(model, calibration, defaults, report_dir)
         return {**done, "structured": [self.report]}
 
     def prune(self, job: PruneJob) -> Pruned:
