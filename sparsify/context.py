@@ -82,7 +82,8 @@ def resolve_data_path(ctx: RunContext) -> Path | None:
 
 
 def recipe_variables(ctx: RunContext) -> dict[str, Any]:
-    """What a recipe's `${...}` may read: the level, what it derives, the experiment."""
+    """What a recipe's `${...}` may read: the level, what it derives, the experiment, the
+    mask type."""
     derived = ctx.derived
     return {
         "optim_level": ctx.level,
@@ -93,6 +94,10 @@ def recipe_variables(ctx: RunContext) -> dict[str, Any]:
             "variant": derived.variant,
         },
         "experiment": OmegaConf.to_container(ctx.cfg.experiment, resolve=True),
+        # the shipped recipes' mask_type reads it; a config written before the key: unstructured
+        "pruning": {
+            "mask_type": str(OmegaConf.select(ctx.cfg, "pruning.mask_type") or "unstructured")
+        },
     }
 
 

@@ -67,11 +67,13 @@ def length_batches(feeds: Feeds, batch_size: int) -> Feeds:
 
 
 def target_sparsity(kwargs: dict[str, Any]) -> float:
-    """What a one-shot pruning modifier asks for (N:M masks imply their own)."""
+    """What a one-shot pruning modifier asks for (N:M masks imply their own, except where the
+    recipe gives 0: a level that prunes nothing stays dense whatever pruning.mask_type says)."""
     mask = parse_mask_type(kwargs.get("mask_structure") or kwargs.get("mask_type", "unstructured"))
-    if mask.implied_sparsity is not None:
+    given = kwargs.get("sparsity", kwargs.get("final_sparsity"))
+    if mask.implied_sparsity is not None and (given is None or float(given) > 0):
         return mask.implied_sparsity
-    return float(kwargs.get("sparsity", kwargs.get("final_sparsity", 0.0)))
+    return float(given or 0.0)
 
 
 @torch.no_grad()

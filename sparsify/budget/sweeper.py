@@ -58,9 +58,10 @@ class BudgetSweeperConf:
     params: dict[str, Any] | None = None
     parallel: int = 1  # trials launched together (the joblib preset: its n_jobs)
     startup_trials: int = 3  # random trials before TPE models the results
-    # the default search space per experiment, and what a model family adds to it
+    # the default search space per experiment, and what a model family and a recipe add to it
     spaces: dict[str, Any] = field(default_factory=dict)
     family_spaces: dict[str, Any] = field(default_factory=dict)
+    recipe_spaces: dict[str, Any] = field(default_factory=dict)
 
 
 class BudgetSweeper(Sweeper):
@@ -71,12 +72,16 @@ class BudgetSweeper(Sweeper):
         startup_trials: int = 3,
         spaces: dict[str, Any] | None = None,
         family_spaces: dict[str, Any] | None = None,
+        recipe_spaces: dict[str, Any] | None = None,
     ) -> None:
-        params, spaces, family_spaces = (_plain(x) for x in (params, spaces, family_spaces))
+        params, spaces, family_spaces, recipe_spaces = (
+            _plain(x) for x in (params, spaces, family_spaces, recipe_spaces)
+        )
         self.params = {k: v for k, v in params.items() if v not in (None, "", "null")}
         self.parallel = max(1, int(parallel))
         self.startup_trials = max(1, int(startup_trials))
         self.spaces, self.family_spaces = spaces, family_spaces
+        self.recipe_spaces = recipe_spaces
         self.config: DictConfig | None = None
         self.launcher: Any = None
         self.hydra_context: HydraContext | None = None
@@ -129,8 +134,12 @@ class BudgetSweeper(Sweeper):
         cfg = self.config
         assert cfg is not None
         experiment, family = str(cfg.experiment.name), str(cfg.use_case.family)
+        recipe = str(cfg.get("recipe") or cfg.experiment.get("recipe") or "")
         space = merge_spaces(
-            self.spaces.get(experiment), self.family_spaces.get(family), settings["space"]
+            self.spaces.get(experiment),
+            self.family_spaces.get(family),
+            self.recipe_spaces.get(recipe),
+            settings["space"],
         )
         return parse_space(space)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -110,6 +111,7 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
             )
         )
     problems.extend(_quantization_problems(cfg.quantization))
+    problems.extend(_mask_type_problems(cfg))
     from sparsify.algorithms.quant_variants import variant_problems  # onnx: imported when used
 
     problems.extend(
@@ -132,6 +134,29 @@ def config_problems(cfg: DictConfig) -> list[Problem]:
             )
         )
     return problems
+
+
+def _mask_type_problems(cfg: DictConfig) -> list[Problem]:
+    """pruning.mask_type, parsed as the pruners parse it: a typo must not wait for the recipe."""
+    from sparsify.algorithms.masks import VALID_FORMS, parse_mask_type  # torch: when used
+    from sparsify.recipes.modifiers.fields import MASK_PATTERN
+
+    value = cfg.get("pruning", {}).get("mask_type", "unstructured")
+    try:
+        parse_mask_type(str(value))
+        # the recipe schema's spelling too (lower case, no spaces), so the recipe takes it
+        if not re.fullmatch(MASK_PATTERN, str(value)):
+            raise SparsifyError(str(value))
+    except SparsifyError:
+        return [
+            Problem(
+                "pruning.mask_type",
+                value,
+                "is not a sparsity mask type",
+                f"use {VALID_FORMS}; e.g. pruning.mask_type=block4",
+            )
+        ]
+    return []
 
 
 def _quantization_problems(q: DictConfig) -> list[Problem]:

@@ -151,6 +151,15 @@ class QuantizationConfig:
 
 
 @dataclass
+class PruningConfig:
+    # the mask the shipped recipes prune with (their mask_type / mask_structure read it):
+    # unstructured | blockN (N consecutive input weights pruned together, e.g. block4) | N:M
+    # (at most N nonzeros in every M input weights, e.g. 2:4: its sparsity is 1 - N/M at every
+    # level that prunes, whatever the level's own). docs/recipes.md
+    mask_type: str = "unstructured"
+
+
+@dataclass
 class ExportConfig:
     opset: int = 17
 
@@ -213,6 +222,10 @@ class ZooConfig:
     catalog: str | None = None
     # when a tier holds several models, prefer this architecture (e.g. mobilenet_v2)
     arch: str | None = None
+    # sparse transfer whose pruned tier is missing: build it on first use from a dense model
+    # (model.path, or a dense zoo model on this machine) and store it in the local zoo;
+    # false: stop with the command that builds it (docs/zoo.md "Built on first use")
+    build_missing: bool = True
 
 
 @dataclass
@@ -254,6 +267,7 @@ class SparsifyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)

@@ -98,12 +98,40 @@ def test_every_shipped_recipe_validates_at_every_level(
 CHANNEL_SHARE = {"one_shot_channels": 0.5, "training_aware_channels": 0.7}
 
 
+# training_aware_structured: removed share of FFN neurons / attention heads at level 1.0 (the
+# same ramp); its GMP prunes the level's sparsity
+UNIT_SHARE = {"ffn_neurons": 0.5, "attention_heads": 0.25}
+
+
 def _expected_target(name: str, modifier: Any, level: float, variables: dict) -> float:
+    if name == "training_aware_structured" and modifier.name == "StructuredPruningModifier":
+        share = UNIT_SHARE[modifier.kwargs["structure"]]
+        return share * max(0.0, min(1.0, (level - 0.3) / 0.7))
     if name not in CHANNEL_SHARE:
         return float(variables["derived"]["sparsity"])
     if modifier.name == "ChannelPruningModifier" or modifier.kwargs.get("structure") == "channels":
         return CHANNEL_SHARE[name] * max(0.0, min(1.0, (level - 0.3) / 0.7))
     return 0.0  # the recipe's unstructured_sparsity, 0 by default: the thin model stays dense
+
+
+def test_training_aware_structured_removes_units_then_prunes_then_quantizes() -> None:
+    variables = run_variables("training_aware", 1.0)
+    epochs = float(variables["experiment"]["train"]["epochs"])
+    recipe = load_recipe("training_aware_structured", variables)
+    ffn, gmp_, heads = recipe.pruning()
+    assert (ffn.kwargs["structure"], heads.kwargs["structure"]) == (
+        "ffn_neurons",
+        "attention_heads",
+    )
+    assert (
+        recipe.window(ffn) == recipe.window(heads) == pytest.approx((0.1 * epochs, 0.35 * epochs))
+    )
+    assert recipe.window(gmp_) == pytest.approx((0.35 * epochs, 0.65 * epochs))  # after removal
+    assert gmp_.kwargs["final_sparsity"] == pytest.approx(variables["derived"]["sparsity"])
+    assert recipe.quantization().kwargs["start_epoch"] == pytest.approx(0.8 * epochs)
+    args = {"ffn_fraction": 0.3, "head_fraction": 0.5}
+    ffn, _, heads = load_recipe("training_aware_structured", variables, args).pruning()
+    assert (ffn.kwargs["final_sparsity"], heads.kwargs["final_sparsity"]) == (0.3, 0.5)
 
 
 @pytest.mark.parametrize("level", LEVELS)

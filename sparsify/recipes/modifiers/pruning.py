@@ -14,7 +14,12 @@ import torch
 from torch import nn
 
 from sparsify import distributed
-from sparsify.algorithms.masks import magnitude_layer_masks, parse_mask_type
+from sparsify.algorithms.masks import (
+    UNSTRUCTURED,
+    MaskType,
+    magnitude_layer_masks,
+    parse_mask_type,
+)
 from sparsify.algorithms.pruning import overall_sparsity, select_layers
 from sparsify.algorithms.schedules import sparsity_at, update_epochs
 from sparsify.errors import SparsifyError
@@ -153,13 +158,21 @@ class GMPruningModifier(GradualFields, TrainingPruning):
         if self.masks:
             self.apply_masks()
 
+    def _mask(self) -> MaskType:
+        """N:M fixes its own sparsity, unless the recipe gives final_sparsity 0: a level that
+        prunes nothing stays dense whatever pruning.mask_type says."""
+        mask_type = parse_mask_type(str(self.mask_type))
+        if mask_type.kind == "nm" and "final_sparsity" in self._given and self.final_sparsity <= 0:
+            return UNSTRUCTURED
+        return mask_type
+
     def layers_thinned(
         self, rows: dict[int, torch.Tensor], cols: dict[int, torch.Tensor]
     ) -> list[str]:
         touched = super().layers_thinned(rows, cols)
         if touched and self.masks:
             # re-chosen on the thinned shapes (block structure along the new columns)
-            mask_type = parse_mask_type(str(self.mask_type))
+            mask_type = self._mask()
             target = mask_type.implied_sparsity or self.current_sparsity
             fresh = magnitude_layer_masks({n: self.layers[n] for n in touched}, target, mask_type)
             distributed.broadcast_masks(fresh)
@@ -168,7 +181,7 @@ class GMPruningModifier(GradualFields, TrainingPruning):
         return touched
 
     def _update_masks(self, session: RecipeSession, epoch: float) -> None:
-        mask_type = parse_mask_type(str(self.mask_type))
+        mask_type = self._mask()
         if mask_type.implied_sparsity is not None:
             target = mask_type.implied_sparsity
         else:
