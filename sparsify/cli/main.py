@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,12 @@ SUBCOMMANDS = {
 
 
 def _subcommand(name: str, argv: list[str]) -> None:
+    # as a run does: ONNX Runtime's telemetry (~/.cache/Microsoft/...) and Ultralytics'
+    # settings stay out of HOME; `sparsify serve` loads ONNX Runtime like a run
+    from sparsify.environment import prepare_environment
+
+    cache = os.environ.get("SPARSIFY_CACHE") or "~/.cache/sparsify"  # config.cache_dir's default
+    prepare_environment(Path(cache).expanduser())
     try:
         module = importlib.import_module(f"sparsify.cli.{name}")
     except ModuleNotFoundError as exc:

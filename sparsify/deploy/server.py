@@ -149,6 +149,13 @@ class PixelBudget:
         for what, data in images:
             try:
                 width, height = image_size(data)
+            except ImageTooLarge:  # PIL refused its header: far past any limit set here
+                raise ImageTooLarge(
+                    f"{what}: image is too large to open (its header claims more pixels "
+                    f"than PIL opens); the limit is {self.per_image:,} pixels per image: send a smaller "
+                    "image, or start the server with a higher `sparsify serve "
+                    "--max-pixels-per-image`"
+                ) from None
             except InputError as exc:
                 raise type(exc)(f"{what}: {exc}") from None
             if width < 1 or height < 1:
