@@ -115,6 +115,26 @@ def config_dir_option(argv: list[str]) -> str | None:
 FREE_DICTS = ("recipe_args", "budget.space")
 
 
+def _syntax_problem(override: str) -> Problem | None:
+    """Hydra's grammar error for one override, naming the override (Hydra's own message names
+    neither it nor its key)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        OverridesParser.create().parse_override(override)
+    except HydraException as exc:
+        key = override.split("=", 1)[0].lstrip("+~") if "=" in override else override
+        reason = str(exc).splitlines()[0]
+        return Problem(
+            key,
+            override,
+            f"not valid override syntax ({reason})",
+            "close brackets and quotes, or quote the whole value: key='a value'",
+        )
+    return None
+
+
 def normalize_overrides(overrides: list[str], config_dir: str | None = None) -> list[str]:
     """The overrides rewritten for Hydra; raises one ValidationError listing every problem.
 
@@ -132,6 +152,10 @@ def normalize_overrides(overrides: list[str], config_dir: str | None = None) -> 
         if skip_next or override.startswith("-"):
             skip_next = override in OPTIONS_WITH_VALUE
             out.append(override)
+            continue
+        syntax = _syntax_problem(override)
+        if syntax is not None:
+            problems.append(syntax)
             continue
         parts = _split(override)
         if parts is None:

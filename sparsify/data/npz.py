@@ -122,6 +122,16 @@ def validate_npz_folder(root: Path) -> tuple[NpzSummary | None, list[Problem]]:
         if path != first:
             problems += _compare(path, signature, reference, first.name)
     inputs = {k: {"dtype": dtype, "shape": list(shape)} for k, (dtype, shape) in reference.items()}
+    for key, spec in inputs.items():  # every distinct shape, with a file that has it
+        seen: dict[str, str] = {}
+        for path, signature in signatures:
+            if key in signature:
+                seen.setdefault(str(list(signature[key][1])), str(path))
+        if len(seen) > 1:  # samples of several shapes: the model check looks at each
+            spec["shapes"] = [
+                {"shape": [int(n) for n in text.strip("[]").split(",") if n.strip()], "file": f}
+                for text, f in seen.items()
+            ]
     return NpzSummary(root=str(root), files=len(signatures), inputs=inputs), problems
 
 

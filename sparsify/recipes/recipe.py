@@ -122,7 +122,13 @@ def read_recipe_text(name_or_path: str) -> tuple[str, str]:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise SparsifyError(f"recipe file {path} does not exist; give an existing YAML recipe")
-        return str(path), path.read_text(encoding="utf-8")
+        try:
+            return str(path), path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise SparsifyError(
+                f"recipe file {path} is not UTF-8 text (byte {exc.start}: "
+                f"{exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8 YAML"
+            ) from None
     resource = importlib.resources.files("sparsify.builtin_recipes") / f"{name_or_path}.yaml"
     if not resource.is_file():
         raise SparsifyError(

@@ -71,23 +71,7 @@ class Sandbox:
 # cases that show a bug not fixed here (its code is being changed by someone else, or the
 # fix is not small): "entry:id" -> what is wrong. They run as strict xfails, so a fix turns
 # them into failures until the entry is removed.
-KNOWN_BUGS: dict[str, str] = {
-    "sparsify:npz-one-odd-shape": (
-        "NPZ validation compares only the rank of each sample with the others, and the model "
-        "check sees only the reference sample's shape: one 9x9 sample among 8x8 ones for a "
-        "model with fixed 8x8 inputs passes validate and fails in calibration"
-    ),
-    "sparsify:unclosed-bracket": (
-        "Hydra's grammar error (`no viable alternative at input '[validate'`) names neither "
-        "the override nor its key; sparsify/config/overrides.py (being edited by another "
-        "engineer) should parse each override and name the one that fails"
-    ),
-    "sparsify:recipe-binary": (
-        "a recipe file that is not UTF-8 raises UnicodeDecodeError from read_recipe_text "
-        "(sparsify/recipes/recipe.py, being edited by another engineer): a traceback instead "
-        "of 'recipe <path> is not UTF-8 text'"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def known_bug(case: str) -> tuple[pytest.MarkDecorator, ...]:
