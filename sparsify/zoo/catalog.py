@@ -84,6 +84,9 @@ ENTRY_SCHEMA: dict[str, Any] = {
         "artifact": {"type": "string"},
         "added": {"type": "string"},
         "run": {"type": "object"},
+        # a tier built on first use (sparsify/zoo/build.py): source model sha256, data
+        # fingerprint, recipe, date, measured sparsity
+        "provenance": {"type": "object"},
     },
 }
 

@@ -223,6 +223,7 @@ def add_run(
     use_case: str | None = None,
     force: bool = False,
     description: str | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Register a finished run's torch model in the local zoo; returns its entry.
 
@@ -293,4 +294,6 @@ def add_run(
     }
     if description:
         entry["description"] = description
+    if provenance:
+        entry["provenance"] = {**provenance, "sparsity": round(sparsity, 6)}
     return LocalZoo(zoo_dir).add(entry, source, force=force)

@@ -86,6 +86,10 @@ class Unavailable(Exception):
     """The model is not on this machine; the message says how to get it."""
 
 
+class MissingTier(SparsifyError):
+    """No model of the tier is on this machine (the fetch stage may build one: first_use.py)."""
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -307,14 +311,14 @@ def resolve_foundation(cfg: DictConfig, use_case: str, tier: str, variant: str) 
             return model
     wanted = " or ".join(FALLBACKS[variant])
     if not unavailable:
-        raise SparsifyError(
+        raise MissingTier(
             f"the zoo has no {tier} {wanted} model for {canonical} (it has: "
             f"{_summary(entries)}); build one and register it: sparsify zoo add RUN_DIR "
             f"--name NAME --tier {tier} --variant {variant} (docs/zoo.md), or pick another "
             "optim_level"
         )
     mode = " (zoo.offline is true)" if is_offline(cfg) else ""
-    raise SparsifyError(
+    raise MissingTier(
         f"no {tier} {wanted} model for {canonical} is on this machine{mode}:\n  - "
         + "\n  - ".join(unavailable)
     )
