@@ -48,6 +48,7 @@ from sparsify.models.yolo.training import (
     zero_masks,
 )
 from sparsify.outputs import ValidateOutput
+from sparsify.recipes.modifiers import ConstantPruningModifier
 
 log = logging.getLogger("sparsify")
 
@@ -307,7 +308,7 @@ class YoloFamily(ModelFamily):
         probe = session_for(steps_per_epoch, qat=False)
         # held masks (sparse transfer) are re-applied by fine_tune before our hook runs, so
         # the session's constant pruner sees the foundation's zeros, not a step's drift
-        hold = any(p.constant for p in probe.pruners)
+        hold = any(isinstance(p, ConstantPruningModifier) for p in probe.pruners)
         out_dir = ctx.stage_dir("sparsify") / "ultralytics"
         events = EventLog(ctx.stage_dir("sparsify") / "tensorboard")
         try:
@@ -350,8 +351,12 @@ class YoloFamily(ModelFamily):
         images = calibration_images(_summary(ctx), n, int(ctx.cfg.seed))
         return [{"images": letterbox(load_image(p), size)[0][None]} for p in images]
 
-    def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
-        """Box (and mask) mAP@0.5 and @0.5:0.95 on val; the use case's metric comes first."""
+    def has_labelled_split(self, ctx: RunContext, split: str) -> bool:
+        summary = _summary(ctx)
+        return bool(summary["splits"].get(split)) and split in summary.get("label_dirs", {})
+
+    def evaluate_onnx(self, engine: Any, ctx: RunContext, split: str = "val") -> dict[str, float]:
+        """Box (and mask) mAP@0.5 and @0.5:0.95 on `split`; the use case's metric first."""
         limit = ctx.cfg.data.max_eval_samples
         scores = evaluate_yolo(
             engine,
@@ -360,6 +365,7 @@ class YoloFamily(ModelFamily):
             segment=_ultra_task(ctx) == "segment",
             batch=int(ctx.cfg.data.batch_size),
             limit=int(limit) if limit else None,
+            split=split,
         )
         metric = str(ctx.cfg.use_case.metric)
         return {metric: scores[metric], **scores} if metric in scores else scores
