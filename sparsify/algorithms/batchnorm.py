@@ -8,6 +8,7 @@ ResNet-18 at 51 % sparsity: 52.5 % -> 95.0 % top-1, baseline 97.2 %).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsify.algorithms.hessian import forward_batch
+from sparsify.algorithms.hessian import StopForward, forward_batch
 from sparsify.algorithms.pruning import PRUNABLE_TYPES
 from sparsify.errors import SparsifyError
 
@@ -49,7 +50,11 @@ def has_batchnorm(model: nn.Module) -> bool:
 def recalibrate_batchnorm(
     model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]], quiet: bool = False
 ) -> int:
-    """Reset BN running stats and re-estimate them (cumulative average); returns #BN layers."""
+    """Reset BN running stats and re-estimate them (cumulative average); returns #BN layers.
+
+    A forward pass cut short by `hessian.StopForward` (SparseGPT stops it at the next layer
+    to prune: only the BatchNorms before that layer matter for its Hessian, and every later
+    one is re-estimated again before it matters) updates the BatchNorms it reached."""
     bns = [m for m in model.modules() if isinstance(m, BATCHNORM_TYPES) and m.track_running_stats]
     if not bns:
         return 0
@@ -60,10 +65,13 @@ def recalibrate_batchnorm(
     was_training = model.training
     model.train()
     seen = 0
-    for batch in batches:
-        model(*batch)
-        seen += int(batch[0].shape[0])
-    model.train(was_training)
+    try:
+        for batch in batches:
+            with contextlib.suppress(StopForward):
+                model(*batch)
+            seen += int(batch[0].shape[0])
+    finally:
+        model.train(was_training)
     for m, momentum in saved.items():
         m.momentum = momentum
     log.log(

@@ -21,7 +21,7 @@ from torch import nn
 
 from sparsify.algorithms.masks import to_matrix
 from sparsify.errors import SparsifyError
-from sparsify.progress import progress
+from sparsify.progress import logged_progress
 
 log = logging.getLogger("sparsify")
 
@@ -133,7 +133,7 @@ class HessianAccumulator:
             self._handle = None
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by a hook once the layer being calibrated has seen its input."""
 
 
@@ -147,11 +147,21 @@ def forward_batch(model: nn.Module, batch: Any) -> Any:
 
 
 @contextlib.contextmanager
+def stop_before(layer: nn.Module | None) -> Iterator[None]:
+    """Forward passes raise `StopForward` as `layer` is reached (nothing when None)."""
+    if layer is None:
+        yield
+        return
+    with _stop_after(layer):
+        yield
+
+
+@contextlib.contextmanager
 def _stop_after(layer: nn.Module) -> Iterator[None]:
     """Cut each forward pass short once `layer` has run: later layers are not needed yet."""
 
     def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-        raise _StopForward
+        raise StopForward
 
     handle = layer.register_forward_pre_hook(hook)
     try:
@@ -171,7 +181,7 @@ def _collect(
         if stop and len(layers) == 1:
             stack.enter_context(_stop_after(next(iter(layers.values()))))
         for batch in batches:
-            with contextlib.suppress(_StopForward):
+            with contextlib.suppress(StopForward):
                 forward_batch(model, batch)
     return accs
 
@@ -195,7 +205,7 @@ def layer_hessians(
     supported = {n: m for n, m in layers.items() if unsupported_reason(m) is None}
     try:
         shared = None if sequential else _collect(model, supported, batches, stop=False)
-        for name, layer in progress(layers.items(), total=len(layers), desc=desc):
+        for name, layer in logged_progress(layers.items(), len(layers), desc, log):
             if name not in supported:
                 yield name, layer, None
             elif shared is not None:

@@ -25,8 +25,9 @@ from sparsify.errors import SparsifyError
 log = logging.getLogger("sparsify")
 
 
-def _damped_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
-    """Lower Cholesky factor of H + damp I, with inputs that never fired (diag 0) decoupled.
+def _damped_cholesky(hessian: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, float]:
+    """Lower Cholesky factor of H + damp I, with inputs that never fired (diag 0) decoupled,
+    and the damping it took.
 
     damp = percdamp * mean(diag H); it grows tenfold while H is too ill-conditioned.
     """
@@ -34,11 +35,12 @@ def _damped_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
     H.diagonal()[H.diagonal() == 0] = 1.0  # dead inputs: their updates then touch nothing else
     mean_diag = float(H.diagonal().mean())
     damp = percdamp * mean_diag
-    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     for _ in range(6):
-        lower, info = torch.linalg.cholesky_ex(H + damp * eye)
+        damped = H.clone()
+        damped.diagonal().add_(damp)
+        lower, info = torch.linalg.cholesky_ex(damped)
         if int(info) == 0:
-            return lower
+            return lower, damp
         new_damp = max(10 * damp, 1e-6 * mean_diag)
         log.warning("Hessian not positive definite at damping %.3g; retrying %.3g", damp, new_damp)
         damp = new_damp
@@ -48,17 +50,20 @@ def _damped_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
     )
 
 
-def _inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
-    """Upper Cholesky factor U of (H + damp I)^-1 = U^T U."""
-    for _ in range(3):
-        inverse = torch.cholesky_inverse(_damped_cholesky(hessian, percdamp))
-        upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
-        if int(info) == 0:
-            return upper
-        percdamp = max(10 * percdamp, 1e-4)  # only rounding gets here: the inverse is PD
-    raise SparsifyError(
-        "SparseGPT could not factorise a layer's inverse Hessian; raise percdamp (e.g. 0.1)"
-    )
+def _inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, float]:
+    """Upper Cholesky factor U of (H + damp I)^-1 = U^T U, from one Cholesky factorisation,
+    and the damping it took.
+
+    With P the order-reversing permutation and P (H + damp I) P = L L^T, the inverse is
+    P L^-T L^-1 P = U^T U with U = P L^-1 P, upper triangular with a positive diagonal. One
+    factorisation and one triangular inverse, where inverting H (`cholesky_inverse`, slow and
+    single-threaded on CPUs) and factorising the inverse again cost three times as much.
+    """
+    flipped = hessian.flip(0, 1)
+    lower, damp = _damped_cholesky(flipped, percdamp)
+    eye = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device)
+    inverse = torch.linalg.solve_triangular(lower, eye, upper=False)
+    return inverse.flip(0, 1), damp
 
 
 ColumnRule = Callable[[torch.Tensor, int, int, torch.Tensor], torch.Tensor]
@@ -86,9 +91,12 @@ def obs_update_layer(
     H0 = H.to(device=W.device, dtype=torch.float64)
     if H0.shape != (cols, cols):
         raise ValueError(f"Hessian {tuple(H0.shape)} does not match weight {tuple(W.shape)}")
+    dead = H0.diagonal() == 0
     Hd = H0.clone()
-    Hd.diagonal()[H0.diagonal() == 0] = 1.0  # decouples dead inputs: their updates touch nothing
-    U = _inverse_cholesky(Hd, percdamp)
+    Hd.diagonal()[dead] = 1.0  # decouples dead inputs: their updates touch nothing
+    U, damp = _inverse_cholesky(Hd, percdamp)
+    del Hd
+    damped_loss = 0.0
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         W1 = W[:, i1:i2].clone()
@@ -105,6 +113,11 @@ def obs_update_layer(
             err1[:, i] = err
         W[:, i1:i2] = Q1
         W[:, i2:] -= err1 @ U[i1:i2, i2:]
-    delta = original - W
-    error = float(0.5 * (delta @ H0 * delta).sum())
+        damped_loss += float(err1[:, ~dead[i1:i2]].square().sum())
+    # each live step's err^2 is what it adds to tr(D Hd D^T) (D = W - W', Hd the damped
+    # Hessian factorised; dead inputs are decoupled in it and cost nothing undamped), so their
+    # sum is that trace; Hd - H is damp I on live inputs, which gives the undamped error
+    # without another (out x in x in) product
+    delta_sq = (original - W)[:, ~dead].square().sum()
+    error = 0.5 * max(damped_loss - damp * float(delta_sq), 0.0)
     return W.to(weight.dtype), error

@@ -244,3 +244,42 @@ def test_after_layer_runs_once_per_layer_between_layers() -> None:
         after_layer=lambda: seen.append(float((model[0].weight == 0).float().mean())),
     )
     assert seen == [0.5, 0.5]  # the first layer was already pruned when the hook first ran
+
+
+def test_batchnorm_passes_cut_at_the_next_layer_give_the_same_result() -> None:
+    """Re-estimating BatchNorm only up to the next layer to prune (what its Hessian needs)
+    leaves every Hessian, mask, weight and the final statistics as full passes do."""
+    from contextlib import nullcontext
+    from unittest import mock
+
+    from sparsify.algorithms import sparsegpt
+    from sparsify.algorithms.batchnorm import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 36, 5),
+    )  # fmt: skip
+    batches = [(torch.randn(8, 3, 6, 6),) for _ in range(3)]
+    results, calls = [], []
+    for cut in (True, False):
+        copy_ = copy.deepcopy(model)
+        seen: list[int] = []
+        copy_[4].register_forward_pre_hook(lambda m, a, seen=seen: seen.append(1))
+        after = lambda m=copy_: recalibrate_batchnorm(m, batches, quiet=True)  # noqa: E731
+        patch = nullcontext() if cut else mock.patch.object(
+            sparsegpt, "stop_before", lambda layer: nullcontext()
+        )  # fmt: skip
+        with patch:
+            result = sparsegpt_prune_model(
+                copy_, select_layers(copy_), batches, 0.5, after_layer=after
+            )
+        results.append((copy_.state_dict(), result.stats))
+        calls.append(len(seen))
+    assert calls[0] < calls[1]  # the cut passes skipped the last BatchNorm until the end
+    (cut_state, cut_stats), (full_state, full_stats) = results
+    for key, value in full_state.items():
+        torch.testing.assert_close(cut_state[key], value, rtol=1e-6, atol=1e-7)
+    for name, stats in full_stats.items():
+        assert cut_stats[name]["error"] == pytest.approx(stats["error"], rel=1e-6)
