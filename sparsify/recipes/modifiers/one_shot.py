@@ -85,6 +85,7 @@ class Pruned(NamedTuple):
     method: str  # the modifier that did it (SparseGPT falls back to magnitude)
     stats: dict[str, Any]  # per-layer statistics
     recalibrated: bool  # BatchNorm statistics already re-estimated on the way
+    extra: dict[str, Any] = {}  # more for the stage's result (e.g. a structured report)
 
 
 @dataclass(kw_only=True)
@@ -117,7 +118,7 @@ class OneShotPruning(Modifier):
         """Prune `model` in place; returns what it did (`report_dir`: where an analysis the
         modifier runs is written)."""
         targets = self.kwargs.get("targets", "__ALL_PRUNABLE__")
-        ignore = [*(self.kwargs.get("ignore") or []), *(default_ignore or [])]
+        ignore = [*(self.kwargs.get("ignore") or []), *self.family_ignore(default_ignore or [])]
         layers = select_layers(model, targets, ignore)
         if not layers:
             raise SparsifyError(
@@ -134,6 +135,7 @@ class OneShotPruning(Modifier):
             )
         per_layer = log_sparsity(layers, "After pruning")
         return {
+            **done.extra,
             "method": done.method,
             "mask_type": self.mask,
             "target_sparsity": self.target_sparsity,
@@ -143,6 +145,10 @@ class OneShotPruning(Modifier):
                 n: {k: v for k, v in s.items() if k != "error"} for n, s in done.stats.items()
             },
         }
+
+    def family_ignore(self, default_ignore: list[str]) -> list[str]:
+        """The model family's `ignore` entries this modifier honours (all, by default)."""
+        return default_ignore
 
     def prune(self, job: PruneJob) -> Pruned:
         raise NotImplementedError(f"{self.name} does not say how it prunes")
@@ -315,18 +321,10 @@ class ChannelPruningModifier(OneShotPruning):
     def recalibrates(self) -> bool:
         return bool(self.recalibrate_batchnorm)
 
-    def apply(
-        self,
-        model: nn.Module,
-        calibration: Calibration,
-        default_ignore: list[str] | None = None,
-        report_dir: Path | None = None,
-    ) -> dict[str, Any]:
+    def family_ignore(self, default_ignore: list[str]) -> list[str]:
         # a depthwise conv has no channels of its own (each follows its input channel): the
         # families' __DEPTHWISE__ is about unstructured masks and would freeze MobileNets
-        defaults = [e for e in default_ignore or [] if e != DEPTHWISE]
-        done = super().apply(model, calibration, defaults, report_dir)
-        return {**done, "structured": [self.report]}
+        return [e for e in default_ignore if e != DEPTHWISE]
 
     def prune(self, job: PruneJob) -> Pruned:
         model = job.model
@@ -363,7 +361,7 @@ class ChannelPruningModifier(OneShotPruning):
             params,
             thin_params,
         )
-        return Pruned(self.name, {}, False)
+        return Pruned(self.name, {}, False, {"structured": [self.report]})
 
 
 def one_shot_modifier(name: str, fields: dict[str, Any]) -> OneShotPruning:
