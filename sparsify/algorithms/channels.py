@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from sparsify.algorithms.hessian import forward_batch
+from sparsify.algorithms.hessian import forward_batch, hooked_eval_forward
 from sparsify.algorithms.structured import kept_width
 from sparsify.errors import SparsifyError
 from sparsify.matching import match_modules
@@ -376,15 +376,7 @@ def count_macs(model: nn.Module, example: Any) -> tuple[int, int]:
         total[0] += output.numel() // batch * per_output
 
     layers = [m for m in model.modules() if isinstance(m, ROOT_TYPES)]
-    handles = [m.register_forward_hook(hook) for m in layers]
-    training = model.training
-    model.eval()
-    try:
-        forward_batch(model, example)
-    finally:
-        model.train(training)
-        for h in handles:
-            h.remove()
+    hooked_eval_forward(model, example, [m.register_forward_hook(hook) for m in layers])
     return total[0], sum(p.numel() for p in model.parameters())
 
 

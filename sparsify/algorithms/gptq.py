@@ -26,8 +26,8 @@ from torch import nn
 
 from sparsify.algorithms.batchnorm import fold_batchnorm, has_batchnorm
 from sparsify.algorithms.hessian import (
-    forward_batch,
     group_rows,
+    hooked_eval_forward,
     layer_hessians,
     output_energy,
     require_calibration,
@@ -171,14 +171,7 @@ def int8_layers(
     handles = [
         m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, nn.Linear)
     ]
-    was_training = model.training
-    model.eval()
-    try:
-        forward_batch(model, batch)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    hooked_eval_forward(model, batch, handles)
     out = {}
     for name, module in candidates.items():
         if isinstance(module, nn.Conv1d | nn.Conv2d):

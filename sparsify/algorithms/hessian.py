@@ -146,6 +146,19 @@ def forward_batch(model: nn.Module, batch: Any) -> Any:
     return model(batch)
 
 
+def hooked_eval_forward(model: nn.Module, batch: Any, handles: Sequence[Any]) -> Any:
+    """One forward pass in eval mode with the hooks of `handles`; the mode is restored and
+    the hooks removed afterwards, whatever happens."""
+    was_training = model.training
+    model.eval()
+    try:
+        return forward_batch(model, batch)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+
 @contextlib.contextmanager
 def stop_before(layer: nn.Module | None) -> Iterator[None]:
     """Forward passes raise `StopForward` as `layer` is reached (nothing when None)."""
