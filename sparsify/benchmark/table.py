@@ -75,6 +75,12 @@ def footnotes(report: dict[str, Any], task: str | None = None) -> list[str]:
     items = val_items(report)
     note = small_val_note(items, str(task or "")) if items else None
     notes = [f"{report.get('metric') or 'accuracy'}: {note}"] if note else []
+    test = report.get("test")
+    if test:  # which split each number is from
+        notes.append(
+            f"accuracy: val split (what pruning and the choices looked at); test_accuracy: "
+            f"test split, {test.get('samples')} items, measured on {test['engine']}"
+        )
     chosen = report.get("chosen")
     if chosen:  # quantization.variants: why the result is the model it is
         notes.append(
@@ -148,6 +154,11 @@ def comparison(report: dict[str, Any], metric: str | None = None) -> list[dict[s
                 f"items_per_sec_b{large}": _round(tp, 1),
                 f"speedup_b{large}": None if unsupported else _ratio(tp, base_tp),
             }
+            test = report.get("test")
+            if test:  # the final dense-vs-result scores on the held-out test split too
+                row["split"] = "val"
+                scores = test["models"].get(name) if engine == test["engine"] else None
+                row["test_accuracy"] = _round(_metric({"accuracy": scores}, metric)[1], 3)
             if name == "sparsified" and report.get("chosen"):
                 row["variant"] = report["chosen"]["variant"]
             if len(engines) > 1:

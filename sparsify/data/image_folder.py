@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from sparsify.data.counts import log_class_counts
 from sparsify.data.files import is_file, link_problem, visible_entries
 from sparsify.data.image_check import check_image
+from sparsify.data.image_sizes import read_sizes, size_stats
 from sparsify.data.layouts import layout_problem
 from sparsify.deploy.preprocess import ImagePreprocess, load_image, preprocess_image
 from sparsify.errors import Problem, SparsifyError
@@ -41,6 +42,7 @@ class ImageFolderSummary:
     classes: list[str]
     splits: dict[str, int] = field(default_factory=dict)  # split -> images
     class_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> n
+    image_sizes: dict[str, Any] = field(default_factory=dict)  # train: min/median/max [w, h]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,6 +223,9 @@ def validate_image_folder(
         splits={split: sum(counts.values()) for split, counts in class_counts.items()},
         class_counts=class_counts,
     )
+    if check_images and not problems:  # the headers of readable images only
+        train = list_samples(root, "train", classes)
+        summary.image_sizes = size_stats(read_sizes([str(p) for p, _ in train]))
     return summary, problems
 
 

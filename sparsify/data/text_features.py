@@ -7,6 +7,7 @@ and the exported ONNX model see one fixed shape.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,61 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100  # what torch's cross-entropy (and HF models) skip
+
+log = logging.getLogger("sparsify")
+_noted: set[tuple[str, int, int]] = set()  # (split, examples, max_length) already said
+
+
+def note_truncation(split: str, cut: int, total: int, max_length: int, how: str) -> None:
+    """Say once per split how many examples `data.max_length` cut (`how`: what happened to
+    them), so a long-text set whose tails the model never sees is visible in the log; more
+    than half cut is a warning with the fix."""
+    key = (split, total, max_length)
+    if key in _noted:
+        return
+    _noted.add(key)
+    if cut == 0:
+        return
+    share = 100.0 * cut / max(1, total)
+    message = "data.max_length=%d: %s of %s %s examples (%.1f %%) were longer and %s"
+    args = (max_length, f"{cut:,}", f"{total:,}", split, share, how)
+    if share > 50:
+        log.warning(message + "; raise data.max_length if their ends matter", *args)
+    else:
+        log.info(message, *args)
+
+
+def note_split(
+    split: str,
+    records: Sequence[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    doc_stride: int,
+) -> None:
+    """`note_truncation` for a split the evaluation tokenizes its own way (the deployed
+    runner): its records tokenized once here, the first time only."""
+    if (split, len(records), max_length) in _noted or not records:
+        return
+    if "question" in records[0]:
+        _encode_qa(records, tokenizer, max_length, doc_stride, split)
+        return
+    if "tokens" in records[0]:
+        words = [list(r["tokens"]) for r in records]
+        encoding = tokenizer(
+            words, is_split_into_words=True, truncation=True, max_length=max_length
+        )
+    else:
+        pairs = [r["text_pair"] for r in records] if "text_pair" in records[0] else None
+        encoding = tokenizer(
+            [r["text"] for r in records], pairs, truncation=True, max_length=max_length
+        )
+    note_truncation(split, _truncated(encoding), len(records), max_length, "were truncated")
+
+
+def _truncated(encoding: Any) -> int:
+    """How many rows of a fast tokenizer's batch lost tokens to truncation (the Rust
+    encodings keep what was cut in `overflowing`, asked for or not)."""
+    return sum(1 for e in getattr(encoding, "encodings", None) or [] if e.overflowing)
 
 
 def _require_fast(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -63,15 +119,17 @@ def encode_classification(
     tokenizer: PreTrainedTokenizerBase,
     label_list: Sequence[Any],
     max_length: int,
+    split: str = "train",
 ) -> dict[str, list]:
     """input_ids, attention_mask (token_type_ids where the tokenizer makes them), labels.
 
     Not padded: the training collator pads each batch to its longest row, so short texts do
-    not pay for `max_length` (which only truncates)."""
+    not pay for `max_length` (which only truncates; how many it cut is logged per `split`)."""
     _require_fast(tokenizer)
     texts = [r["text"] for r in records]
     pairs = [r["text_pair"] for r in records] if records and "text_pair" in records[0] else None
     encoding = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    note_truncation(split, _truncated(encoding), len(records), max_length, "were truncated")
     features = _as_lists(encoding, _MODEL_INPUTS)
     if records and all("label" in r for r in records):
         index = _label_index(label_list)
@@ -85,6 +143,7 @@ def encode_token_classification(
     label_list: Sequence[Any],
     max_length: int,
     label_all_subwords: bool = False,
+    split: str = "train",
 ) -> dict[str, list]:
     """Words tokenized as given; each word's tag goes to its first sub-word.
 
@@ -99,6 +158,8 @@ def encode_token_classification(
         truncation=True,
         max_length=max_length,
     )
+    # the words past the cut get no prediction: for NER, their entities are missed
+    note_truncation(split, _truncated(encoding), len(records), max_length, "were truncated")
     features = _as_lists(encoding, _MODEL_INPUTS)
     if not records or not all("tags" in r for r in records):
         return features
@@ -126,6 +187,7 @@ def _encode_qa(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     doc_stride: int,
+    split: str = "train",
 ) -> tuple[Any, int]:
     """Question/context windows: long contexts overflow into windows overlapping by `doc_stride`."""
     _require_fast(tokenizer)
@@ -149,6 +211,14 @@ def _encode_qa(
         return_offsets_mapping=True,
         padding="max_length",
     )
+    windows = np.bincount(encoding["overflow_to_sample_mapping"], minlength=len(records))
+    note_truncation(
+        split,
+        int((windows > 1).sum()),
+        len(records),
+        max_length,
+        f"were read in overlapping windows (doc stride {doc_stride})",
+    )
     return encoding, context_index
 
 
@@ -157,13 +227,14 @@ def encode_qa_train(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     doc_stride: int,
+    split: str = "train",
 ) -> dict[str, list]:
     """Windows with start_positions/end_positions of the first answer (token indices).
 
     A window that does not hold the whole answer, and an unanswerable question, point both
     positions at the CLS token (index 0 for BERT-style tokenizers).
     """
-    encoding, context_index = _encode_qa(records, tokenizer, max_length, doc_stride)
+    encoding, context_index = _encode_qa(records, tokenizer, max_length, doc_stride, split)
     features = _as_lists(encoding, _MODEL_INPUTS)
     starts: list[int] = []
     ends: list[int] = []
@@ -203,12 +274,13 @@ def encode_qa_eval(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     doc_stride: int,
+    split: str = "val",
 ) -> dict[str, list]:
     """Windows with `example_id` (the record's id) and `offset_mapping`, None off the context.
 
     `qa_best_span` turns a window's logits back into answer text with these offsets.
     """
-    encoding, context_index = _encode_qa(records, tokenizer, max_length, doc_stride)
+    encoding, context_index = _encode_qa(records, tokenizer, max_length, doc_stride, split)
     features = _as_lists(encoding, _MODEL_INPUTS)
     example_ids: list[str] = []
     offset_mapping: list[list[tuple[int, int] | None]] = []

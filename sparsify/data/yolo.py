@@ -8,6 +8,7 @@ Validation reads every label file once, streaming, and never writes to the user'
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -48,6 +49,7 @@ class YoloSummary:
     image_dirs: dict[str, str] = field(default_factory=dict)
     instances: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> n
     background: dict[str, int] = field(default_factory=dict)  # split -> images without objects
+    image_sizes: dict[str, Any] = field(default_factory=dict)  # train: min/median/max [w, h]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -282,6 +284,8 @@ def _check_line(values: list[str], nc: int | None, segment: bool) -> tuple[str, 
         coords = [float(v) for v in values[1:]]
     except ValueError:
         return "coordinates are not all numbers", f"write numbers only: {layout}"
+    if not all(math.isfinite(c) for c in coords):  # nan compares false with every bound below
+        return "coordinates are not all finite (nan / inf)", f"write numbers only: {layout}"
     if segment:
         if len(coords) % 2:
             return f"odd number of coordinates ({len(coords)})", f"write x y pairs: {layout}"
@@ -454,9 +458,15 @@ def log_summary(summary: YoloSummary, logger: logging.Logger) -> None:
 
 def validate_for_config(root: Path, cfg: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
     """The `yolo` entry of DATA_FORMATS: validate for `cfg.use_case.task` and log a summary."""
+    from sparsify.data.image_sizes import YOLO_SIZE, read_sizes, report_sizes, size_stats
+    from sparsify.data.yolo_loader import yolo_samples
+
     summary, problems = validate_yolo_dataset(Path(root), str(cfg.use_case.task))
     if summary is not None and not problems:
         log_summary(summary, log)
+        train = yolo_samples(summary.to_dict(), "train")
+        summary.image_sizes = size_stats(read_sizes([str(image) for image, _ in train]))
+        report_sizes(summary.image_sizes, int(cfg.data.image_size), YOLO_SIZE)
     return (summary.to_dict() if summary else None), problems
 
 

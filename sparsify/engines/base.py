@@ -10,6 +10,8 @@ import numpy as np
 
 from sparsify.errors import SparsifyError
 
+Feeds = dict[str, np.ndarray]  # input name -> batched array
+
 
 @runtime_checkable
 class Engine(Protocol):
@@ -31,11 +33,7 @@ class Engine(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
     def benchmark(
-        self,
-        feeds: dict[str, np.ndarray],
-        warmup_s: float,
-        time_s: float,
-        keep_latencies: bool = False,
+        self, feeds: Feeds, warmup_s: float, time_s: float, keep_latencies: bool = False
     ) -> dict[str, Any]:
         """deepsparse.benchmark-style result (items_per_sec, median, ... in ms/batch);
         `keep_latencies` adds each call's (`latencies_ms`, for `timing.merge_rounds`)."""

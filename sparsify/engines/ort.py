@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from sparsify.engines.base import Feeds
 from sparsify.engines.host import available_cores
 from sparsify.engines.timing import time_runs
 from sparsify.engines.worker import ORT_DISABLED_OPTIMIZERS
@@ -94,11 +95,7 @@ class OnnxRuntimeEngine:
         return self.session.run(None, feeds)
 
     def benchmark(
-        self,
-        feeds: dict[str, np.ndarray],
-        warmup_s: float,
-        time_s: float,
-        keep_latencies: bool = False,
+        self, feeds: Feeds, warmup_s: float, time_s: float, keep_latencies: bool = False
     ) -> dict[str, Any]:
         """Warm up for `warmup_s`, then time back-to-back runs for `time_s` (>= 3 runs).
 

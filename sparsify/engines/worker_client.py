@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsify.engines.base import EngineFailure, ModelInputs, batch_size_of
+from sparsify.engines.base import EngineFailure, Feeds, ModelInputs, batch_size_of
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
@@ -138,11 +138,7 @@ class SubprocessEngine(ModelInputs):
         return {"HOME": str(home)}
 
     def benchmark(
-        self,
-        feeds: dict[str, np.ndarray],
-        warmup_s: float,
-        time_s: float,
-        keep_latencies: bool = False,
+        self, feeds: Feeds, warmup_s: float, time_s: float, keep_latencies: bool = False
     ) -> dict[str, Any]:
         """A deepsparse.benchmark-style result; `keep_latencies` adds each call's ms."""
         inputs, _ = self._paths()

@@ -110,9 +110,15 @@ class ModelFamily:
         return []
 
     # -- benchmark / package ----------------------------------------------------------------
-    def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
-        """The use case's metric for an exported model on the val split."""
+    def evaluate_onnx(self, engine: Any, ctx: RunContext, split: str = "val") -> dict[str, float]:
+        """The use case's metric for an exported model on `split`: val (what pruning, the
+        gate and any search look at), or test for the final dense-vs-result report."""
         raise NotImplementedError
+
+    def has_labelled_split(self, ctx: RunContext, split: str) -> bool:
+        """Whether the validated data has `split` with the labels `evaluate_onnx` scores
+        against (a test split without targets does not count)."""
+        return False
 
     def deployment_files(self, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
         """Write labels/tokenizer files; return the pre/post-processing part of config.json."""

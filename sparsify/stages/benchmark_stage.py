@@ -110,13 +110,18 @@ class BenchmarkStage:
             }
         if metric == KL:
             _add_kl(engines_report, recorded, paths, ctx)
+        test = _test_scores(family, paths, ctx) if metric != KL else None
         # metric: benchmark.metric or the use case's, the accuracy column of the table and
         # the model card
         report: dict[str, Any] = {"engines": engines_report, "metric": metric}
         if chosen:
             report.update(chosen=chosen, variants=variants)
+        if test:
+            report["test"] = test
         metrics = _metrics(report, engines)
         metrics["metric"] = metric
+        if test:
+            metrics["test"] = test["models"]
         report["table"] = comparison(report)
         report["footnotes"] = footnotes(report, str(ctx.cfg.use_case.task))
         ctx.log.info("Dense vs result:\n%s", format_table(report["table"], report["footnotes"]))
@@ -201,6 +206,36 @@ def _engines(cfg: Any) -> list[str]:
     if target and engine_name(str(target)) not in {engine_name(e) for e in engines}:
         engines.append(str(target))
     return engines
+
+
+def _test_scores(family: Any, paths: dict[str, Path], ctx: RunContext) -> dict[str, Any] | None:
+    """The dense model's and the result's metrics on the test split, on ONNX Runtime in
+    this process, when the data has a labelled test split; None without one. Val stays what
+    pruning, the gate and the variant choice look at: test is scored once, at the end."""
+    from sparsify.engines.ort import OnnxRuntimeEngine
+
+    if not ctx.cfg.benchmark.accuracy or not family.has_labelled_split(ctx, "test"):
+        return None
+    models: dict[str, Any] = {}
+    for name in MODELS:
+        engine = OnnxRuntimeEngine(paths[name], ctx.cfg.benchmark.num_threads)
+        try:
+            models[name] = dict(family.evaluate_onnx(engine, ctx, split="test"))
+        finally:
+            engine.close()
+    samples = max(int(m.get("samples") or 0) for m in models.values())
+    ctx.log.info(
+        "On the test split (%d items): dense %s, result %s",
+        samples,
+        _headline(models["baseline"]),
+        _headline(models["sparsified"]),
+    )
+    return {"engine": REFERENCE_ENGINE, "samples": samples, "models": models}
+
+
+def _headline(scores: dict[str, Any]) -> str:
+    name, value = next(((k, v) for k, v in scores.items() if k != "samples"), ("", None))
+    return f"{name} {value:.2f}" if isinstance(value, int | float) else "n/a"
 
 
 def _add_kl(

@@ -83,14 +83,13 @@ def _foundation(
 ) -> tuple[Path, dict[str, Any], Any]:
     """Sparse transfer's starting model: the user's `model=` or the zoo's pick for the level
     (then also the ZooModel, which copies itself verified by sha256)."""
-    if source is not None:
-        return source, {"name": str(source), "source": "model.path"}, None
-    from sparsify.zoo import resolve_foundation
+    from sparsify.zoo.first_use import from_model, resolve_or_build
 
+    # a missing pruned tier is built on first use from a dense model (docs/zoo.md)
+    found = from_model(ctx, family, source) if source is not None else resolve_or_build(ctx)
+    if found is None:  # model.path is the foundation as it is
+        return source, {"name": str(source), "source": "model.path"}, None
     derived = ctx.derived
-    found = resolve_foundation(
-        ctx.cfg, str(ctx.cfg.use_case.name), str(derived.tier), str(derived.variant)
-    )
     entry = dict(found.entry)
     arch = entry.get("arch")
     if arch and str(arch) != str(ctx.cfg.model.arch):

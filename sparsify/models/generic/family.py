@@ -48,6 +48,39 @@ def output_fidelity(
     return scores
 
 
+def _shape_problems(model: onnx.ModelProto, inputs: dict[str, Any], path: Path) -> list[Problem]:
+    """Samples whose shape the model cannot take: a rank other than the input's minus the
+    batch axis, or a size other than a fixed (numbered) dimension. Found now, not by ONNX
+    Runtime during calibration."""
+    problems = []
+    for value in model.graph.input:
+        sample = inputs.get(value.name)
+        if sample is None:
+            continue
+        dims = [
+            d.dim_value if d.HasField("dim_value") else None
+            for d in value.type.tensor_type.shape.dim
+        ]
+        wanted = ["?" if d is None else d for d in dims[1:]]
+        seen = sample.get("shapes") or [{"shape": sample["shape"], "file": "the .npz files"}]
+        for entry in seen:
+            shape = [int(n) for n in entry["shape"]]
+            fits = len(dims) == len(shape) + 1 and all(
+                d is None or d == n for d, n in zip(dims[1:], shape, strict=True)
+            )
+            if dims and not fits:
+                problems.append(
+                    Problem(
+                        "model.path",
+                        str(path),
+                        f"input '{value.name}' takes samples of shape {wanted} (after the batch "
+                        f"axis), but {entry['file']} holds {shape}",
+                        "save each sample without a batch dimension, in the shape the model takes",
+                    )
+                )
+    return problems
+
+
 class GenericFamily(ModelFamily):
     name = "generic"
     artifact_name = "model.onnx"
@@ -87,7 +120,7 @@ class GenericFamily(ModelFamily):
                         fix,
                     )
                 ]
-            return []
+            return _shape_problems(model, data.get("inputs", {}), path)
         try:
             import torch
 
@@ -145,7 +178,8 @@ class GenericFamily(ModelFamily):
     def calibration_feeds(self, ctx: RunContext, n: int) -> list[dict[str, np.ndarray]]:
         return _samples(ctx, n)
 
-    def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
+    def evaluate_onnx(self, engine: Any, ctx: RunContext, split: str = "val") -> dict[str, float]:
+        # output fidelity against the dense model on sample inputs: no labels, no splits
         from sparsify.engines.ort import OnnxRuntimeEngine
 
         samples = _samples(ctx, ctx.cfg.data.max_eval_samples)

@@ -169,10 +169,11 @@ def evaluate_yolo(
     segment: bool,
     batch: int = 1,
     limit: int | None = None,
+    split: str = "val",
 ) -> dict[str, float]:
     """mAP@0.5 and mAP@0.5:0.95 in percent (box; mask too when `segment`) of an engine
-    (`run({"images": (n, 3, size, size)})` -> raw head outputs) on the val split."""
-    samples = yolo_samples(summary, "val")
+    (`run({"images": (n, 3, size, size)})` -> raw head outputs) on `split`."""
+    samples = yolo_samples(summary, split)
     if limit:
         samples = samples[:limit]
     nc = len(summary["classes"])

@@ -20,6 +20,7 @@ from torch import nn
 
 from sparsify.algorithms.pruning import PRUNABLE_TYPES
 from sparsify.context import RunContext
+from sparsify.eta import StepTimer
 from sparsify.models.yolo.model import require_ultralytics
 
 log = logging.getLogger("sparsify")
@@ -96,6 +97,22 @@ def stop_after(yolo: Any, max_steps: int) -> None:
     yolo.add_callback("on_train_batch_end", count)
 
 
+def add_eta(yolo: Any, what: str, max_steps: int | None) -> None:
+    """Log the estimated time of the training after its first batches, then the time left
+    now and then; the total is known once Ultralytics built its loader (on_train_start)."""
+    timer = StepTimer(what)
+
+    def start(trainer: Any) -> None:
+        total = int(trainer.epochs) * max(1, len(trainer.train_loader))
+        timer.total = min(total, max_steps) if max_steps else total
+
+    def step(trainer: Any) -> None:
+        timer.step()
+
+    yolo.add_callback("on_train_start", start)
+    yolo.add_callback("on_train_batch_end", step)
+
+
 @contextmanager
 def torch_state_kept() -> Iterator[None]:
     """Undo what Ultralytics' trainer sets process-wide: on CPU it drops torch to
@@ -121,6 +138,7 @@ def run_training(
     train = ctx.cfg.experiment.train
     if train.max_steps:
         stop_after(yolo, int(train.max_steps))
+    add_eta(yolo, "Ultralytics training", int(train.max_steps or 0) or None)
     epochs = max(1, math.ceil(float(train.epochs if epochs is None else epochs)))
     batch = int(train.batch_size)
     with torch_state_kept():
