@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from sparsify import distributed
 from sparsify.benchmark.table import format_table
 from sparsify.config.compose import compose_config, settle_optim_level
 from sparsify.context import RunContext
@@ -65,12 +67,46 @@ class RunResult:
         return benchmark.table if benchmark else []
 
 
+def _check_resolvable(cfg: DictConfig) -> None:
+    """Every `${...}` of the config resolves, or one error naming the key and the reference."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "the config"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SparsifyError(
+            f"{key}: {reason}; give it a value, or an interpolation to a key that exists"
+        ) from None
+
+
 def execute(cfg: DictConfig, run_dir: Path) -> RunResult:
     """Run the pipeline for a composed config in `run_dir` (created if needed), holding the
     run dir's lock (a second process on it is refused)."""
+    _check_resolvable(cfg)  # `key=${typo}` fails here, not as a traceback mid-run
     # first: ONNX Runtime, Ultralytics and Hugging Face read these when imported
     prepared = prepare_environment(Path(str(cfg.cache_dir)).expanduser())
     run_dir = run_dir.expanduser().resolve()
+    distributed.refuse_unsupported(
+        str(cfg.use_case.family), bool(cfg.experiment.train.get("sync_batchnorm"))
+    )
+    if distributed.active():  # one of several processes (torchrun / accelerate launch)
+        distributed.init(str(cfg.device))
+        try:
+            if not distributed.is_main():
+                return _follow()
+            try:
+                return _execute_main(cfg, run_dir, prepared)
+            finally:  # whatever happened, the other ranks must not wait for training
+                distributed.release_followers(run_dir, "rank 0 ran no training")
+        finally:
+            distributed.shutdown()
+    return _execute_main(cfg, run_dir, prepared)
+
+
+def _execute_main(cfg: DictConfig, run_dir: Path, prepared: dict[str, str]) -> RunResult:
+    """The run itself, in the one process that owns the run dir (rank 0 under torchrun)."""
     check_paths(cfg, run_dir)  # a folder it cannot write: one error now, not mid-stage
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir) as lock, run_logging(run_dir):
@@ -83,6 +119,39 @@ def execute(cfg: DictConfig, run_dir: Path) -> RunResult:
         if prepared:
             log.debug("Set for this process (keeps files out of ~): %s", prepared)
         return _execute_locked(cfg, run_dir)
+
+
+def _follow() -> RunResult:
+    """A rank other than 0: wait for rank 0's go (its run dir, config and stage outputs),
+    train alongside it, and leave; it writes only its log (and trainer scratch) under
+    run_dir/ranks/rank-N/."""
+    from sparsify.stages.pipeline import follow_training
+
+    message = distributed.share()
+    run_dir = Path(message["run_dir"])
+    if "stop" in message:
+        print(f"sparsify rank {distributed.rank()}: nothing to train ({message['stop']})")
+        return RunResult(RunRecord.load(run_dir), "done")
+    own = distributed.rank_dir(run_dir)
+    own.mkdir(parents=True, exist_ok=True)
+    distributed.set_failure_dir(run_dir)
+    with run_logging(own):
+        distributed.quiet_console()  # rank 0 says it all once; this rank's full log is in its run.log
+        ctx = RunContext(cfg=OmegaConf.create(message["cfg"]), run_dir=run_dir)
+        ctx.outputs = message["outputs"]
+        log.info(
+            "Rank %d of %d (PID %d): training in %s",
+            distributed.rank(),
+            distributed.world_size(),
+            os.getpid(),
+            run_dir,
+        )
+        try:
+            follow_training(ctx)
+        except BaseException as exc:
+            distributed.record_failure(exc)
+            raise
+    return RunResult(RunRecord.load(run_dir), "done")
 
 
 def _execute_locked(cfg: DictConfig, run_dir: Path) -> RunResult:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsify import distributed
 from sparsify.algorithms.batchnorm import BATCHNORM_TYPES
 from sparsify.matching import match_modules
 
@@ -104,6 +105,16 @@ class QuantWrapper(nn.Module):
         if isinstance(layer, nn.Linear):
             return F.linear(x, weight, layer.bias)
         return layer._conv_forward(x, weight, layer.bias)
+
+
+def sync_observers(model: nn.Module) -> None:
+    """Every rank's activation ranges as if it had seen all ranks' batches (torchrun): the
+    EMA is monotone in the batch min / max, so the min of the ranks' mins (max of maxes) after
+    a step is the EMA of the global batch's range. Each rank's forward used its own batch's
+    range for that one step; the ranges trained on and exported agree on every rank."""
+    quants = [m for m in model.modules() if isinstance(m, ActivationFakeQuant)]
+    distributed.all_reduce_([m.min_val for m in quants], "min")
+    distributed.all_reduce_([m.max_val for m in quants], "max")
 
 
 def unwrapped_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:

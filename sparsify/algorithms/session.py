@@ -26,7 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsify import distributed
 from sparsify.algorithms.pruning import layer_sparsity, overall_sparsity
+from sparsify.algorithms.qat import sync_observers
 from sparsify.errors import SparsifyError
 from sparsify.recipes.modifiers import StructuredPruningModifier, TrainingPruning
 from sparsify.recipes.recipe import Recipe
@@ -127,9 +129,17 @@ class RecipeSession:
         """Recompute masks whose update epoch has passed, then re-apply every mask (the
         optimizer step may have moved pruned weights). A structured pruner whose window has
         ended removes its neurons, slicing `optimizer`'s state (Adam moments) alike; without
-        the optimizer, that waits for `finish`."""
+        the optimizer, that waits for `finish`.
+
+        Across processes (torchrun), removal always waits for `finish`: DDP has bucketed the
+        parameters as they were, so the masked units stay (zeroed) until training ends; and
+        the QAT observers take every rank's batch into their ranges, so all ranks agree."""
+        if distributed.active():
+            optimizer = None
         for modifier in self.modifiers:
             modifier.after_step(self, step, optimizer)
+        if self.qat_started and distributed.active():
+            sync_observers(self.model)
 
     @torch.no_grad()
     def finish(self) -> dict[str, Any]:

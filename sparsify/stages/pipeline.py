@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from sparsify import distributed
 from sparsify.config.schema import STAGE_NAMES
 from sparsify.context import RunContext
 from sparsify.errors import SparsifyError
@@ -113,8 +114,47 @@ def run_pipeline(ctx: RunContext) -> Manifest:
             ctx.log.info("Stage %s: finished earlier with the same inputs, skipped", name)
             upstream = _use(ctx, stage, record["outputs"], upstream)
             continue
+        if name == "sparsify" and distributed.active():
+            _start_followers(ctx)
         upstream = _use(ctx, stage, _run_stage(ctx, manifest, stage, fingerprint), upstream)
     return manifest
+
+
+def _start_followers(ctx: RunContext) -> None:
+    """Rank 0 before the sparsify stage: the other ranks get its config and the outputs of
+    validate and fetch to train alongside it, or are told there is no training to share."""
+    from sparsify.algorithms.session import has_training
+    from sparsify.context import load_run_recipe
+
+    distributed.set_failure_dir(ctx.run_dir)
+    message: dict[str, Any] = {"run_dir": str(ctx.run_dir)}
+    if has_training(load_run_recipe(ctx)):
+        message["cfg"] = OmegaConf.to_container(ctx.cfg, resolve=True)
+        message["outputs"] = ctx.outputs
+        ctx.log.info("Training across %d processes (this is rank 0)", distributed.world_size())
+    else:
+        message["stop"] = "this experiment does not train"
+        ctx.log.info("No training in this run: ranks 1..%d stay idle", distributed.world_size() - 1)
+    distributed.share(message)
+
+
+def follow_training(ctx: RunContext) -> None:
+    """A rank other than 0: the sparsify stage's training, on the model rank 0 trains (the
+    fetched dense model, or the sparse-transfer foundation), and nothing else."""
+    from sparsify.context import load_run_recipe
+    from sparsify.models import get_family
+    from sparsify.outputs import FetchOutput
+    from sparsify.stages.sparsify_stage import _quantization, _train
+
+    family = get_family(str(ctx.cfg.use_case.family))
+    fetched = ctx.output(FetchOutput)
+    model = family.load(ctx.artifact(fetched.model), ctx)
+    if fetched.foundation:
+        model = family.load_for_transfer(ctx.artifact(fetched.foundation), ctx)
+    recipe = load_run_recipe(ctx)
+    scratch = distributed.rank_dir(ctx.run_dir) / "model.onnx"  # never written by a follower
+    quantize = _quantization(recipe, ctx) is not None
+    _train(model, recipe, family, ctx, {}, [], list(family.prune_ignore), scratch, quantize)
 
 
 def _run_stage(
@@ -136,12 +176,17 @@ def _run_stage(
     try:
         outputs = stage.run(ctx).to_dict()
     except BaseException as exc:  # Ctrl-C included: the manifest must say what happened
+        # a broken collective under torchrun: say which rank failed, where it left word
+        failure = distributed.rank_failure(exc) if distributed.collective_failed(exc) else None
+        shown = failure or exc
         record.update(
             status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
             duration_s=round(time.perf_counter() - started, 3),
-            error=f"{type(exc).__name__}: {exc}",
+            error=f"{type(shown).__name__}: {shown}",
         )
         manifest.update_stage(stage.name, record)
+        if failure is not None:
+            raise failure from exc
         raise
     record.update(
         status="done",

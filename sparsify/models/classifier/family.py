@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
+from sparsify import distributed
 from sparsify.algorithms.session import RecipeSession
 from sparsify.context import RunContext
 from sparsify.data.image_folder import ImageFolderDataset, calibration_arrays, list_samples
@@ -53,14 +55,22 @@ def _samples(ctx: RunContext, split: str) -> list[tuple[Path, int]]:
     return split_subset(list_samples(root, split, classes), ctx.cfg, split)
 
 
-def _loader(ctx: RunContext, split: str, train: bool) -> DataLoader:
+def _loader(ctx: RunContext, split: str, train: bool, shard: bool = False) -> DataLoader:
+    """With `shard` under torchrun, each rank reads its own share of the (shuffled) split:
+    batch_size is per process, the global batch world_size times it."""
     samples = _samples(ctx, split)
     dataset = ImageFolderDataset(samples, ImagePreprocess.from_config(ctx.cfg.data), augment=train)
     generator = torch.Generator().manual_seed(int(ctx.cfg.seed))
+    sampler = (
+        DistributedSampler(dataset, shuffle=train, seed=int(ctx.cfg.seed))
+        if shard and distributed.active()
+        else None
+    )
     return DataLoader(
         dataset,
         batch_size=int(ctx.cfg.experiment.train.batch_size if train else ctx.cfg.data.batch_size),
-        shuffle=train,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         generator=generator,
         num_workers=int(ctx.cfg.data.num_workers),
     )
@@ -194,10 +204,18 @@ class ImageClassifierFamily(ModelFamily):
         """Fine-tune `model` on the train split under the session `session_for(steps_per_epoch)`
         builds (pruning schedule, QAT, learning rate, distillation from `teacher`)."""
         torch.manual_seed(int(ctx.cfg.seed))
-        loader = _loader(ctx, "train", train=True)
-        session: RecipeSession = session_for(len(loader))
+        loader = _loader(ctx, "train", train=True, shard=True)
         train_cfg = ctx.cfg.experiment.train
-        with EventLog(ctx.stage_dir("sparsify") / "tensorboard") as events:
+        # under torchrun BatchNorm stays plain: each rank normalizes with its own batch
+        # (experiment.train.sync_batchnorm is refused: torch's SyncBatchNorm is CUDA-only)
+        session: RecipeSession = session_for(len(loader))
+        # rank 0 keeps the TensorBoard events; the others write nothing in the run dir
+        events = (
+            EventLog(ctx.stage_dir("sparsify") / "tensorboard")
+            if distributed.is_main()
+            else contextlib.nullcontext()
+        )
+        with events as log_to:
             stats = train_with_session(
                 model,
                 loader,
@@ -205,9 +223,12 @@ class ImageClassifierFamily(ModelFamily):
                 lr=float(train_cfg.lr),
                 weight_decay=float(train_cfg.weight_decay),
                 teacher=teacher,
-                events=events,
+                events=log_to,
+                forward=distributed.wrap_ddp(model, "cpu"),  # this loop trains on the CPU
             )
         result = session.finish()
+        if not distributed.is_main():  # rank 0 measures and writes the result
+            return {**stats, **result}
         metrics = evaluate_classifier(model, _loader(ctx, "val", train=False))
         log.info("After sparse training: top-1 %.2f %% on val (torch)", metrics["top1"])
         return {**stats, **result, "torch_metrics": metrics}
@@ -240,8 +261,12 @@ class ImageClassifierFamily(ModelFamily):
         )
         return [{"input": a[None]} for a in arrays]
 
-    def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
-        samples = _samples(ctx, "val")
+    def has_labelled_split(self, ctx: RunContext, split: str) -> bool:
+        # an image folder's split is labelled by its class folders
+        return int(ctx.output(ValidateOutput).summary.get("splits", {}).get(split) or 0) > 0
+
+    def evaluate_onnx(self, engine: Any, ctx: RunContext, split: str = "val") -> dict[str, float]:
+        samples = _samples(ctx, split)
         limit = ctx.cfg.data.max_eval_samples
         if limit:
             samples = samples[: int(limit)]

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sparsify.algorithms.session import RecipeSession
+from sparsify.eta import StepTimer, log_schedule
 from sparsify.models.tensorboard import EventLog
 from sparsify.progress import progress
 
@@ -30,11 +31,13 @@ def train_classifier(
     val_loader: DataLoader | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     patience: int | None = None,
+    what: str = "dense baseline training",
 ) -> dict[str, float]:
     """AdamW with a one-cycle schedule; `after_step(step)` runs after every optimizer step
     (pruning re-applies masks there). With `val_loader`, top-1 is measured after every epoch
     and the best epoch's weights are kept, and with `patience` training stops after that many
-    epochs without a better top-1; `on_epoch_end(epoch, metrics)` can checkpoint."""
+    epochs without a better top-1; `on_epoch_end(epoch, metrics)` can checkpoint. `what`
+    names the loop in the time estimate the log gives after the first steps."""
     steps_per_epoch = len(train_loader)
     total = max(1, math.ceil(epochs * steps_per_epoch))
     if max_steps is not None:
@@ -49,6 +52,7 @@ def train_classifier(
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     since_best = 0
     bar = progress(range(total), total=total, desc="training")
+    timer = StepTimer(what, total)
     while step < total:
         for images, labels in train_loader:
             optimizer.zero_grad(set_to_none=True)
@@ -61,6 +65,7 @@ def train_classifier(
             if after_step is not None:
                 after_step(step)
             bar.update(1)
+            timer.step()
             if step >= total:
                 break
         epoch += 1
@@ -138,6 +143,8 @@ def train_with_session(
     model.train()
     step, running, passes = 0, 0.0, 0
     bar = progress(range(session.total_steps), total=session.total_steps, desc="training")
+    timer = StepTimer("training under the recipe", session.total_steps)
+    log_schedule(session.epochs, session.total_steps, session.steps_per_epoch)
     while step < session.total_steps:
         if isinstance(sampler, DistributedSampler):  # another shuffle (the same on all ranks)
             sampler.set_epoch(passes)
@@ -168,6 +175,7 @@ def train_with_session(
             step += 1
             running = 0.9 * running + 0.1 * loss.item() if step > 1 else loss.item()
             bar.update(1)
+            timer.step()
             if step % max(1, session.steps_per_epoch) == 0 or step == session.total_steps:
                 log.info(
                     "epoch %.2f (step %d/%d): loss %.4f",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsify import distributed
 from sparsify.algorithms.structured import HEADS_FIELD, set_attention_heads
 from sparsify.context import RunContext
 from sparsify.data.subset import split_subset
@@ -309,6 +310,14 @@ class TransformersFamily(ModelFamily):
     ) -> dict[str, Any]:
         """Fine-tune through `transformers.Trainer` (`baseline_arguments`: warmup, the best
         epoch by the use case's val metric, early stopping), for `baseline_epochs`."""
+        if distributed.active():
+            # the Trainer would wait for the other ranks, which wait for this baseline
+            raise SparsifyError(
+                "the dense baseline is not trained under torchrun / accelerate launch: train "
+                "it once in one process (the same command without the launcher, with "
+                "stages=[validate,fetch]; it is cached under cache_dir/baselines), then "
+                "launch again"
+            )
         from sparsify.baseline import baseline_epochs
         from sparsify.models.transformers.training import (
             TorchEngine,
@@ -380,7 +389,14 @@ class TransformersFamily(ModelFamily):
             _records(ctx, "train"), tokenizer, task, labels, int(ctx.cfg.data.max_length)
         )
         collator = _collator(transformers, tokenizer, task)
-        out_dir = ctx.stage_dir("sparsify") / "trainer"
+        # the Trainer runs its own DDP under torchrun; a rank other than 0 keeps its scratch
+        # (and TensorBoard events) in its own folder, run_dir/ranks/rank-N/
+        own = (
+            ctx.stage_dir("sparsify")
+            if distributed.is_main()
+            else distributed.rank_dir(ctx.run_dir)
+        )
+        out_dir = own / "trainer"
         try:
             return train_with_trainer(
                 transformers,
@@ -490,8 +506,15 @@ class TransformersFamily(ModelFamily):
             feeds.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
         return feeds
 
-    def evaluate_onnx(self, engine: Any, ctx: RunContext) -> dict[str, float]:
-        return evaluate_text(engine, self._tokenizer(ctx), ctx)
+    def has_labelled_split(self, ctx: RunContext, split: str) -> bool:
+        if split not in ctx.output(ValidateOutput).summary.get("files", {}):
+            return False
+        records = _records(ctx, split)  # a test file may come without targets
+        targets = ("label", "tags", "answers")  # load_split's canonical keys
+        return bool(records) and all(any(k in r for k in targets) for r in records)
+
+    def evaluate_onnx(self, engine: Any, ctx: RunContext, split: str = "val") -> dict[str, float]:
+        return evaluate_text(engine, self._tokenizer(ctx), ctx, split)
 
     def deployment_files(self, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
         tokenizer = self._tokenizer(ctx)
@@ -515,15 +538,19 @@ class TransformersFamily(ModelFamily):
         }
 
 
-def evaluate_text(engine: Any, tokenizer: Any, ctx: RunContext) -> dict[str, float]:
-    """The use case's metric (first) and the task's others on val, through the code the
+def evaluate_text(
+    engine: Any, tokenizer: Any, ctx: RunContext, split: str = "val"
+) -> dict[str, float]:
+    """The use case's metric (first) and the task's others on `split`, through the code the
     deployment runs (TextRunner) on `engine`: an exported model, or a torch one in training."""
+    from sparsify.data.text_features import note_split
     from sparsify.deploy.text import TextRunner
     from sparsify.models.transformers.metrics import accuracy_f1, entity_f1, squad_scores
 
-    records = _records(ctx, "val")
+    records = _records(ctx, split)
     if ctx.cfg.data.max_eval_samples:
         records = records[: int(ctx.cfg.data.max_eval_samples)]
+    note_split(split, records, tokenizer, int(ctx.cfg.data.max_length), DOC_STRIDE)
     runner = TextRunner(
         engine, tokenizer, int(ctx.cfg.data.max_length), int(ctx.cfg.data.batch_size)
     )

@@ -15,7 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsify import distributed
 from sparsify.algorithms.session import RecipeSession
+from sparsify.eta import StepTimer, log_schedule
 from sparsify.models.tensorboard import EventLog
 
 log = logging.getLogger("sparsify")
@@ -26,6 +28,23 @@ def _logits(outputs: Any) -> list[torch.Tensor]:
     if getattr(outputs, "start_logits", None) is not None:
         return [outputs.start_logits, outputs.end_logits]
     return [outputs.logits]
+
+
+def eta_callback(transformers: Any, what: str) -> Any:
+    """A TrainerCallback that logs the estimated time of the whole run after its first steps,
+    then the time left now and then (the Trainer's own bar is off: disable_tqdm)."""
+
+    class EtaCallback(transformers.TrainerCallback):
+        timer = StepTimer(what)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.timer.total = int(state.max_steps)  # known once the Trainer sized the run
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.is_world_process_zero:
+                self.timer.step()
+
+    return EtaCallback()
 
 
 def train_with_trainer(
@@ -41,8 +60,12 @@ def train_with_trainer(
     use_cpu: bool,
 ) -> dict[str, Any]:
     batch_size = int(train_cfg.batch_size)
-    steps_per_epoch = max(1, math.ceil(len(dataset) / batch_size))
+    # under torchrun the Trainer (accelerate) gives each rank its share of every epoch: the
+    # recipe's epochs count the steps of one rank
+    per_step = batch_size * distributed.world_size()
+    steps_per_epoch = max(1, math.ceil(len(dataset) / per_step))
     session: RecipeSession = session_for(steps_per_epoch)
+    log_schedule(session.epochs, session.total_steps, steps_per_epoch)
     events = EventLog(out_dir.parent / "tensorboard")
     if teacher is not None:
         teacher.eval()
@@ -70,6 +93,10 @@ def train_with_trainer(
                 # the Trainer's constant scheduler resets the optimizer after every step; the
                 # recipe's rate is what the step ran with
                 logs["learning_rate"] = self.lr
+            if logs is not None and "epoch" in logs:
+                # the Trainer counts passes over the data; a recipe squeezed into max_steps
+                # runs its epochs faster: one epoch scale in the log, the recipe's
+                logs["epoch"] = round(session.epoch_of(int(state.global_step)), 3)
             numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, int | float)}
             events.scalars(int(state.global_step), **numbers)
 
@@ -117,6 +144,7 @@ def train_with_trainer(
     )
     # first, so the Trainer's printer and loggers see the learning rate the recipe set
     trainer.callback_handler.callbacks.insert(0, SessionCallback())
+    trainer.add_callback(eta_callback(transformers, "training under the recipe"))
     try:
         stats = trainer.train()
     finally:
@@ -223,7 +251,10 @@ def train_baseline_with_trainer(
         train_dataset=dataset,
         eval_dataset=val,  # the val records; `evaluate` scores them through the deployed code
         data_collator=collator,
-        callbacks=[transformers.EarlyStoppingCallback(early_stopping_patience=max(1, patience))],
+        callbacks=[
+            transformers.EarlyStoppingCallback(early_stopping_patience=max(1, patience)),
+            eta_callback(transformers, "dense baseline fine-tune"),
+        ],
     )
     stats = trainer.train()
     best = trainer.state.best_metric
