@@ -78,9 +78,10 @@ CHATTER = {
     "CleanUnusedInitializersAndNodeArgs": "ONNX Runtime's C++ logger (run and Pipeline load)",
     "Loading weights": "transformers' weight-loading progress bar",
     "Writing model shards": "transformers' save progress bar",
+    "'train_runtime'": "the HF Trainer's PrinterCallback (a dict per log)",
 }
 # the Python-level ones also land in run.log (the C++ ones and the bars are off)
-IN_RUN_LOG = ("LOAD REPORT", "TracerWarning", "Please consider")
+IN_RUN_LOG = ("LOAD REPORT", "TracerWarning", "Please consider", "'train_runtime'")
 
 RUN = textwrap.dedent(
     """

@@ -30,6 +30,19 @@ def _logits(outputs: Any) -> list[torch.Tensor]:
     return [outputs.logits]
 
 
+def quiet_printer(transformers: Any, trainer: Any) -> None:
+    """The Trainer's PrinterCallback prints every log dict to stdout (with its bar off): they
+    are logged at DEBUG instead, which a run writes to run.log only (`--verbose` shows them)."""
+    trainer.remove_callback(transformers.PrinterCallback)
+
+    class LogToFile(transformers.TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and state.is_world_process_zero:
+                log.debug("Trainer: %s", logs)
+
+    trainer.add_callback(LogToFile())
+
+
 def eta_callback(transformers: Any, what: str) -> Any:
     """A TrainerCallback that logs the estimated time of the whole run after its first steps,
     then the time left now and then (the Trainer's own bar is off: disable_tqdm)."""
@@ -145,6 +158,7 @@ def train_with_trainer(
     # first, so the Trainer's printer and loggers see the learning rate the recipe set
     trainer.callback_handler.callbacks.insert(0, SessionCallback())
     trainer.add_callback(eta_callback(transformers, "training under the recipe"))
+    quiet_printer(transformers, trainer)
     try:
         stats = trainer.train()
     finally:
@@ -256,6 +270,7 @@ def train_baseline_with_trainer(
             eta_callback(transformers, "dense baseline fine-tune"),
         ],
     )
+    quiet_printer(transformers, trainer)
     stats = trainer.train()
     best = trainer.state.best_metric
     if best is None:  # stopped (max_steps) before an epoch ended: measure what there is
