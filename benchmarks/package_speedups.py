@@ -76,9 +76,10 @@ def block_recipe(out: Path, mask_type: str, ffn: float = 0.0, heads: float = 0.0
     source = resources.files("sparsify.builtin_recipes") / "training_aware.yaml"
     text = source.read_text(encoding="utf-8")
     group = "  pruning_modifiers:\n"
-    if "mask_type: unstructured" not in text or text.count(group) != 1:
-        raise SystemExit(f"{source} no longer has one unstructured GMP group; update this script")
-    text = text.replace("mask_type: unstructured", f"mask_type: {mask_type}")
+    mask_line = "mask_type: ${oc.select:pruning.mask_type,unstructured}"  # the run's setting
+    if mask_line not in text or text.count(group) != 1:
+        raise SystemExit(f"{source} no longer has one GMP group reading pruning.mask_type")
+    text = text.replace(mask_line, f"mask_type: {mask_type}")
     name = f"training_aware_{mask_type.replace(':', 'of')}"
 
     def structured(group: str, structure: str, sparsity: float) -> str:
