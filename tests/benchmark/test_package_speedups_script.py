@@ -78,9 +78,9 @@ def test_text_model_gets_both_ffn_packages(script, tmp_path: Path) -> None:  # n
     args = _args(script, "--head-sparsity", "0")
     no_heads = script.packages(args, tmp_path, _setup(script), "bert")
     assert no_heads[-2][0] == "ffn50 + block4 + INT8"
-    # a CNN gets neither
+    # a CNN gets neither, and a channel-pruned package instead
     cnn = script.packages(_args(script), tmp_path, _setup(script), "cnn")
-    assert [label for label, _, _ in cnn] == labels[:2] + labels[3:4]
+    assert [label for label, _, _ in cnn] == [*labels[:2], labels[3], "channels + INT8 (QDQ)"]
 
 
 def test_packages_select_keeps_the_baseline_run(script, tmp_path: Path) -> None:  # noqa: ANN001
