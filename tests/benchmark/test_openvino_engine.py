@@ -27,8 +27,9 @@ from sparsify.engines.registry import (
 )
 from sparsify.engines.worker import MAX_COMPILED
 from sparsify.engines.worker_client import SubprocessEngine
+from tests.openvino_check import skip_without_openvino
 
-pytest.importorskip("openvino")
+skip_without_openvino()
 
 
 @pytest.mark.parametrize("model, atol", [("fp32", 1e-5), ("qdq", 2e-3), ("qoperator", 2e-3)])

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import sparsify
 from sparsify.benchmark.table import format_table
+from tests.openvino_check import skip_without_openvino
 
-pytest.importorskip("openvino")
+skip_without_openvino()
 
 
 def test_openvino_beside_onnxruntime_and_deepsparse(

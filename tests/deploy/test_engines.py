@@ -14,6 +14,7 @@ from sparsify.deploy import Pipeline
 from sparsify.engines.registry import SerializedEngine, load_engine
 from sparsify.errors import SparsifyError
 from sparsify.runner import RunResult
+from tests.openvino_check import skip_without_openvino
 
 
 def test_onnxruntime_aliases(classifier_run: RunResult) -> None:
@@ -84,7 +85,7 @@ def test_deepsparse_unavailable_says_how_to_get_it(
 
 
 def test_openvino_pipeline_matches_onnxruntime(classifier_run: RunResult) -> None:
-    pytest.importorskip("openvino")
+    skip_without_openvino()
     pipe = Pipeline(classifier_run.deployment_dir, engine="OV", num_threads=1)
     try:
         assert isinstance(pipe.engine, SerializedEngine) and pipe.engine_name == "openvino"
@@ -101,7 +102,7 @@ def test_openvino_pipeline_matches_onnxruntime(classifier_run: RunResult) -> Non
 
 def test_serve_runs_on_openvino(classifier_run: RunResult, tmp_path: Path) -> None:
     """`sparsify serve --engine openvino` as a user runs it."""
-    pytest.importorskip("openvino")
+    skip_without_openvino()
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
     import base64
