@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.images import make_image_folder
+
+# Ultralytics fixes its settings file at first import, wherever in the suite that happens:
+# before any test module is imported, so it is never ~/.config
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo_config"))
 
 
 @pytest.fixture(autouse=True, scope="session")

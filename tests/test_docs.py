@@ -107,6 +107,23 @@ def check_benchmark(script: str, args: list[str]) -> None:
         module.parse_args(args)
 
 
+def check_launcher(program: str, args: list[str]) -> None:
+    """A torchrun / accelerate launch command (docs/distributed.md): the launcher's own parser
+    takes its options, it launches sparsify, and sparsify's overrides compose ("..." stands for
+    the rest of the user's overrides)."""
+    if program == "torchrun":
+        from torch.distributed.run import get_args_parser
+
+        parsed = get_args_parser().parse_args(args)
+    else:
+        from accelerate.commands.launch import launch_command_parser
+
+        assert args[0] == "launch", "accelerate launch ..."
+        parsed = launch_command_parser().parse_args(args[1:])
+    assert parsed.training_script == "sparsify", parsed.training_script
+    check_sparsify([a for a in parsed.training_script_args if a != "..."])
+
+
 def check_make(target: str) -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(rf"^{re.escape(target)}:", makefile, re.M), f"no make target {target}"
@@ -134,6 +151,8 @@ def test_documented_command(doc: Path, index: int, command: str) -> None:
         check_sparsify(argv[1:])
     elif program.startswith("python") and len(argv) > 1 and argv[1].startswith("benchmarks/"):
         check_benchmark(argv[1], argv[2:])
+    elif program in ("torchrun", "accelerate"):
+        check_launcher(program, argv[1:])
     elif program == "ray":
         # Ray's own CLI (docs/sweeps.md): its flags are Ray's; the cluster extra must ship it
         assert shutil.which("ray", path=str(Path(sys.executable).parent)), "ray is not installed"
