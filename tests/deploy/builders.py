@@ -7,9 +7,18 @@ the package stage's own functions (a full run per NLP use case is the slow suite
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import io
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from sparsify.config.compose import compose_config
 from sparsify.context import RunContext
@@ -138,3 +147,46 @@ def nlp_deployment(base: Path, use_case: str, max_length: int = 48) -> Path:
 def env_without_proxy() -> dict[str, Any]:
     """The environment for a server subprocess; loopback requests must not go to a proxy."""
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+@contextlib.contextmanager
+def serving(deployment_dir: Path, options: list[str], log_path: Path) -> Iterator[str]:
+    """`python -m sparsify serve DIR OPTIONS` on a free loopback port, as a user runs it; yields
+    its URL once /health answers (60 s at most), and stops the server afterwards."""
+    import httpx
+
+    from tests.deploy.test_server import free_port
+
+    port = free_port()
+    log = open(log_path, "w+b")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsify", "serve", str(deployment_dir), "--port", str(port)]
+        + options,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env_without_proxy(),
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def blue_png_request() -> dict[str, str]:
+    """A /predict JSON body with one 10x10 blue PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (10, 10), (0, 0, 255)).save(buffer, format="PNG")
+    return {"inputs": base64.b64encode(buffer.getvalue()).decode()}

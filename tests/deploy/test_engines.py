@@ -105,45 +105,11 @@ def test_serve_runs_on_openvino(classifier_run: RunResult, tmp_path: Path) -> No
     skip_without_openvino()
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
-    import base64
-    import io
-    import subprocess
-    import sys
+    from tests.deploy.builders import blue_png_request, serving
 
-    from PIL import Image
-
-    from tests.deploy.builders import env_without_proxy
-    from tests.deploy.test_server import free_port
-
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w+b")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparsify", "serve", str(classifier_run.deployment_dir)]
-        + ["--port", str(port), "--engine", "openvino", "--threads", "1"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env_without_proxy(),
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.2)
-        buffer = io.BytesIO()
-        Image.new("RGB", (10, 10), (0, 0, 255)).save(buffer, format="PNG")
-        body = {"inputs": base64.b64encode(buffer.getvalue()).decode()}
-        reply = httpx.post(f"{url}/predict", json=body, timeout=30, trust_env=False)
+    options = ["--engine", "openvino", "--threads", "1"]
+    with serving(classifier_run.deployment_dir, options, tmp_path / "serve.log") as url:
+        reply = httpx.post(f"{url}/predict", json=blue_png_request(), timeout=30, trust_env=False)
         assert reply.status_code == 200 and reply.json()["predictions"][0]["label"] in "abc"
         info = httpx.get(f"{url}/info", timeout=5, trust_env=False).json()
         assert info["engine"] == "openvino"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
