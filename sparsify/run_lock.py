@@ -14,6 +14,8 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -141,3 +143,32 @@ class RunLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+@contextmanager
+def build_lock(path: Path, what: str, log: Any = None) -> Iterator[None]:
+    """Hold an exclusive `fcntl.flock` on `path` while something shared (a cached dense
+    baseline) is checked and built: a second process that needs the same thing - a parallel
+    sweep's other trial - waits, with a log line, and then finds it built instead of building
+    it again over the first one's files. The kernel drops the lock when its holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            owner = _read_owner(path)
+            if log is not None:
+                log.info(
+                    "Waiting for PID %s, which is preparing %s",
+                    owner.get("pid", "?"),
+                    what,
+                )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

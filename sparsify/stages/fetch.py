@@ -24,6 +24,7 @@ from sparsify.baseline import (
 from sparsify.context import RunContext
 from sparsify.models import get_family
 from sparsify.outputs import FetchOutput, ValidateOutput
+from sparsify.run_lock import build_lock
 from sparsify.stages.pipeline import path_fingerprint
 from sparsify.zoo.checksum import sha256_path
 
@@ -64,15 +65,17 @@ def _dense_baseline(
     name = f"{family.name}-{ctx.cfg.model.arch}-{_baseline_key(ctx, source)}"
     cached = ctx.cache_dir / "baselines" / name / family.artifact_name
     meta = cached.parent / "baseline.json"
-    if cached.exists() and meta.exists():
-        ctx.log.info("Using the cached dense baseline %s", cached)
-        baseline = json.loads(meta.read_text())
-    else:
-        if cached.parent.exists():  # an interrupted earlier attempt
-            shutil.rmtree(cached.parent)
-        cached.parent.mkdir(parents=True)
-        baseline = family.train_baseline(ctx, source, cached)
-        meta.write_text(json.dumps(baseline, indent=2))
+    lock = cached.parent.parent / f"{name}.lock"
+    with build_lock(lock, f"the dense baseline {name}", ctx.log):
+        if cached.exists() and meta.exists():
+            ctx.log.info("Using the cached dense baseline %s", cached)
+            baseline = json.loads(meta.read_text())
+        else:
+            if cached.parent.exists():  # an interrupted earlier attempt (no one holds the lock)
+                shutil.rmtree(cached.parent)
+            cached.parent.mkdir(parents=True)
+            baseline = family.train_baseline(ctx, source, cached)
+            meta.write_text(json.dumps(baseline, indent=2))
     _copy(cached, target)
     origin = str(source) if source else f"a new {ctx.cfg.model.arch}"
     return baseline, f"{origin}, prepared here as the dense baseline (cached at {cached})"

@@ -48,6 +48,12 @@ def test_targets_per_package_kind(script) -> None:  # noqa: ANN001
     assert script.target_of("sparse", "onnxruntime") is None
     assert script.target_of("structured", "onnxruntime") == 2.5
     assert script.target_of("structured", "deepsparse") == 5.0
+    # the issues' per-model targets
+    assert script.target_of("channels", "onnxruntime", "resnet50") == 4.0
+    assert script.target_of("channels", "onnxruntime", "mobilenet_v2") == 2.0
+    assert script.target_of("channels", "openvino", "resnet50") is None
+    assert script.target_of("int8", "openvino", "minilm") == 2.5
+    assert script.target_of("int8", "openvino", "resnet18") is None
 
 
 def _args(script, *argv: str):  # noqa: ANN001, ANN202
@@ -69,7 +75,7 @@ def test_text_model_gets_both_ffn_packages(script, tmp_path: Path) -> None:  # n
     _, kind, overrides = built[-1]
     assert kind == "int8"  # held to ONNX Runtime's INT8 target
     assert "optim_level=0.2" in overrides and "quantization.format=qdq" in overrides
-    assert not any(o.startswith("benchmark.engines") for o in overrides)  # QDQ: ORT only
+    assert not any(o.startswith("benchmark.engines") for o in overrides)  # --engines: common
     recipe = next(o.split("=", 1)[1] for o in overrides if o.startswith("recipe="))
     assert Path(recipe).name == "training_aware_block4_ffn50.yaml"  # no heads removed
     _, _, overrides = built[-2]
@@ -80,7 +86,11 @@ def test_text_model_gets_both_ffn_packages(script, tmp_path: Path) -> None:  # n
     assert no_heads[-2][0] == "ffn50 + block4 + INT8"
     # a CNN gets neither, and a channel-pruned package instead
     cnn = script.packages(_args(script), tmp_path, _setup(script), "cnn")
-    assert [label for label, _, _ in cnn] == [*labels[:2], labels[3], "channels + INT8 (QDQ)"]
+    assert [label for label, _, _ in cnn] == [
+        *labels[:2], labels[3], "channels + INT8 (QDQ)", "channels (trained) + INT8",
+    ]  # fmt: skip
+    trained = dict((label, overrides) for label, _, overrides in cnn)["channels (trained) + INT8"]
+    assert "recipe=training_aware_channels" in trained and "optim_level=1.0" in trained
 
 
 def test_packages_select_keeps_the_baseline_run(script, tmp_path: Path) -> None:  # noqa: ANN001

@@ -10,13 +10,14 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 import sparsify
 from sparsify.errors import SparsifyError
-from sparsify.run_lock import LOCK_NAME, RunLock
+from sparsify.run_lock import LOCK_NAME, RunLock, build_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,3 +123,43 @@ def test_a_filesystem_without_locks_is_named_not_fatal(
     with RunLock(tmp_path) as lock:
         assert lock.unsupported == f"{tmp_path} cannot be locked (No locks available)"
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_build_lock_makes_a_second_builder_wait_then_find_the_result(tmp_path: Path) -> None:
+    """Two processes needing the same cached baseline: the second waits on the lock (logging
+    who holds it) and then sees the first one's finished file instead of building over it."""
+    lock, built, started = tmp_path / "b.lock", tmp_path / "built.txt", tmp_path / "started"
+    holder = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from sparsify.run_lock import build_lock
+        with build_lock(Path({str(lock)!r}), "the thing"):
+            Path({str(started)!r}).write_text("1")
+            time.sleep(1.5)
+            Path({str(built)!r}).write_text("first")
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", holder])
+    try:
+        for _ in range(200):
+            if started.exists():
+                break
+            time.sleep(0.05)
+        assert started.exists(), "the first builder never took the lock"
+
+        class Log:
+            lines: list[str] = []
+
+            def info(self, fmt: str, *args: object) -> None:
+                self.lines.append(fmt % args)
+
+        log = Log()
+        with build_lock(lock, "the thing", log):
+            assert built.read_text() == "first"  # waited for it
+        assert log.lines and f"Waiting for PID {proc.pid}" in log.lines[0]
+    finally:
+        proc.wait(timeout=30)
+    with build_lock(lock, "the thing", log):  # free again: no wait
+        pass
+    assert len(log.lines) == 1
