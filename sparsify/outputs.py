@@ -105,7 +105,7 @@ class SparsifyOutput(StageOutput):
     sparsity: float = 0.0  # of the prunable layers
     per_layer_sparsity: dict[str, float] = field(default_factory=dict)
     quantization: dict[str, Any] | None = optional()  # absent: the result is not INT8
-    structured: dict[str, Any] | None = optional()  # structured pruning's report
+    structured: list[dict[str, Any]] | None = optional()  # one report per structure removed
     qat: bool | None = optional()  # whether training ran quantization-aware
     baseline_onnx: str | None = None  # the dense model exported, relative to the run dir
     model_onnx: str | None = None  # the result

@@ -35,8 +35,10 @@ def _widths(module: nn.Module) -> list[int] | None:
 
 
 def set_layer_widths(model: nn.Module, widths: dict[str, list[int]]) -> None:
-    """Give `model`'s layers the channel counts `layer_widths` recorded (parameters left
-    uninitialised: a state dict of those shapes is loaded next)."""
+    """Give `model`'s layers the channel counts `layer_widths` recorded. Each layer keeps the
+    leading slice of its own (freshly initialised) parameters and statistics, or is
+    initialised anew where a count grows: a state dict of those shapes is loaded next, and a
+    layer it does not fill (a class head rebuilt for other classes) still holds an init."""
     modules = dict(model.named_modules())
     unknown = [n for n in widths if n not in modules or _widths(modules[n]) is None]
     if unknown:
@@ -45,9 +47,9 @@ def set_layer_widths(model: nn.Module, widths: dict[str, list[int]]) -> None:
         )
     for name, counts in widths.items():
         module = modules[name]
-        shape = list(module.weight.shape) if getattr(module, "weight", None) is not None else []
         if isinstance(module, _ConvNd):
             module.in_channels, module.out_channels, module.groups = counts
+            shape = list(module.weight.shape)
             if module.transposed:
                 shape[:2] = [counts[0], counts[1] // counts[2]]
             else:
@@ -59,10 +61,25 @@ def set_layer_widths(model: nn.Module, widths: dict[str, list[int]]) -> None:
         else:
             module.num_features = rows = counts[0]
             shape = [rows]
-            for buf in ("running_mean", "running_var"):
-                if getattr(module, buf, None) is not None:
-                    setattr(module, buf, torch.empty(rows))
-        if shape:
-            module.weight = nn.Parameter(torch.empty(shape))
-        if getattr(module, "bias", None) is not None:
-            module.bias = nn.Parameter(torch.empty(rows))
+        grown = [_resize(module, "weight", shape)]
+        grown += [_resize(module, attr, [rows]) for attr in ("bias", "running_mean", "running_var")]
+        if any(grown):
+            module.reset_parameters()
+
+
+@torch.no_grad()
+def _resize(module: nn.Module, attr: str, shape: list[int]) -> bool:
+    """`module.attr` (a parameter or buffer, if it has one) at `shape`: its leading slice,
+    or uninitialised where `shape` is larger in some dim (returns True then)."""
+    old = getattr(module, attr, None)
+    if not isinstance(old, torch.Tensor):
+        return False
+    grown = len(shape) != old.dim() or any(n > o for n, o in zip(shape, old.shape, strict=True))
+    if grown:
+        new = torch.empty(shape, dtype=old.dtype, device=old.device)
+    else:
+        new = old[tuple(slice(0, n) for n in shape)].clone()
+    if isinstance(old, nn.Parameter):
+        new = nn.Parameter(new, requires_grad=old.requires_grad)
+    setattr(module, attr, new)
+    return grown

@@ -10,6 +10,13 @@ root's channel indices into every member (Concat offsets, Split halves, Flatten 
 Linear). This module chooses the channels, masks them, removes them (`ChannelGraph`);
 and `channel_widths` rebuilds thin shapes for loading a checkpoint.
 
+A grouped convolution (ResNeXt, RegNet: `groups` = G, neither 1 nor depthwise) splits the
+channels it reads and writes into G equal blocks, and its weight holds one set of columns for
+all of them: its groups keep equal widths only if the same offsets go from every block. A
+group it belongs to is pruned that way (`Group.blocks`: the channels' importance averaged over
+the blocks, one choice of offsets repeated in each), as Torch-Pruning's own pruner does, which
+its layer functions assume (`ConvPruner.prune_in_channels` keeps the first block's columns).
+
 Masking zeroes a channel everywhere in its group: the producers' output rows, biases and
 BatchNorm scale and shift, and the consumers' input columns. The channel then carries exact
 zeros through ReLU / SiLU / Hardswish and the consumers ignore it, so removing it afterwards
@@ -20,13 +27,15 @@ recipe's and the family's `ignore`, through `sparsify.matching`); channels that 
 output without passing a conv or linear layer (a classifier's logits, a detection head's
 outputs and mask prototypes); the first conv of a block that splits its output in two equal
 halves (Ultralytics C2f / C3k2 / C2PSA `cv1`: its `c` fixes both halves); Ultralytics
-attention modules (they reshape channels by head count).
+attention modules (they reshape channels by head count); a group whose channels reach a
+grouped conv through a Concat or Split (its blocks would not line up with the group's).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -61,22 +70,41 @@ def require_torch_pruning() -> Any:
     return torch_pruning
 
 
-def _grouped(module: nn.Module) -> bool:
-    """A grouped convolution other than depthwise (its groups would have to shrink alike)."""
+def _depthwise(module: nn.Module) -> bool:
+    """One filter per channel: its input and output channels are one (Torch-Pruning couples
+    them)."""
     groups = getattr(module, "groups", 1)
-    return groups > 1 and groups != getattr(module, "in_channels", 0)
+    return groups > 1 and groups == module.in_channels == module.out_channels
+
+
+def _grouped(module: nn.Module) -> bool:
+    """A grouped convolution other than depthwise: its G blocks must shrink alike."""
+    return getattr(module, "groups", 1) > 1 and not _depthwise(module)
+
+
+def _unsupported_groups(module: nn.Module) -> str | None:
+    """Why a conv's grouping cannot be thinned, or None."""
+    if not _grouped(module):
+        return None
+    if getattr(module, "transposed", False):  # Torch-Pruning slices its in-channel dim as a
+        return "a grouped transposed conv"  # plain conv's: the wrong one
+    if module.groups == module.out_channels:  # Torch-Pruning takes it for depthwise
+        return f"{module.in_channels // module.groups} input channels per output channel"
+    return None
 
 
 def blocking_layers(model: nn.Module) -> list[str]:
     """Layers the channel graph cannot thin, each with why: parameters in a module that is not
     a conv, linear or BatchNorm layer (attention, recurrent, normalisation over channels a
-    graph cannot follow), or a grouped (not depthwise) convolution."""
+    graph cannot follow), or a grouped convolution Torch-Pruning cannot thin (transposed, or
+    a single output channel per group with several inputs)."""
     found = []
     for name, module in model.named_modules():
         own = [p for p, _ in module.named_parameters(recurse=False)]
         if isinstance(module, SUPPORTED):
-            if _grouped(module):
-                found.append(f"{name} ({type(module).__name__} with groups={module.groups})")
+            why = _unsupported_groups(module)
+            if why is not None:
+                found.append(f"{name} ({type(module).__name__} with groups={module.groups}: {why})")
         elif own:
             found.append(f"{name} ({type(module).__name__} holds {', '.join(own)})")
     return found
@@ -89,7 +117,7 @@ def check_supported(model: nn.Module, who: str = "structure: channels") -> None:
         shown = "; ".join(blocked[:5]) + (f"; and {len(blocked) - 5} more" if blocked[5:] else "")
         raise SparsifyError(
             f"{who} cannot prune this model: {shown}. It thins convolutional networks (Conv, "
-            "BatchNorm, Linear, depthwise convs, residual Adds, Concat / Split): use "
+            "BatchNorm, Linear, depthwise and grouped convs, residual Adds, Concat / Split): use "
             "structure: ffn_neurons / attention_heads for transformers, or unstructured pruning"
         )
 
@@ -110,12 +138,14 @@ def structural_protections(model: nn.Module) -> list[str]:
 
 @dataclass
 class Group:
-    """One set of coupled channels, named by its root layer."""
+    """One set of coupled channels, named by its root layer; `blocks` > 1 where grouped convs
+    read or write them: the same offsets go from each of that many equal blocks."""
 
     root: str
     module: nn.Module
     width: int
     members: list[str]
+    blocks: int = 1
 
 
 @contextlib.contextmanager
@@ -170,7 +200,12 @@ class ChannelGraph:
                 continue
             name = names[id(root)]
             width = len(group[0].idxs)
-            self.groups.append(Group(name, root, width, [names.get(id(m), "?") for m in members]))
+            blocks = _blocks(group, width, self.graph.is_out_channel_pruning_fn)
+            if blocks is None:
+                log.debug("Channels of %s stay: a grouped conv reads them through a Concat", name)
+                continue
+            members = [names.get(id(m), "?") for m in members]
+            self.groups.append(Group(name, root, width, members, blocks))
             self._full[name] = group
 
     # ------------------------------------------------------------------------- choosing
@@ -199,26 +234,29 @@ class ChannelGraph:
         """Channels to remove per group root, `fraction` of every group's width (or, with
         `global_ranking`, of all channels together: groups with many weak channels give more,
         at most MAX_FRACTION each). Kept widths are multiples of 8 where the width is."""
-        scores = self.scores(importance)
         if fraction <= 0 or not self.groups:
             return {}
-        keep: dict[str, int] = {}
-        if global_ranking:
-            flat = torch.cat([scores[g.root] for g in self.groups])
+        # per offset within a block (a block is the whole group unless grouped convs split it)
+        blocks = {g.root: g.blocks for g in self.groups}
+        scores = {r: s.view(blocks[r], -1).mean(0) for r, s in self.scores(importance).items()}
+        keep: dict[str, int] = {}  # per block
+        if global_ranking:  # every channel counts once: an offset stands for `blocks` of them
+            flat = torch.cat([scores[g.root].repeat(g.blocks) for g in self.groups])
             k = int(round(fraction * flat.numel()))
             threshold = flat.sort().values[k - 1] if k > 0 else -float("inf")
             for g in self.groups:
                 removed = int((scores[g.root] <= threshold).sum())
-                share = min(removed / g.width, MAX_FRACTION)
-                keep[g.root] = kept_width(g.width, share)
+                share = min(removed * g.blocks / g.width, MAX_FRACTION)
+                keep[g.root] = kept_width(g.width // g.blocks, share)
         else:
-            keep = {g.root: kept_width(g.width, fraction) for g in self.groups}
+            keep = {g.root: kept_width(g.width // g.blocks, fraction) for g in self.groups}
         chosen = {}
         for g in self.groups:
+            block = g.width // g.blocks
             order = scores[g.root].argsort(stable=True)  # weakest first
-            drop = order[: g.width - keep[g.root]].tolist()
+            drop = order[: block - keep[g.root]].tolist()
             if drop:
-                chosen[g.root] = sorted(drop)
+                chosen[g.root] = sorted(b * block + i for b in range(g.blocks) for i in drop)
         return chosen
 
     def _group(self, root: str, idxs: list[int]) -> Any:
@@ -285,6 +323,24 @@ class ChannelGraph:
         return kept
 
 
+def _blocks(group: Any, width: int, is_out: Any) -> int | None:
+    """How many equal blocks grouped convs split a group's `width` channels into (their
+    groups' least common multiple; 1 without any), or None where one sees the channels
+    through a Concat / Split and its blocks do not line up with the group's."""
+    blocks = 1
+    for dep, idxs in group:
+        module = dep.target.module
+        if not isinstance(module, _ConvNd) or not _grouped(module):
+            continue
+        own = [int(getattr(i, "idx", i)) for i in idxs]
+        root = [int(getattr(i, "root_idx", i)) for i in idxs]
+        size = module.out_channels if is_out(dep.handler) else module.in_channels
+        if own != root or len(own) != width or width != size:
+            return None
+        blocks = math.lcm(blocks, module.groups)
+    return blocks if width % blocks == 0 else None
+
+
 def _zero(module: nn.Module, idxs: list[int], out: bool) -> None:
     index = torch.tensor(idxs, dtype=torch.long, device=module.weight.device)
     if isinstance(module, _BatchNorm):
@@ -293,7 +349,16 @@ def _zero(module: nn.Module, idxs: list[int], out: bool) -> None:
             module.bias.index_fill_(0, index, 0.0)
         return
     transposed = bool(getattr(module, "transposed", False))
-    depthwise = isinstance(module, _ConvNd) and module.groups > 1 and not _grouped(module)
+    if not out and isinstance(module, _ConvNd) and _grouped(module):
+        # input channel c: column c mod in/G of the rows of its block (c div in/G)
+        blocks, rows = module.groups, module.out_channels // module.groups
+        cols = module.in_channels // blocks
+        keep = torch.ones(blocks, cols, dtype=torch.bool, device=index.device)
+        keep.view(-1)[index] = False
+        keep = keep.repeat_interleave(rows, 0)  # (out, in/G)
+        module.weight.mul_(keep.view(*keep.shape, *[1] * (module.weight.dim() - 2)))
+        return
+    depthwise = isinstance(module, _ConvNd) and _depthwise(module)
     if out or depthwise:
         module.weight.index_fill_(1 if transposed else 0, index, 0.0)
         if module.bias is not None:
@@ -426,7 +491,11 @@ def thin_like(model: nn.Module, reference: nn.Module) -> None:
     graph = ChannelGraph(model, example_input(model))
     chosen = {}
     for g in graph.groups:
-        narrower = g.width - widths.get(g.root, g.width)
+        # the root's own width: a group traced here without the protections `reference` was
+        # pruned under can couple more (YOLO's box convs through the DFL reshape), and a
+        # group width compared with one layer's would remove channels `reference` kept
+        own = _out_count(g.module)
+        narrower = own - widths.get(g.root, own)
         if narrower > 0:
             weight = g.module.weight.detach()
             if getattr(g.module, "transposed", False):

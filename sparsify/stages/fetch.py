@@ -207,9 +207,20 @@ class FetchStage:
             zoo_model.copy_to(foundation)
         else:
             _copy(path, foundation)
-        sparsity = overall_sparsity(select_layers(family.load_for_transfer(foundation, ctx)))
-        ctx.log.info("Foundation model %s: %.2f %% sparse", path, 100 * sparsity)
-        if sparsity < 0.3 and str(ctx.derived.variant) != "dense":
+        from sparsify.zoo.first_use import narrowed_layers
+
+        loaded = family.load_for_transfer(foundation, ctx)
+        sparsity = overall_sparsity(select_layers(loaded))
+        thin = bool((entry or {}).get("structured")) or bool(
+            narrowed_layers(loaded, str(ctx.cfg.model.arch))
+        )
+        ctx.log.info(
+            "Foundation model %s: %.2f %% sparse%s",
+            path,
+            100 * sparsity,
+            ", channel-pruned (narrower layers)" if thin else "",
+        )
+        if sparsity < 0.3 and not thin and str(ctx.derived.variant) != "dense":
             ctx.log.warning(
                 "The foundation model is only %.1f %% sparse (measured): sparse transfer holds "
                 "its zeros fixed, so the result will be about as sparse; give a pruned model "

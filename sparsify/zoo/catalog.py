@@ -87,6 +87,10 @@ ENTRY_SCHEMA: dict[str, Any] = {
         # a tier built on first use (sparsify/zoo/build.py): source model sha256, data
         # fingerprint, recipe, date, measured sparsity
         "provenance": {"type": "object"},
+        # a channel-pruned model (`sparsify zoo add` of a run that removed channels): the
+        # run's structured pruning report (width -> kept, MACs and parameters before/after);
+        # the checkpoint itself records the thin layer widths it is rebuilt with
+        "structured": {"type": "array", "items": {"type": "object"}},
     },
 }
 

@@ -10,13 +10,14 @@ there: by name (it carries the dense model's sha256) or as the tier's local entr
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,6 +39,9 @@ from sparsify.zoo.resolve import (
     verified,
     zoo_dir,
 )
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # below this measured sparsity a model.path is dense, not a pruned foundation (the fetch
 # stage warns at the same threshold)
@@ -234,16 +238,29 @@ def _data_fingerprint(path: str | None) -> str:
 
 
 def from_model(ctx: RunContext, family: Any, source: Path) -> ZooModel | None:
-    """The foundation for `model.path`: None to use it as it is (pruned already, or the
-    level asks for a dense tier), else the tier built from it (or found, built earlier)."""
+    """The foundation for `model.path`: None to use it as it is (pruned already, zeros or
+    channels removed, or the level asks for a dense tier), else the tier built from it (or
+    found, built earlier)."""
     from sparsify.algorithms.pruning import overall_sparsity, select_layers
 
     variant = str(ctx.derived.variant)
     use_case = normalize_use_case(str(ctx.cfg.use_case.name))
     if variant not in PRUNED_VARIANTS or use_case == CUSTOM:
         return None
-    sparsity = overall_sparsity(select_layers(family.load_for_transfer(source, ctx)))
+    model = family.load_for_transfer(source, ctx)
+    sparsity = overall_sparsity(select_layers(model))
     if sparsity >= DENSE_BELOW:
+        return None
+    narrowed = narrowed_layers(model, str(ctx.cfg.model.arch))
+    if narrowed:  # a channel-pruned model is a pruned foundation, with or without zeros
+        ctx.log.info(
+            "model.path %s is channel-pruned (%d layers narrower than a dense %s, e.g. %s): "
+            "it is the foundation as it is, not pruned again",
+            source,
+            len(narrowed),
+            ctx.cfg.model.arch,
+            narrowed[0],
+        )
         return None
     dense = DenseSource(source, sha256_path(source), str(ctx.cfg.model.arch), "model.path")
     why = (
@@ -251,6 +268,55 @@ def from_model(ctx: RunContext, family: Any, source: Path) -> ZooModel | None:
         f"level {ctx.level:.2f} asks for a {ctx.derived.tier} {variant} foundation"
     )
     return build_foundation(ctx, dense, why)
+
+
+def narrowed_layers(model: nn.Module, arch: str) -> list[str]:
+    """The layers of `model` that take fewer channels than its dense architecture's (a
+    channel-pruned model: `sparsify.algorithms.channels`); empty when none, or when no dense
+    reference can be built. Input sides only (conv / linear inputs, BatchNorm features), so
+    a classifier head for another class count is not a difference."""
+    reference = _dense_reference(model, arch)
+    if reference is None:
+        return []
+    ref = dict(reference.named_modules())
+    narrowed = []
+    for name, module in model.named_modules():
+        other = ref.get(name)
+        if other is not None and type(other) is type(module):
+            mine, dense = _in_width(module), _in_width(other)
+            if mine is not None and dense is not None and mine < dense:
+                narrowed.append(name)
+    return narrowed
+
+
+def _in_width(module: nn.Module) -> int | None:
+    from torch import nn
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.conv import _ConvNd
+
+    if isinstance(module, _ConvNd):
+        return int(module.in_channels)
+    if isinstance(module, nn.Linear):
+        return int(module.in_features)
+    if isinstance(module, _BatchNorm):
+        return int(module.num_features)
+    return None
+
+
+def _dense_reference(model: nn.Module, arch: str) -> nn.Module | None:
+    """A freshly built dense model of `model`'s architecture: Ultralytics models carry
+    theirs (`model.yaml`), classifiers are built by arch name."""
+    spec = getattr(model, "yaml", None)
+    try:
+        if isinstance(spec, dict):  # Ultralytics: rebuilt from the model's own config
+            return type(model)(copy.deepcopy(spec), verbose=False)
+        from sparsify.models.classifier.model import available_archs, build_model
+
+        if arch in available_archs():
+            return build_model(arch, 2)
+    except Exception:  # noqa: BLE001 - no reference: the model is taken as it is measured
+        return None
+    return None
 
 
 def resolve_or_build(ctx: RunContext) -> ZooModel:

@@ -214,6 +214,20 @@ def _metric(record: RunRecord, key: str) -> dict[str, Any] | None:
     return {"name": str(name), "value": value} if name else None
 
 
+def _removed(report: Any) -> list[dict[str, Any]]:
+    """The structured prunings of a run's report that removed units (channels, heads,
+    neurons): a pruned model even where none of its remaining weights is zero."""
+    items = report if isinstance(report, list) else [report] if isinstance(report, dict) else []
+    return [
+        dict(s)
+        for s in items
+        if isinstance(s, dict)
+        and isinstance(s.get("kept"), int)
+        and isinstance(s.get("width"), int)
+        and s["kept"] < s["width"]
+    ]
+
+
 def add_run(
     run_dir: Path,
     name: str,
@@ -227,9 +241,10 @@ def add_run(
 ) -> dict[str, Any]:
     """Register a finished run's torch model in the local zoo; returns its entry.
 
-    pruned / pruned_int8 take the pruned checkpoint (sparsify/model.pth); dense takes the
-    dense model the run started from (fetch/); int8 takes the run's own checkpoint when it
-    only quantized, else the dense one.
+    pruned / pruned_int8 take the pruned checkpoint (sparsify/model.pth; a channel-pruned
+    one is pruned even with no zeros, and its entry keeps the run's `structured` report);
+    dense takes the dense model the run started from (fetch/); int8 takes the run's own
+    checkpoint when it only quantized, else the dense one.
     """
     from sparsify.models import get_family
 
@@ -241,7 +256,8 @@ def add_run(
     produced = record.output(SparsifyOutput) or SparsifyOutput()
     fetched = record.output(FetchOutput) or FetchOutput()
     sparsity = float(produced.sparsity)
-    variant = variant or ("pruned_int8" if sparsity > 0 else "dense")
+    structured = _removed(produced.structured)
+    variant = variant or ("pruned_int8" if sparsity > 0 or structured else "dense")
     if variant not in VARIANTS:
         raise SparsifyError(f"--variant {variant!r}: use one of {', '.join(VARIANTS)}")
     run_use_case = str(cfg.use_case.name)
@@ -253,13 +269,13 @@ def add_run(
     artifact_name = get_family(family).artifact_name
     quantized = produced.quantization is not None
     if variant.startswith("pruned"):
-        if sparsity <= 0:
+        if sparsity <= 0 and not structured:
             raise SparsifyError(
                 f"{run_dir} pruned nothing (sparsity 0); register it with --variant dense or "
                 "int8, or add a run with optim_level >= 0.3"
             )
         rel, key = produced.checkpoint, "sparsified"
-    elif variant == "int8" and quantized and sparsity == 0:
+    elif variant == "int8" and quantized and sparsity == 0 and not structured:
         rel, key = produced.checkpoint, "sparsified"
     else:
         rel = next((a for a in fetched.artifacts if Path(a).name == artifact_name), None)
@@ -292,6 +308,8 @@ def add_run(
             "run_quantization": produced.quantization,
         },
     }
+    if structured and variant.startswith("pruned"):
+        entry["structured"] = structured
     if description:
         entry["description"] = description
     if provenance:

@@ -65,3 +65,12 @@ def test_unknown_importance_fails_schema_validation(tmp_path: Path) -> None:
     )
     with pytest.raises(SparsifyError, match="magnitude"):
         load_recipe(str(path), {})
+
+
+def test_training_aware_channels_distils_from_the_dense_model() -> None:
+    recipe = load_recipe("training_aware_channels", _variables(1.0))
+    distil = recipe.distillation()
+    assert distil is not None and distil.kwargs["hardness"] == 0.5
+    assert "DistillationModifier" not in [
+        m.name for m in load_recipe("one_shot_channels", _variables(1.0)).modifiers
+    ]

@@ -228,7 +228,8 @@ class YoloFamily(ModelFamily):
 
         - `model_or_ckpt`: a torch model of this family (e.g. pruned in place) or a
           checkpoint path. Ultralytics rebuilds the model from its YAML and copies the
-          weights in, so zeros survive; a head for other classes is re-initialized.
+          weights in, so zeros survive; a channel-pruned model is rebuilt at its own channel
+          counts (`thin_trainer`); a class head for other classes is re-initialized.
         - `on_batch_end(model)`: called after every batch (after its optimizer step;
           `nbs` = batch size so each batch is one step) with the model being trained, which
           is *not* the object passed in. Prune or re-apply masks in it there: whatever is

@@ -2,12 +2,15 @@
 
 Ultralytics trains its own copy of the model (rebuilt from the YAML, weights transferred)
 and keeps an EMA copy that it validates and saves. A per-batch hook therefore gets the
-model being trained, and whatever it zeroes (pruning masks) is zeroed in the EMA too.
+model being trained, and whatever it zeroes (pruning masks) is zeroed in the EMA too. A
+channel-pruned (thin) model is rebuilt at its own channel counts (`thin_trainer`), so its
+weights transfer instead of the YAML's dense widths replacing them.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsify.algorithms.channel_widths import layer_widths, set_layer_widths
 from sparsify.algorithms.pruning import PRUNABLE_TYPES
 from sparsify.context import RunContext
 from sparsify.eta import StepTimer
@@ -113,6 +117,52 @@ def add_eta(yolo: Any, what: str, max_steps: int | None) -> None:
     yolo.add_callback("on_train_batch_end", step)
 
 
+def start_widths(model: nn.Module, source: nn.Module) -> dict[str, list[int]]:
+    """The channel counts `model` (built from `source`'s YAML, maybe for other classes) must
+    take so that a channel-pruned `source`'s weights fit it (`set_layer_widths`); empty for a
+    dense source. The class convs keep `model`'s outputs (its class count); the class branch's
+    hidden layers take the source's widths, as Ultralytics' own transfer keeps them."""
+    from ultralytics.nn.modules import Detect
+
+    widths = layer_widths(source, model)
+    head = next((m for m in model.modules() if isinstance(m, Detect)), None)
+    names = {id(m): n for n, m in model.named_modules()}
+    branches = [b for a in ("cv3", "one2one_cv3") for b in getattr(head, a, None) or []]
+    prefixes = tuple(f"{names[id(b)]}." for b in branches)
+    if all(n.startswith(prefixes) for n in widths):  # only the class branch: a dense source
+        return {}
+    for branch in branches:
+        name = names[id(branch[-1])]
+        if name in widths:  # in: the source's (thin) channels; out: this model's classes
+            own = branch[-1]
+            widths[name] = [widths[name][0], own.out_channels, own.groups]
+    return widths
+
+
+@functools.cache
+def thin_trainer(base: type) -> type:
+    """`base` (the task's Ultralytics trainer) building its model at the channel counts of the
+    weights it starts from: Ultralytics rebuilds the model from the YAML and transfers only
+    the tensors whose shapes match, which would drop every thinned layer's weights."""
+
+    class ThinTrainer(base):  # type: ignore[misc, valid-type]
+        def get_model(
+            self, cfg: Any = None, weights: nn.Module | None = None, verbose: bool = True
+        ) -> nn.Module:
+            if not isinstance(weights, nn.Module):
+                return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+            model = super().get_model(cfg=cfg, weights=None, verbose=verbose)
+            widths = start_widths(model, weights)
+            if widths:
+                log.info("Building the model at the channel counts of the channel-pruned start")
+                set_layer_widths(model, widths)
+            model.load(weights, verbose=verbose)
+            return model
+
+    ThinTrainer.__name__ = ThinTrainer.__qualname__ = f"Thin{base.__name__}"
+    return ThinTrainer
+
+
 @contextmanager
 def torch_state_kept() -> Iterator[None]:
     """Undo what Ultralytics' trainer sets process-wide: on CPU it drops torch to
@@ -143,6 +193,7 @@ def run_training(
     batch = int(train.batch_size)
     with torch_state_kept():
         yolo.train(
+            trainer=thin_trainer(yolo.task_map[yolo.task]["trainer"]),
             data=str(data_yaml),
             epochs=epochs,
             imgsz=int(ctx.cfg.data.image_size),
