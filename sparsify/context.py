@@ -28,6 +28,13 @@ class RunContext:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("sparsify"))
 
+    def __post_init__(self) -> None:
+        # what a finished run's stages settled (validate's chosen data.image_size, fetch's
+        # model.arch) holds for any context rebuilt from its config and outputs
+        for produced in self.outputs.values():
+            for key, value in (produced.get("config_overrides") or {}).items():
+                OmegaConf.update(self.cfg, key, value, merge=False)
+
     def output(self, kind: type[T]) -> T:
         """An earlier stage's output, typed: `ctx.output(ValidateOutput).data_path`."""
         if kind.stage not in self.outputs:

@@ -65,7 +65,9 @@ class DataConfig:
     path: str | None = None
     # a built-in dataset written to the cache on first use (e.g. `digits`); then `path` may stay null
     demo: str | None = None
-    image_size: int = 224
+    # the model's input side; null: chosen from the train images by the validate stage
+    # (sparsify/data/image_sizes.py), a value given here is kept
+    image_size: int | None = None
     resize_size: int | None = None  # shorter side before the center crop; null = image_size
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])

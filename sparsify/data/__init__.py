@@ -28,12 +28,10 @@ def _validate_image_folder(
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
     # imported here so `import sparsify.data` stays light (no torch) until a format is used
     from sparsify.data.image_folder import log_summary, validate_image_folder
-    from sparsify.data.image_sizes import CLASSIFIER_SIZE, report_sizes
 
     summary, problems = validate_image_folder(root)
     if summary is not None and not problems:
         log_summary(summary, logging.getLogger("sparsify"))
-        report_sizes(summary.image_sizes, int(cfg.data.image_size), CLASSIFIER_SIZE)
     return (summary.to_dict() if summary else None), problems
 
 

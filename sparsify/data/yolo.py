@@ -458,15 +458,15 @@ def log_summary(summary: YoloSummary, logger: logging.Logger) -> None:
 
 def validate_for_config(root: Path, cfg: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
     """The `yolo` entry of DATA_FORMATS: validate for `cfg.use_case.task` and log a summary."""
-    from sparsify.data.image_sizes import YOLO_SIZE, read_sizes, report_sizes, size_stats
+    from sparsify.data.image_sizes import read_sizes, size_stats
     from sparsify.data.yolo_loader import yolo_samples
 
     summary, problems = validate_yolo_dataset(Path(root), str(cfg.use_case.task))
     if summary is not None and not problems:
         log_summary(summary, log)
         train = yolo_samples(summary.to_dict(), "train")
+        # the validate stage reports them and settles data.image_size (data/image_sizes.py)
         summary.image_sizes = size_stats(read_sizes([str(image) for image, _ in train]))
-        report_sizes(summary.image_sizes, int(cfg.data.image_size), YOLO_SIZE)
     return (summary.to_dict() if summary else None), problems
 
 

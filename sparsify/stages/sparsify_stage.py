@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import shutil
 import warnings
 from functools import cache
@@ -198,6 +199,21 @@ def _teacher(model: nn.Module, recipe: Recipe, family: ModelFamily, ctx: RunCont
     return teacher
 
 
+def schedule_line(source: str, session: RecipeSession) -> str:
+    """The recipe's length stated once, in its epochs (the scale every epoch in the log uses:
+    modifier events, the trainers' logged `epoch`), with the steps they take and, when
+    experiment.train.max_steps squeezes the schedule, the passes over the train data."""
+    epochs, total, per_pass = session.epochs, session.total_steps, session.steps_per_epoch
+    line = f"Training under recipe {source}: {epochs:.2f} epochs in {total:,} steps"
+    if total >= math.ceil(epochs * per_pass):
+        return f"{line} ({per_pass:,} steps an epoch, one pass over the train data)"
+    return (
+        f"{line}: experiment.train.max_steps squeezes them to {total / epochs:.2f} steps an "
+        f"epoch, {total / per_pass:.2f} passes over the train data ({per_pass:,} steps a "
+        "pass); epochs in the log are the recipe's"
+    )
+
+
 def _train(
     model: nn.Module,
     recipe: Recipe,
@@ -229,7 +245,7 @@ def _train(
     ) -> RecipeSession:
         """The recipe session for a trainer; `live` is the model it really trains when the
         trainer makes its own copy (Ultralytics), `qat=False` when it cannot train QAT."""
-        return RecipeSession(
+        session = RecipeSession(
             recipe,
             live if live is not None else model,
             steps_per_epoch,
@@ -241,8 +257,12 @@ def _train(
             # layers the deployed INT8 keeps FP32 are not fake-quantized either
             qat_ignore=["__DEPTHWISE__"] if requantized and fp32_depthwise else [],
         )
+        if not announced:  # once: Ultralytics asks for a probe session, then its live one
+            announced.append(session)
+            ctx.log.info("%s", schedule_line(recipe.source, session))
+        return session
 
-    ctx.log.info("Training under recipe %s (%.2f epochs)", recipe.source, recipe.epochs())
+    announced: list[RecipeSession] = []
     resume = ctx.cfg.experiment.train.get("optimizer")
     with resume_optimizer(Path(str(resume)).expanduser() if resume else None, model):
         stats = family.train_sparse(model, ctx, session_for, teacher)

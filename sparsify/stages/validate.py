@@ -93,10 +93,16 @@ class ValidateStage:
         ctx.log.info(
             "Optim level %.2f (%s): %s", ctx.level, ctx.cfg.experiment.name, ctx.derived.describe()
         )
+        from sparsify.data.image_sizes import settle_image_size  # PIL: for image formats
+
+        # an unset data.image_size, settled once from the images for every later stage (and
+        # for a rerun that skips this one): the pipeline applies config_overrides
+        image_size = settle_image_size(ctx.cfg, (summary or {}).get("image_sizes") or {})
         return ValidateOutput(
             optim_level=ctx.level,
             derived=recipe_variables(ctx)["derived"],
             data_path=str(data_path),
             data=summary,
             recipe=recipe.source if recipe else None,
+            config_overrides={"data.image_size": image_size} if image_size else None,
         )

@@ -17,7 +17,7 @@ from torch import nn
 
 from sparsify import distributed
 from sparsify.algorithms.session import RecipeSession
-from sparsify.eta import StepTimer, log_schedule
+from sparsify.eta import StepTimer
 from sparsify.models.tensorboard import EventLog
 
 log = logging.getLogger("sparsify")
@@ -77,8 +77,8 @@ def train_with_trainer(
     # recipe's epochs count the steps of one rank
     per_step = batch_size * distributed.world_size()
     steps_per_epoch = max(1, math.ceil(len(dataset) / per_step))
+    # the session states the schedule (the recipe's epochs, its steps, the passes)
     session: RecipeSession = session_for(steps_per_epoch)
-    log_schedule(session.epochs, session.total_steps, steps_per_epoch)
     events = EventLog(out_dir.parent / "tensorboard")
     if teacher is not None:
         teacher.eval()
@@ -108,7 +108,8 @@ def train_with_trainer(
                 logs["learning_rate"] = self.lr
             if logs is not None and "epoch" in logs:
                 # the Trainer counts passes over the data; a recipe squeezed into max_steps
-                # runs its epochs faster: one epoch scale in the log, the recipe's
+                # runs its epochs faster: one epoch scale in the log, the recipe's (as the
+                # schedule line and the modifiers' events state it)
                 logs["epoch"] = round(session.epoch_of(int(state.global_step)), 3)
             numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, int | float)}
             events.scalars(int(state.global_step), **numbers)
