@@ -40,7 +40,7 @@ YOLOv8s 2.5x, MobileNetV2 1.5x (issue #24).
     [--mask-type block4] [--ffn-sparsity 0.5] [--head-sparsity 0.5] [--ffn-level 0.7]
     [--packages qoperator,qdq,dynamic,sparse,ffn,ffn-qdq,channels,channels-ta]
     [--channel-level 1.0] [--channel-ta-level 1.0] [--engines onnxruntime,openvino,deepsparse]
-    [--epochs 10] [--batch 16] [--time 3] [--out DIR]
+    [--epochs 10] [--batch 16] [--time 3] [--set KEY=VALUE ...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -283,6 +283,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="engines every package is measured on (an engine that cannot run is recorded "
         "as failed in the run, not fatal)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more override for every run (repeatable), e.g. --set baseline.min_steps=200",
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--time", type=float, default=3.0, help="seconds measured per model")
     parser.add_argument("--out", type=Path, default=None, help="where the runs go (kept)")
@@ -315,6 +322,7 @@ def main() -> int:
             f"benchmark.batch_sizes=[{args.batch}]",
             f"benchmark.time_s={args.time}",
             f"benchmark.engines=[{args.engines}]",
+            *args.set,
             f"working_dir={out}",
         ]
         baseline: Path | None = None
