@@ -215,6 +215,32 @@ def rows(result: Any) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def candidates(run_dir: Path) -> list[str]:
+    """Every model the run's benchmark stage measured (dense, FP32 pruned / thin, each INT8
+    variant) on every engine: accuracy, drop, speed over dense ONNX Runtime and the latency
+    guard's verdict, so a package the guard refused still shows what it would have given."""
+    import json
+
+    record = json.loads((run_dir / "benchmark" / "benchmark.json").read_text())
+    vs_ort = {  # each engine's dense throughput over ONNX Runtime's
+        row["engine"]: row.get("vs_ort_dense_b16", row.get("vs_ort_dense")) or 1.0
+        for row in record["table"]
+        if row["model"] == "baseline"
+    }
+    metric = record.get("metric") or "metric"
+    lines = [f"  candidates in {run_dir.name} ({metric}; x = throughput over dense ONNX Runtime):"]
+    for name, variant in record.get("variants", {}).items():
+        for engine, seen in variant.get("engines", {}).items():
+            speed = seen.get("speedup")
+            over_ort = f"{speed * vs_ort.get(engine, 1.0):.2f}x" if speed else "-"
+            acc, drop = seen.get(metric), seen.get("accuracy_drop")
+            lines.append(
+                f"    {name:<20} {engine:<11} {acc if acc is None else round(acc, 2)!s:>7} "
+                f"{'' if drop is None else f'{-drop:+.2f}':>7} {over_ort:>7}  {seen.get('status')}"
+            )
+    return lines
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (`sys.argv` when `argv` is None); an unknown package is an error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -355,6 +381,7 @@ def main() -> int:
                      res["accuracy"], speedup, target, res.get("notes") or "", macs)
                 )  # fmt: skip
             print(f"   [{kind} {label}: {seconds:.0f} s, {result.run_dir}]", flush=True)
+            print("\n".join(candidates(result.run_dir)), flush=True)
         print(f"{kind}: {setup.what}")
     header = (
         f"{'model':<5} | {'package':<28} | {'engine':<11} | {'sparsity':>8} | {'dense':>6} | "
