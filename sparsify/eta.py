@@ -100,20 +100,3 @@ class StepTimer:
                 self.unit,
                 duration(self.remaining_s() or 0.0),
             )
-
-
-def log_schedule(epochs: float, total_steps: int, steps_per_epoch: int) -> None:
-    """Say how a recipe's epochs map onto the data when `max_steps` squeezes the schedule:
-    the recipe's "10 epochs" then run in fewer passes over the train data than it says, and a
-    trainer counting passes would show another epoch number for the same step."""
-    passes = total_steps / max(1, steps_per_epoch)
-    if abs(passes - epochs) < 1e-6:
-        return
-    log.info(
-        "experiment.train.max_steps squeezes the recipe's %.2f epochs into %s steps: %.2f "
-        "passes over the train data (%s steps each); epochs in the log are the recipe's",
-        epochs,
-        f"{total_steps:,}",
-        passes,
-        f"{steps_per_epoch:,}",
-    )

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from sparsify.eta import StepTimer, duration, log_schedule, rate
+from sparsify.eta import StepTimer, duration, rate
 
 
 class Clock:
@@ -60,11 +60,3 @@ def test_short_or_unsized_loops_say_nothing(caplog: pytest.LogCaptureFixture) ->
         _run(StepTimer("short", total=4, after=5, clock=clock), clock, 4, 1.0, 1.0)
         _run(StepTimer("unsized", after=2, clock=clock), clock, 20, 1.0, 1.0)
     assert caplog.records == []
-
-
-def test_schedule_squeezed_by_max_steps_is_said(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="sparsify"):
-        log_schedule(10.0, 60, 47)  # the recipe's 10 epochs in 60 steps of a 47-step pass
-        log_schedule(3.0, 150, 50)  # not squeezed: nothing to say
-    (line,) = [r.getMessage() for r in caplog.records]
-    assert "10.00 epochs into 60 steps: 1.28 passes" in line and "47 steps each" in line

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sparsify.algorithms.session import RecipeSession
-from sparsify.eta import StepTimer, log_schedule
+from sparsify.eta import StepTimer
 from sparsify.models.tensorboard import EventLog
 from sparsify.progress import progress
 
@@ -144,7 +144,6 @@ def train_with_session(
     step, running, passes = 0, 0.0, 0
     bar = progress(range(session.total_steps), total=session.total_steps, desc="training")
     timer = StepTimer("training under the recipe", session.total_steps)
-    log_schedule(session.epochs, session.total_steps, session.steps_per_epoch)
     while step < session.total_steps:
         if isinstance(sampler, DistributedSampler):  # another shuffle (the same on all ranks)
             sampler.set_epoch(passes)
