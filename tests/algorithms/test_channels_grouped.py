@@ -17,6 +17,7 @@ from torch import nn
 from sparsify.algorithms.channel_widths import layer_widths, set_layer_widths
 from sparsify.algorithms.channels import ChannelGraph, count_macs
 from sparsify.errors import SparsifyError
+from tests.algorithms.test_channels import _randomize_bn
 
 pytest.importorskip("torch_pruning")
 
@@ -66,18 +67,6 @@ def tiny_regnet() -> nn.Module:
         depth=3, w_0=16, w_a=8.0, w_m=2.0, group_width=8, se_ratio=0.25
     )
     return RegNet(params, num_classes=4, stem_width=16)
-
-
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-    return model.eval()
 
 
 def _grouped(model: nn.Module) -> dict[str, nn.Conv2d]:
