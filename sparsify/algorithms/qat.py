@@ -180,13 +180,29 @@ def _stay_eval(self: nn.Module, mode: bool = True) -> nn.Module:
 
 
 def strip_qat(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Replace the wrappers by their plain layers again (an FP32 model with the QAT-trained
-    weights); returns each layer's learned input range (scale, zero point)."""
+    """Replace the wrappers by their plain layers again: an FP32 model computing what QAT
+    trained, less the activation rounding. Returns each layer's learned input range (scale,
+    zero point).
+
+    Each layer keeps the weights QAT computed with, its fake-quantized ones (in place: the
+    same Parameters). The latent weights the straight-through estimator updated are up to
+    half an INT8 step away from them, and BatchNorm's statistics and every later layer were
+    learned on the rounded ones: MobileNetV2 (channels pruned, digits; BN gains near 100 on
+    near-constant channels) scored 92.2 top-1 with QAT and as QDQ, 72.2 with its latent
+    weights in FP32. On the grid, ONNX Runtime's INT8 of the same scheme rounds nothing.
+    """
     ranges: dict[str, dict[str, Any]] = {}
     for name, wrapper in wrappers(model).items():
         scale, zero_point = wrapper.input_quant.qparams()
         ranges[name] = {"input_scale": scale, "input_zero_point": zero_point}
+        weight = wrapper.layer.weight
+        with torch.no_grad():
+            weight.copy_(fake_quant_weight(weight, wrapper.per_channel))
         _set_child(model, name, wrapper.layer)
+    if ranges:
+        log.info(
+            "QAT stripped: %d layers keep the INT8-grid weights they trained with", len(ranges)
+        )
     for m in model.modules():  # undo freeze_batchnorm's override
         if isinstance(m, BATCHNORM_TYPES) and "train" in m.__dict__:
             del m.__dict__["train"]
