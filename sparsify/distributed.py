@@ -105,7 +105,11 @@ _previous_sigterm: list[Any] = []
 
 
 def _stopped(signum: int, frame: Any) -> None:
-    raise RankFailed(f"rank {rank()} was stopped by the launcher (SIGTERM){_failed_ranks_note()}")
+    # the same lead as rank_failure's: which of the two a user sees is a race with the launcher
+    raise RankFailed(
+        f"training across {world_size()} processes failed: rank {rank()} was stopped by the "
+        f"launcher (SIGTERM){_failed_ranks_note()}"
+    )
 
 
 def shutdown() -> None:

@@ -380,7 +380,9 @@ def test_only_the_transformer_blocks_are_pruned(
         result.run_dir / "sparsify" / "model.pth"
     )
     for dense in (model.bert.pooler.dense, model.classifier):
-        assert torch.count_nonzero(dense.weight) == dense.weight.numel()
+        # unpruned: QAT's INT8 grid (training-aware) rounds only the tiniest weights to zero
+        zeros = 1 - torch.count_nonzero(dense.weight) / dense.weight.numel()
+        assert zeros < (0.05 if experiment == "training_aware" else 1e-9), zeros
 
 
 def test_head_pattern_names_what_lies_outside_the_blocks() -> None:

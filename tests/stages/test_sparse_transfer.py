@@ -51,7 +51,8 @@ def test_same_classes_keep_the_foundation_sparsity(
     baseline = onnx_weight_sparsity(result.run_dir / produced["baseline_onnx"])["sparsity"]
     assert baseline < 0.1
     after = _zeros(result.run_dir / "sparsify" / "model.pth", 3)
-    assert all(torch.equal(after[n], z) for n, z in _zeros(sparse_foundation, 3).items())
+    # every foundation zero stays zero; QAT's INT8 grid may round a few more tiny weights to 0
+    assert all(torch.equal(after[n] & z, z) for n, z in _zeros(sparse_foundation, 3).items())
 
 
 @pytest.mark.slow
@@ -78,7 +79,10 @@ def test_new_classes_get_a_new_head_and_the_body_keeps_its_zeros(
     after = _zeros(result.run_dir / "sparsify" / "model.pth", 2)
     head = [n for n in before if before[n].shape != after[n].shape]
     assert len(head) == 1
-    assert all(torch.equal(after[n], before[n]) for n in before if n not in head)
+    assert all(torch.equal(after[n] & before[n], before[n]) for n in before if n not in head)
+    assert all(
+        after[n].float().mean() - before[n].float().mean() < 0.05 for n in before if n not in head
+    )  # no new pruning: only the few weights the INT8 grid rounds to zero
     assert result.outputs["sparsify"]["qat"] is True
 
 
@@ -114,7 +118,8 @@ def test_the_zoo_supplies_the_foundation_by_optim_level(
     assert fetched["foundation_sha256"] == fetched["foundation_entry"]["sha256"]
     exported = onnx_weight_sparsity(result.deployment_dir / "model.onnx")["sparsity"]
     assert abs(exported - fetched["foundation_sparsity"]) < 0.005
-    # level 0.9 asks for the smallest tier, which this zoo does not have: a clear error
-    missing = sparsify.run([*overrides, "optim_level=0.9"])
+    # level 0.9 asks for the smallest tier, which this zoo does not have: a clear error (with
+    # building on first use off: it would build one from a dense catalog model installed here)
+    missing = sparsify.run([*overrides, "optim_level=0.9", "zoo.build_missing=false"])
     assert missing.status == "failed"
     assert "smallest" in missing.error and "zoo add" in missing.error
