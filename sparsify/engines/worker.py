@@ -3,7 +3,7 @@
 Run as a script (`python worker.py WORKDIR`) by any interpreter that has numpy and the engine:
 the main virtualenv for onnxruntime and OpenVINO, `.venv-deepsparse` for DeepSparse. It imports
 nothing from sparsify (that interpreter may not have sparsify's dependencies) except timing.py,
-host.py and deepsparse_graph.py, loaded by path. Requests come on stdin; replies go to the
+host.py, deepsparse_graph.py and openvino_graph.py, loaded by path. Requests come on stdin; replies go to the
 original stdout, while anything the engine prints (DeepSparse's C++ banner included) is sent to
 stderr, unbuffered, so it cannot corrupt the protocol and an abort() loses none of it. Arrays
 travel as .npz files inside WORKDIR. Without a thread count, engines use the CPUs this process
@@ -45,6 +45,7 @@ def _sibling(name: str) -> Any:
 timing = _sibling("timing")
 host = _sibling("host")
 deepsparse_graph = _sibling("deepsparse_graph")
+openvino_graph = _sibling("openvino_graph")
 
 # ONNX Runtime graph fusions left off, here and in the in-process OnnxRuntimeEngine.
 # SkipLayerNormFusion merges a transformer's bias Add, residual Add and LayerNormalization into
@@ -170,6 +171,25 @@ class DeepSparseModel:
 OPENVINO_COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
 
 
+def _openvino_source(model: Path, workdir: Path) -> Path:
+    """What OpenVINO reads: `model` itself, or where `openvino_graph`'s rewrites changed
+    something, a copy with them in the workdir (beside the model if its weights are external,
+    which are found relative to it; deleted on close)."""
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    changed = openvino_graph.for_openvino(proto)
+    if not any(changed.values()):
+        return model
+    print(f"OpenVINO copy of {model.name}: {changed}", file=sys.stderr, flush=True)
+    external = any(
+        init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer
+    )
+    out = model.with_name(f".{model.stem}.openvino.onnx") if external else workdir / model.name
+    onnx.save(proto, str(out))
+    return out
+
+
 class OpenVinoModel:
     """OpenVINO on its CPU plugin, LATENCY hint, compiled per input shape: a dynamic dim is
     reshaped to the feed's (static shapes compile to faster kernels); past MAX_COMPILED shapes,
@@ -179,7 +199,12 @@ class OpenVinoModel:
         import openvino
 
         self.core = openvino.Core()
-        self.model = self.core.read_model(str(model))
+        self.path = _openvino_source(model, workdir)
+        # only a copy written beside the model is deleted on close, never the model itself
+        self.cleanup = (
+            self.path if self.path != model and self.path.parent == model.parent else None
+        )
+        self.model = self.core.read_model(str(self.path))
         self.version = openvino.get_version().split("-")[0]
         self.input_names = [port.get_any_name() for port in self.model.inputs]
         self.dynamic = any(port.get_partial_shape().is_dynamic for port in self.model.inputs)

@@ -53,6 +53,34 @@ def test_outputs_match_onnxruntime(cnn_models: dict[str, Path], model: str, atol
     assert int8 == (0 if model == "fp32" else 2)  # the convs were quantized, the Linear not
 
 
+def test_offset_conv_weights_run_in_int8(cnn_models: dict[str, Path], tmp_path: Path) -> None:
+    """Conv weights stored with zero point -1 (ONNX Runtime's AMX layout) ran FP32 on OpenVINO;
+    the worker's copy stores them symmetric again: every conv INT8, the same outputs, and the
+    model file itself unchanged."""
+    from sparsify.algorithms.ort_fusions import offset_conv_weights
+    from sparsify.engines.openvino_graph import symmetric_conv_weights
+
+    model = onnx.load(str(cnn_models["qdq"]))
+    assert offset_conv_weights(model, min_depth=0, min_pixels=0) == 2
+    path = tmp_path / "offset.onnx"
+    onnx.save(model, str(path))
+    before = path.read_bytes()
+    local = OnnxRuntimeEngine(path, num_threads=1)
+    with SubprocessEngine("openvino", path, num_threads=1) as engine:
+        feeds = make_random_feeds(engine, 4, seed=5)
+        np.testing.assert_allclose(engine.run(feeds)[0], local.run(feeds)[0], atol=2e-3, rtol=0)
+        engine.benchmark(feeds, warmup_s=0.0, time_s=0.02)
+    assert engine.analysis["int8_layers"] == 2  # both convs (the Linear is not quantized)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "offset.onnx"
+    ]
+    # the rewrite alone: zero points back to 0, weights moved by one, nothing else touched
+    again = onnx.load(str(path))
+    assert symmetric_conv_weights(again) == 2
+    assert symmetric_conv_weights(again) == 0
+    assert symmetric_conv_weights(onnx.load(str(cnn_models["qdq"]))) == 0
+
+
 def test_any_batch_size_past_the_compiled_ones(cnn_models: dict[str, Path]) -> None:
     """The dynamic batch is compiled per shape, then one dynamic-shape compile takes the rest."""
     path = cnn_models["qdq"]
