@@ -25,10 +25,12 @@ def _stage_status(run_dir: Path, stage: str) -> str | None:
 
 
 def _interrupt_during_fetch(command: list[str], run_dir: Path) -> subprocess.CompletedProcess[str]:
-    """Start `command`, wait until its fetch stage trains the dense baseline (a resnet18 on
-    224 px images: minutes on a CPU), send SIGINT as Ctrl-C does."""
+    """Start `command`, wait until its fetch stage trains the dense baseline (a resnet18 for
+    500 steps: a minute on a CPU; in a cache of its own, so no earlier test's baseline is
+    found there), send SIGINT as Ctrl-C does."""
+    env = {**os.environ, "SPARSIFY_CACHE": str(run_dir.parent / "cache")}
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ}
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     deadline = time.monotonic() + 240
     while _stage_status(run_dir, "fetch") != "running":
