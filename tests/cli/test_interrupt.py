@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
+# the tiny images would get 32 px (data.image_size unset): a baseline trained in 4 s, which a
+# loaded machine can finish before the signal comes
+SLOW = "data.image_size=224"
 
 
 def _stage_status(run_dir: Path, stage: str) -> str | None:
@@ -25,9 +28,10 @@ def _stage_status(run_dir: Path, stage: str) -> str | None:
 
 
 def _interrupt_during_fetch(command: list[str], run_dir: Path) -> subprocess.CompletedProcess[str]:
-    """Start `command`, wait until its fetch stage trains the dense baseline (a resnet18 for
-    500 steps: a minute on a CPU; in a cache of its own, so no earlier test's baseline is
-    found there), send SIGINT as Ctrl-C does."""
+    """Start `command`, wait until its fetch stage trains the dense baseline (a resnet18 on
+    224 px images: at least 10 epochs before early stopping, tens of seconds on a CPU; in a
+    cache of its own, so no earlier test's baseline is found there), send SIGINT as Ctrl-C
+    does."""
     env = {**os.environ, "SPARSIFY_CACHE": str(run_dir.parent / "cache")}
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -65,7 +69,7 @@ def _assert_one_line(proc: subprocess.CompletedProcess[str], prog: str, run_dir:
 @pytest.mark.slow
 def test_ctrl_c_under_sparsify(tiny_images: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    command = [str(BIN / "sparsify"), f"data.path={tiny_images}", f"run_dir={run_dir}"]
+    command = [str(BIN / "sparsify"), f"data.path={tiny_images}", f"run_dir={run_dir}", SLOW]
     _assert_one_line(_interrupt_during_fetch(command, run_dir), "sparsify", run_dir)
 
 
@@ -80,5 +84,6 @@ def test_ctrl_c_under_the_seed_cli(tiny_images: Path, tmp_path: Path) -> None:
         "--data",
         str(tiny_images),
         f"run_dir={run_dir}",
+        SLOW,
     ]
     _assert_one_line(_interrupt_during_fetch(command, run_dir), "sparsify.run", run_dir)
