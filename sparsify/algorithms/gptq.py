@@ -28,10 +28,10 @@ from sparsify.algorithms.batchnorm import fold_batchnorm, has_batchnorm
 from sparsify.algorithms.hessian import (
     group_rows,
     hooked_eval_forward,
-    layer_hessians,
     output_energy,
     require_calibration,
 )
+from sparsify.algorithms.layer_inputs import layer_hessians
 from sparsify.algorithms.masks import from_matrix, to_matrix
 from sparsify.algorithms.obs import obs_update_layer
 from sparsify.matching import match_modules

@@ -21,7 +21,6 @@ from torch import nn
 
 from sparsify.algorithms.masks import to_matrix
 from sparsify.errors import SparsifyError
-from sparsify.progress import logged_progress
 
 log = logging.getLogger("sparsify")
 
@@ -75,11 +74,17 @@ def group_rows(layer: nn.Module, rows: int) -> list[slice]:
     return [slice(g * per, (g + 1) * per) for g in range(groups)]
 
 
+FLUSH_ROWS = 4096  # input vectors gathered before one (rows x in) @ (in x rows) product
+
+
 class HessianAccumulator:
     """H = 2/n sum x x^T over the n input vectors a layer sees, through a forward pre-hook;
     one per input group (grouped convolutions).
 
     Input vectors as in `grouped_input_rows`. Use as a context manager around forward passes.
+    Vectors are gathered until there are at least as many as columns (or `FLUSH_ROWS`), then
+    multiplied in float32 and summed in float64: a batch of 16 images at 1x1 pixels would
+    otherwise cost a full (in x in) product, conversion and sum for 16 vectors.
     """
 
     def __init__(self, layer: nn.Module) -> None:
@@ -96,12 +101,15 @@ class HessianAccumulator:
             dtype=torch.float64,
             device=layer.weight.device,
         )
+        self._pending: list[torch.Tensor] = []
+        self._pending_rows = 0
         self.samples = 0
         self._handle: torch.utils.hooks.RemovableHandle | None = None
 
     @property
     def hessians(self) -> torch.Tensor:
         """(groups, in_flat, in_flat): one Hessian per input group."""
+        self._flush()
         return self._sum * (2.0 / max(self.samples, 1))
 
     @property
@@ -113,12 +121,22 @@ class HessianAccumulator:
 
     def add(self, x: torch.Tensor) -> None:
         rows = grouped_input_rows(self.layer, x.detach()).to(torch.float32)
+        self._pending.append(rows)
+        self._pending_rows += rows.shape[0]
+        self.samples += rows.shape[0]
+        if self._pending_rows >= max(self.columns, FLUSH_ROWS):
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        rows = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending)
+        self._pending, self._pending_rows = [], 0
         if self.groups == 1:
             flat = rows[:, 0]
             self._sum[0] += (flat.T @ flat).to(torch.float64)
         else:
             self._sum += torch.einsum("ngi,ngj->gij", rows, rows).to(torch.float64)
-        self.samples += rows.shape[0]
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self.add(args[0])
@@ -181,52 +199,6 @@ def _stop_after(layer: nn.Module) -> Iterator[None]:
         yield
     finally:
         handle.remove()
-
-
-def _collect(
-    model: nn.Module, layers: dict[str, nn.Module], batches: Sequence[Any], stop: bool
-) -> dict[str, HessianAccumulator]:
-    """Hessians of `layers` from one pass over `batches` (cut short after them if `stop`)."""
-    accs = {name: HessianAccumulator(layer) for name, layer in layers.items()}
-    with contextlib.ExitStack() as stack:
-        for acc in accs.values():
-            stack.enter_context(acc)
-        if stop and len(layers) == 1:
-            stack.enter_context(_stop_after(next(iter(layers.values()))))
-        for batch in batches:
-            with contextlib.suppress(StopForward):
-                forward_batch(model, batch)
-    return accs
-
-
-def layer_hessians(
-    model: nn.Module,
-    layers: dict[str, nn.Module],
-    batches: Sequence[Any],
-    sequential: bool = True,
-    desc: str = "layers",
-) -> Iterator[tuple[str, nn.Module, HessianAccumulator | None]]:
-    """Yield each of `layers` with the Hessian of its inputs on the calibration `batches`.
-
-    `sequential`: each layer's Hessian is collected only when it is its turn, so it sees what
-    the caller did to the layers before it (a partial forward pass per layer); otherwise all
-    come from one pass first. Layers SparseGPT cannot handle get None. The model runs in eval
-    mode (BatchNorm/Dropout must not change while calibrating), restored at the end.
-    """
-    was_training = model.training
-    model.eval()
-    supported = {n: m for n, m in layers.items() if unsupported_reason(m) is None}
-    try:
-        shared = None if sequential else _collect(model, supported, batches, stop=False)
-        for name, layer in logged_progress(layers.items(), len(layers), desc, log):
-            if name not in supported:
-                yield name, layer, None
-            elif shared is not None:
-                yield name, layer, shared.pop(name)
-            else:
-                yield name, layer, _collect(model, {name: layer}, batches, stop=True)[name]
-    finally:
-        model.train(was_training)
 
 
 def output_energy(weight: torch.Tensor, hessians: torch.Tensor, groups: list[slice]) -> float:

@@ -21,12 +21,12 @@ from torch import nn
 from sparsify.algorithms.hessian import (
     HessianAccumulator,
     group_rows,
-    layer_hessians,
     output_energy,
     require_calibration,
     stop_before,
     unsupported_reason,
 )
+from sparsify.algorithms.layer_inputs import layer_hessians
 from sparsify.algorithms.masks import (
     UNSTRUCTURED,
     MaskType,
@@ -179,8 +179,9 @@ def sparsegpt_prune_model(
 
     A batch is a tuple of positional inputs, a dict of keyword inputs, or one tensor.
     `sequential=True` (the default, as in the paper) calibrates each layer on the outputs of
-    the already-pruned layers before it, so later layers compensate earlier errors; every
-    layer then costs a (partial) forward pass over the batches. `sequential=False` collects
+    the already-pruned layers before it, so later layers compensate earlier errors; a layer
+    then costs a pass of its own block over cached block inputs where the model is a run of
+    blocks (`layer_inputs`), else a forward pass cut at the layer. `sequential=False` collects
     every Hessian in one pass of the dense model. Grouped convolutions get one Hessian per
     group; layers SparseGPT cannot handle (other types, or never called) are pruned by
     magnitude, with a warning. The model's train/eval mode is restored afterwards.
