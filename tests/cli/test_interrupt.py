@@ -34,7 +34,14 @@ def _interrupt_during_fetch(command: list[str], run_dir: Path) -> subprocess.Com
     does."""
     env = {**os.environ, "SPARSIFY_CACHE": str(run_dir.parent / "cache")}
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # as from a terminal: a suite started in the background (`pytest &`) ignores SIGINT,
+        # and an ignored SIGINT is inherited, so the run would never see the Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while _stage_status(run_dir, "fetch") != "running":
