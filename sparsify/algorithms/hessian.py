@@ -179,17 +179,11 @@ def hooked_eval_forward(model: nn.Module, batch: Any, handles: Sequence[Any]) ->
 
 @contextlib.contextmanager
 def stop_before(layer: nn.Module | None) -> Iterator[None]:
-    """Forward passes raise `StopForward` as `layer` is reached (nothing when None)."""
+    """Forward passes raise `StopForward` as `layer` is reached, once its pre-hooks registered
+    before this one have run (nothing when None): later layers are not needed yet."""
     if layer is None:
         yield
         return
-    with _stop_after(layer):
-        yield
-
-
-@contextlib.contextmanager
-def _stop_after(layer: nn.Module) -> Iterator[None]:
-    """Cut each forward pass short once `layer` has run: later layers are not needed yet."""
 
     def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
         raise StopForward

@@ -27,6 +27,7 @@ from sparsify.algorithms.hessian import (
     HessianAccumulator,
     StopForward,
     forward_batch,
+    stop_before,
     unsupported_reason,
 )
 from sparsify.progress import logged_progress
@@ -66,7 +67,7 @@ class LayerInputs:
         run = self.run
         block = None if run is None else run.layer_block.get(name)
         if run is None or (block is None and self._inputs is None):  # before the blocks
-            with hooks, _stop_at(layer):
+            with hooks, stop_before(layer):
                 for batch in self.batches:
                     with contextlib.suppress(StopForward):
                         forward_batch(self.model, batch)
@@ -74,13 +75,13 @@ class LayerInputs:
         inputs = self._advance(len(run.blocks) if block is None else block)
         if block is not None:
             module = run.blocks[block]
-            with hooks, _stop_at(layer):
+            with hooks, stop_before(layer):
                 for index in range(len(self.batches)):
                     args, kwargs = inputs.block_inputs(block, index)
                     with contextlib.suppress(StopForward):
                         module(*args, **kwargs)
             return
-        with hooks, _stop_at(layer), self._cached_blocks(inputs) as current:
+        with hooks, stop_before(layer), self._cached_blocks(inputs) as current:
             for index, batch in enumerate(self.batches):
                 current[0] = index
                 with contextlib.suppress(StopForward):
@@ -139,20 +140,6 @@ class LayerInputs:
                     del module.forward
                 else:
                     module.forward = forward
-
-
-@contextlib.contextmanager
-def _stop_at(layer: nn.Module) -> Iterator[None]:
-    """Forward passes raise `StopForward` once `layer`'s other pre-hooks have run."""
-
-    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-        raise StopForward
-
-    handle = layer.register_forward_pre_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _same_rows(a: nn.Module, b: nn.Module) -> bool:

@@ -99,11 +99,18 @@ def _deepsparse_copy(model: Path, workdir: Path) -> Path:
     proto.opset_import.extend(keep)
     changed = deepsparse_graph.for_deepsparse(proto)
     print(f"DeepSparse copy of {model.name}: {changed}", file=sys.stderr, flush=True)
+    return _save_copy(proto, model, workdir, "deepsparse")
+
+
+def _save_copy(proto: Any, model: Path, workdir: Path, engine: str) -> Path:
+    """Write an engine's copy of `model`: in the workdir, or beside the model when its weights
+    are external data (referenced relative to the model file)."""
+    import onnx
+
     external = any(
         init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer
     )
-    # external data is referenced relative to the model file, so such a copy must sit beside it
-    out = model.with_name(f".{model.stem}.deepsparse.onnx") if external else workdir / model.name
+    out = model.with_name(f".{model.stem}.{engine}.onnx") if external else workdir / model.name
     onnx.save(proto, str(out))
     return out
 
@@ -182,12 +189,7 @@ def _openvino_source(model: Path, workdir: Path) -> Path:
     if not any(changed.values()):
         return model
     print(f"OpenVINO copy of {model.name}: {changed}", file=sys.stderr, flush=True)
-    external = any(
-        init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer
-    )
-    out = model.with_name(f".{model.stem}.openvino.onnx") if external else workdir / model.name
-    onnx.save(proto, str(out))
-    return out
+    return _save_copy(proto, model, workdir, "openvino")
 
 
 class OpenVinoModel:
