@@ -27,14 +27,15 @@ _SIMPLE = (type(None), bool, int, float, str, torch.dtype, torch.device)
 Ref = tuple[Any, ...]  # ("in", leaf) of the first block's inputs, ("out", block, leaf)
 
 
-def leaves(obj: Any) -> list[torch.Tensor]:
-    """The tensors in a nested tuple / list / dict, in a fixed order."""
-    if isinstance(obj, torch.Tensor):
+def leaves(obj: Any, kind: type = torch.Tensor) -> list[Any]:
+    """The `kind` items (tensors by default) in a nested tuple / list / dict, in a fixed
+    order."""
+    if isinstance(obj, kind):
         return [obj]
     if isinstance(obj, list | tuple):
-        return [t for item in obj for t in leaves(item)]
+        return [t for item in obj for t in leaves(item, kind)]
     if isinstance(obj, dict):
-        return [t for item in obj.values() for t in leaves(item)]
+        return [t for item in obj.values() for t in leaves(item, kind)]
     return []
 
 
@@ -325,7 +326,7 @@ class BlockInputs:
         used = {
             leaf.ref[1]
             for template in self.run.inputs[after + 1 :]
-            for leaf in _refs(template)
+            for leaf in leaves(template, _Leaf)
             if leaf.ref[0] == "out"
         }
         for block in [b for b in self.outputs if b not in used]:
@@ -345,13 +346,3 @@ class BlockInputs:
 
             args, kwargs = _build(self.run.inputs[block], resolve)
         return clone(args), clone(kwargs)
-
-
-def _refs(template: Any) -> list[_Leaf]:
-    if isinstance(template, _Leaf):
-        return [template]
-    if isinstance(template, list | tuple):
-        return [leaf for item in template for leaf in _refs(item)]
-    if isinstance(template, dict):
-        return [leaf for item in template.values() for leaf in _refs(item)]
-    return []

@@ -16,14 +16,13 @@ the dropped ones.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
 import torch
 from torch import nn
 
-from sparsify.algorithms.hessian import HessianAccumulator, forward_batch
+from sparsify.algorithms.hessian import collect_hessians
 from sparsify.algorithms.masks import from_matrix, to_matrix
 
 log = logging.getLogger("sparsify")
@@ -41,14 +40,9 @@ def reconstruct_consumers(
     calibration inputs (0 = exact)."""
     if not consumers or not batches:
         return {}
-    accs = {layer: HessianAccumulator(layer) for layer in consumers}
     training = model.training
     model.eval()
-    with contextlib.ExitStack() as stack:
-        for acc in accs.values():
-            stack.enter_context(acc)
-        for batch in batches:
-            forward_batch(model, batch)
+    accs = collect_hessians(model, {layer: layer for layer in consumers}, batches)
     model.train(training)
     errors = {}
     for layer, removed in consumers.items():

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,8 @@ from sparsify.algorithms.masks import to_matrix
 from sparsify.errors import SparsifyError
 
 log = logging.getLogger("sparsify")
+
+K = TypeVar("K", bound=Hashable)
 
 
 def unsupported_reason(layer: nn.Module) -> str | None:
@@ -175,6 +177,19 @@ def hooked_eval_forward(model: nn.Module, batch: Any, handles: Sequence[Any]) ->
         model.train(was_training)
         for handle in handles:
             handle.remove()
+
+
+def collect_hessians(
+    model: nn.Module, layers: Mapping[K, nn.Module], batches: Sequence[Any]
+) -> dict[K, HessianAccumulator]:
+    """The Hessians of `layers` (keyed as given) from one forward pass over `batches`."""
+    accs = {key: HessianAccumulator(layer) for key, layer in layers.items()}
+    with contextlib.ExitStack() as stack:
+        for acc in accs.values():
+            stack.enter_context(acc)
+        for batch in batches:
+            forward_batch(model, batch)
+    return accs
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from sparsify.algorithms.block_run import BlockInputs, clone, leaves, plan_block
 from sparsify.algorithms.hessian import (
     HessianAccumulator,
     StopForward,
+    collect_hessians,
     forward_batch,
     stop_before,
     unsupported_reason,
@@ -152,19 +153,6 @@ def _same_rows(a: nn.Module, b: nn.Module) -> bool:
     return all(getattr(a, k) == getattr(b, k) for k in (*keys, "padding_mode"))
 
 
-def _collect(
-    model: nn.Module, layers: dict[str, nn.Module], batches: Sequence[Any]
-) -> dict[str, HessianAccumulator]:
-    """Hessians of `layers` from one pass over `batches`."""
-    accs = {name: HessianAccumulator(layer) for name, layer in layers.items()}
-    with contextlib.ExitStack() as stack:
-        for acc in accs.values():
-            stack.enter_context(acc)
-        for batch in batches:
-            forward_batch(model, batch)
-    return accs
-
-
 def layer_hessians(
     model: nn.Module,
     layers: dict[str, nn.Module],
@@ -185,7 +173,9 @@ def layer_hessians(
     model.eval()
     supported = {n: m for n, m in layers.items() if unsupported_reason(m) is None}
     try:
-        together = None if sequential or not supported else _collect(model, supported, batches)
+        together = (
+            None if sequential or not supported else collect_hessians(model, supported, batches)
+        )
         inputs = LayerInputs(model, supported, batches) if sequential and supported else None
         group: tuple[str, HessianAccumulator] | None = None  # the last Hessian and its layer
         for name, layer in logged_progress(layers.items(), len(layers), desc, log):
