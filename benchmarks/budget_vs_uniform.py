@@ -24,7 +24,7 @@ status 1 when a model misses the target.
 
 .venv/bin/python benchmarks/budget_vs_uniform.py [--models cnn,bert,yolo] [--engine onnxruntime]
     [--levels 0,0.25,0.5,0.75,1] [--trials 8] [--max-drop 1.0] [--experiment one_shot] [--image-size 96] [--batch 16]
-    [--time 3] [--out DIR] [--tiny]
+    [--time 3] [--baseline-epochs N] [--set KEY=VALUE ...] [--out DIR] [--tiny]
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def compare(
 def run_model(args: argparse.Namespace, model: str, setup: Setup, out: Path) -> Comparison:
     """Both sweeps of one model, one working dir (one cached dense baseline), then read back."""
     out.mkdir(parents=True, exist_ok=True)
-    common = [*setup.common, *experiment_overrides(args, setup)]
+    common = [*setup.common, *experiment_overrides(args, setup), *args.set]
     common += [
         *([f"model={setup.source}"] if setup.source else []),
         f"benchmark.batch_sizes=[{args.batch}]",
@@ -207,7 +207,7 @@ def experiment_overrides(args: argparse.Namespace, setup: Setup) -> list[str]:
     """The experiment and its training: one-shot fine-tunes the dense baseline (the setup's
     epochs and lr), training-aware trains at its own (`--epochs`)."""
     if args.experiment == "one_shot":
-        epochs, lr = setup.baseline_epochs or 4, setup.lr
+        epochs, lr = args.baseline_epochs or setup.baseline_epochs or 4, setup.lr
     else:
         epochs, lr = args.epochs or setup.epochs or 10, setup.ta_lr
     if args.tiny:
@@ -310,6 +310,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-drop", type=float, default=1.0, help="budget.max_drop, points")
     parser.add_argument("--experiment", default="one_shot", choices=["one_shot", "training_aware"])
     parser.add_argument("--epochs", type=float, default=None, help="training-aware epochs")
+    parser.add_argument(
+        "--baseline-epochs", type=float, default=None, help="one-shot: dense fine-tune epochs"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more override for every run (repeatable), e.g. --set baseline.min_steps=100",
+    )
     parser.add_argument("--image-size", type=int, default=None, help="cnn 96, yolo 160")
     parser.add_argument("--batch", type=int, default=None, help="benchmark batch (16; tiny 4)")
     parser.add_argument("--time", type=float, default=None, help="seconds per model (3; tiny 0.1)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +14,10 @@ import pytest
 from tests.fixtures.images import make_image_folder
 
 # Ultralytics fixes its settings file at first import, wherever in the suite that happens:
-# before any test module is imported, so it is never ~/.config
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo_config"))
+# before any test module is imported, so it is never ~/.config; removed when the suite ends
+if "YOLO_CONFIG_DIR" not in os.environ:
+    os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="yolo_config")
+    atexit.register(shutil.rmtree, os.environ["YOLO_CONFIG_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")

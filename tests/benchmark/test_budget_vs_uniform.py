@@ -105,6 +105,17 @@ def test_levels_and_models_are_parsed(script: ModuleType) -> None:
         script.parse_args(["--models", "cnn,resnet"])
 
 
+def test_baseline_epochs_and_extra_overrides_reach_every_run(script: ModuleType) -> None:
+    args = script.parse_args(
+        ["--baseline-epochs", "6", "--set", "baseline.min_steps=100", "--set", "a.b=1"]
+    )
+    assert args.set == ["baseline.min_steps=100", "a.b=1"]
+    setup = script.Setup("x", ["data=digits"], None, 1e-3, 5e-4, baseline_epochs=15)
+    assert "experiment.train.epochs=6" in script.experiment_overrides(args, setup)
+    default = script.parse_args([])
+    assert "experiment.train.epochs=15" in script.experiment_overrides(default, setup)
+
+
 @pytest.mark.slow
 def test_tiny_run_end_to_end(
     script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
