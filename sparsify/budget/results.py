@@ -26,6 +26,7 @@ def trials_csv(results: list[TrialResult], selection: Selection, max_drop: float
     keys = sorted({k for r in results for k in r.params})
     engines = sorted({e for r in results for e in r.speedups})
     columns = ["trial", "status", *keys, "metric", "value", "dense", "drop", "fits", "speedup"]
+    columns += ["overshoot"]
     columns += [f"speedup_{e}" for e in engines]
     columns += ["latency_ms", "dense_latency_ms", "chosen", "run_dir", "error"]
     chosen = selection.chosen.number if selection.chosen else None
@@ -35,6 +36,7 @@ def trials_csv(results: list[TrialResult], selection: Selection, max_drop: float
     for r in sorted(results, key=lambda r: r.number):
         row: dict[str, Any] = {"trial": r.number, "status": r.status, **r.params}
         row.update(metric=r.metric, value=r.value, dense=r.dense, drop=r.drop)
+        row["overshoot"] = r.overshoot
         row.update(speedup=r.speedup, latency_ms=r.latency_ms, dense_latency_ms=r.dense_latency_ms)
         row.update({f"speedup_{e}": v for e, v in r.speedups.items()})
         row.update(fits="yes" if r.fits(max_drop) else ("no" if r.status == DONE else ""))

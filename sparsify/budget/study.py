@@ -106,7 +106,10 @@ def tell(study: Any, trial: Any, result: TrialResult, max_drop: float) -> None:
         trial.set_user_attr(key, value)
     optuna = import_optuna()
     if result.status == DONE and result.drop is not None:
-        trial.set_constraint("drop", result.drop - max_drop)
+        # a trial whose every package lost too much (the guard shipped dense) is outside the
+        # budget for the sampler, by its packages' smallest drop: it went too far
+        drop = result.drop if result.overshoot is None else result.overshoot
+        trial.set_constraint("drop", drop - max_drop)
         study.tell(trial, float(result.speedup or 0.0))
     else:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)

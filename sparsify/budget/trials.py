@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparsify.benchmark.choice import ACCURACY, DENSE
 from sparsify.benchmark.table import comparison
 from sparsify.run_record import RunRecord
 
@@ -29,6 +30,10 @@ class TrialResult:
     speedups: dict[str, float | None] = field(default_factory=dict)  # every engine measured
     latency_ms: float | None = None  # the result's median latency at the smallest batch
     dense_latency_ms: float | None = None
+    # the guard shipped dense because every package of the trial lost more than its max_drop:
+    # their smallest drop. The dense model fits any budget at 1x; the search learns from this
+    # that the trial went too far (study.tell), the selection still sees the dense package
+    overshoot: float | None = None
     error: str | None = None
 
     @property
@@ -46,7 +51,7 @@ class TrialResult:
         keys = ("run_dir", "status", "metric", "value", "dense", "speedup", "speedups")
         attrs = {k: getattr(self, k) for k in keys}
         attrs.update(latency_ms=self.latency_ms, dense_latency_ms=self.dense_latency_ms)
-        attrs.update(drop=self.drop, error=self.error)
+        attrs.update(drop=self.drop, overshoot=self.overshoot, error=self.error)
         return attrs
 
     @classmethod
@@ -98,8 +103,26 @@ def read_trial(
     result.dense_latency_ms = _first([base], "latency_ms_b")
     if result.dense is None or result.speedup is None:
         return _failed(result, f"no dense {metric} or no speedup on {engine}: {mine.get('notes')}")
+    result.overshoot = _overshoot(report, engine, metric, result.dense)
     result.status = DONE
     return result
+
+
+def _overshoot(report: dict[str, Any], engine: str, metric: str, dense: float) -> float | None:
+    """The smallest drop among the trial's own packages when the guard shipped the dense model
+    because each of them lost too much accuracy (benchmark.json's `chosen` and `variants`);
+    None when one of them was refused for speed only, or the trial shipped one."""
+    if (report.get("chosen") or {}).get("kind") != DENSE:
+        return None
+    drops = []
+    for variant in (report.get("variants") or {}).values():
+        measured = (variant.get("engines") or {}).get(engine)
+        if variant.get("kind") == DENSE or not measured:
+            continue  # the baseline itself, or a variant that is another's file (same_as)
+        if measured.get("status") != ACCURACY or measured.get(metric) is None:
+            return None
+        drops.append(round(dense - float(measured[metric]), 4))
+    return min(drops) if drops else None
 
 
 def _failed(result: TrialResult, why: str) -> TrialResult:

@@ -118,3 +118,61 @@ def test_test_view_puts_test_where_val_was(tmp_path: Path) -> None:
     assert (view / "classes.txt").is_file() and (view / "images" / "train" / "train.jpg").is_file()
     (tmp_path / "plain" / "val").mkdir(parents=True)
     assert held_out_view(tmp_path / "plain", tmp_path / "view2") is None
+
+
+def _shipped_dense_run(run_dir: Path, statuses: dict[str, tuple[str, float]]) -> Path:
+    """A finished run whose guard shipped the dense model; `statuses`: variant -> (its status
+    on ONNX Runtime, its top1)."""
+    import json
+
+    def model(top1: float) -> dict[str, object]:
+        timing = {"items_per_sec": 100.0, "median": 10.0}
+        return {
+            "accuracy": {"top1": top1, "samples": 360},
+            "benchmarks": [{"batch_size": 16, "benchmark_result": timing}],
+        }
+
+    variants: dict[str, object] = {
+        "baseline": {"kind": "dense", "engines": {"onnxruntime": {"status": "chosen"}}},
+        "qdq_fp32_depthwise": {"kind": "int8", "same_as": "qdq"},
+    }
+    for name, (status, top1) in statuses.items():
+        variants[name] = {
+            "kind": "int8",
+            "engines": {"onnxruntime": {"status": status, "top1": top1}},
+        }
+    report = {
+        "metric": "top1",
+        "engines": {"onnxruntime": {"baseline": model(90.0), "sparsified": model(90.0)}},
+        "chosen": {"engine": "onnxruntime", "variant": "baseline", "kind": "dense"},
+        "variants": variants,
+    }
+    (run_dir / "benchmark").mkdir(parents=True)
+    (run_dir / "benchmark" / "benchmark.json").write_text(json.dumps(report))
+    (run_dir / "manifest.json").write_text(json.dumps({"status": "done", "stages": {}}))
+    return run_dir
+
+
+def test_a_trial_whose_packages_all_lost_too_much_is_outside_the_budget_to_the_sampler(
+    tmp_path: Path,
+) -> None:
+    from sparsify.budget.study import open_study, tell
+    from sparsify.budget.trials import read_trial
+
+    too_far = _shipped_dense_run(
+        tmp_path / "0", {"fp32": ("accuracy", 87.5), "qdq": ("accuracy", 86.0)}
+    )
+    result = read_trial(0, {"optim_level": 0.9}, too_far, "onnxruntime", "top1")
+    # the shipped package is dense: in budget at 1x, and what the selection sees
+    assert (result.status, result.drop, result.speedup) == (DONE, 0.0, 1.0)
+    assert result.overshoot == 2.5 and select([result], 1.0).chosen is result
+    # a trial where one package was refused for speed only did find accuracy: no overshoot
+    slow = _shipped_dense_run(tmp_path / "1", {"fp32": ("slower", 89.5), "qdq": ("accuracy", 86.0)})
+    assert read_trial(1, {}, slow, "onnxruntime", "top1").overshoot is None
+
+    study = open_study(tmp_path / "sweep", seed=0, startup_trials=2)
+    trial = study.ask()
+    trial.suggest_float("optim_level", 0.0, 1.0)
+    tell(study, trial, result, max_drop=1.0)
+    assert study.trials[0].constraints == {"drop": 1.5}  # infeasible, by 1.5 points
+    assert study.trials[0].user_attrs["overshoot"] == 2.5
