@@ -296,6 +296,11 @@ class BudgetSweeper(Sweeper):
                     if result.status != FAILED
                     else f"failed: {result.error}"
                 )
+                if result.overshoot is not None:
+                    shown += (
+                        f" (the dense model: every package lost {result.overshoot:g} points or"
+                        " more; outside the budget to the search)"
+                    )
                 log.info("Trial %d: %s", trial.number, shown)
         return len(asked)
 

@@ -20,6 +20,7 @@ from sparsify.budget.sweeper import BudgetSweeper
 
 Metrics = Callable[[float], tuple[float, float] | None]  # level -> (top1, speedup) or failure
 DENSE = 90.0
+GUARD_DROP = 100.0  # a fake run ships dense past this drop (the latency guard's max_drop)
 
 
 def _model(top1: float, items_per_sec: float) -> dict[str, Any]:
@@ -52,16 +53,23 @@ class FakeLauncher:
                 (run_dir / "FAILED").write_text("SparsifyError: injected failure\n")
             else:
                 top1, speedup = outcome
-                engines = {
+                report: dict[str, Any] = {"metric": "top1"}
+                if DENSE - top1 > GUARD_DROP:  # the run's guard ships the dense model
+                    fp32 = {"status": "accuracy", "top1": top1, "speedup": speedup}
+                    report["chosen"] = {"variant": "baseline", "kind": "dense", "fallback": True}
+                    report["variants"] = {
+                        "baseline": {"kind": "dense", "engines": {"onnxruntime": {}}},
+                        "fp32": {"kind": "fp32", "engines": {"onnxruntime": fp32}},
+                    }
+                    top1, speedup = DENSE, 1.0
+                report["engines"] = {
                     "onnxruntime": {
                         "baseline": _model(DENSE, 100.0),
                         "sparsified": _model(top1, 100.0 * speedup),
                     }
                 }
                 (run_dir / "benchmark").mkdir(exist_ok=True)
-                (run_dir / "benchmark" / "benchmark.json").write_text(
-                    json.dumps({"metric": "top1", "engines": engines})
-                )
+                (run_dir / "benchmark" / "benchmark.json").write_text(json.dumps(report))
                 (run_dir / "manifest.json").write_text(json.dumps({"status": "done", "stages": {}}))
             hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(run_dir)}}})
             returns.append(
@@ -170,6 +178,22 @@ def test_no_fit_sets_the_outcome_with_the_closest_trial(tmp_path: Path) -> None:
     assert data["chosen"] is None and outcome
     assert f"Closest: trial {data['closest']['trial']}" in outcome
     assert not (tmp_path / "best").exists()
+
+
+def test_a_trial_shipping_dense_for_accuracy_is_outside_the_budget_to_the_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(globals(), "GUARD_DROP", 1.0)
+    caplog.set_level("INFO", logger="sparsify")
+    _sweeper(tmp_path, _linear, trials=4).sweep([])
+    rows = _rows(tmp_path)
+    too_far = [r for r in rows if float(r["optim_level"]) > 0.5]
+    assert too_far, rows  # the seed's startup trials reach past level 0.5
+    for row in too_far:  # shipped dense: in budget at 1x, the drop of its package in overshoot
+        assert (float(row["drop"]), float(row["speedup"])) == (0.0, 1.0)
+        assert float(row["overshoot"]) == pytest.approx(2.0 * float(row["optim_level"]), 1e-3)
+    assert all(r["overshoot"] == "" for r in rows if float(r["optim_level"]) <= 0.5)
+    assert "outside the budget to the search" in caplog.text
 
 
 def test_a_sweep_override_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
