@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"sparsify: {exc}", file=sys.stderr)
         sys.exit(2)
     _running.update(run_dir=None, sweep=False)
+    # an earlier sweep in this process (a caller of main(), a test) must not decide this
+    # command's exit status: read both outcomes, which clears them
+    failed_sweep_jobs()
+    budget_outcome()
     try:
         _hydra_main()
     except KeyboardInterrupt:

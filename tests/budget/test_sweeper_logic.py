@@ -194,6 +194,7 @@ def test_a_trial_shipping_dense_for_accuracy_is_outside_the_budget_to_the_search
         assert float(row["overshoot"]) == pytest.approx(2.0 * float(row["optim_level"]), 1e-3)
     assert all(r["overshoot"] == "" for r in rows if float(r["optim_level"]) <= 0.5)
     assert "outside the budget to the search" in caplog.text
+    assert budget_outcome() == ""  # a package was chosen
 
 
 def test_a_sweep_override_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -142,3 +142,12 @@ def test_a_sweep_with_failed_jobs_exits_non_zero_after_its_report(
     (root,) = (tmp_path / "multirun").iterdir()
     assert (root / "summary.md").is_file()  # the report was written first
     assert "Sweep report:" in err.out
+
+
+def test_an_earlier_budget_search_does_not_decide_a_later_sweeps_exit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparsify.budget import set_outcome
+
+    set_outcome("")  # a budget search in this process chose a package, nobody read it
+    test_a_sweep_with_failed_jobs_exits_non_zero_after_its_report(tmp_path, capsys)
