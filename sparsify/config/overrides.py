@@ -115,6 +115,12 @@ def config_dir_option(argv: list[str]) -> str | None:
 FREE_DICTS = ("recipe_args", "budget.space")
 
 
+def in_free_dict(key: str) -> bool:
+    """Whether `key` is a free dict or an entry of one: new to the composed config, so Hydra
+    adds it only with `++`."""
+    return key in FREE_DICTS or key.startswith(tuple(f"{k}." for k in FREE_DICTS))
+
+
 def _syntax_problem(override: str) -> Problem | None:
     """Hydra's grammar error for one override, naming the override (Hydra's own message names
     neither it nor its key)."""
@@ -191,9 +197,7 @@ def normalize_overrides(overrides: list[str], config_dir: str | None = None) -> 
                 out.append(f"{prefix}optim_level={','.join(numbers)}")
             else:
                 out.append(override)
-        elif (
-            key in FREE_DICTS or key.startswith(tuple(f"{k}." for k in FREE_DICTS))
-        ) and "~" not in prefix:
+        elif in_free_dict(key) and "~" not in prefix:
             # a dict of the recipe's own names / of budget search dimensions: Hydra would want
             # `+` for each new one
             out.append(f"++{key}={value}")
